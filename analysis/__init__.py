@@ -1,0 +1,1 @@
+"""Analyses of the integer softmax recipes (SQNR, error, cost); `python -m analysis` renders the report."""

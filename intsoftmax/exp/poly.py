@@ -1,0 +1,88 @@
+"""Fixed-point minimax polynomial exp2: integer part as a shift, ``2**-f`` by Horner.
+
+Native input: ``u >= 0`` in units of ``2**-frac_bits`` octaves, ``u = q * 2**F + f``.
+The polynomial ``p(f) ~= 2**-f`` on ``[0, 1]`` minimises the maximum *relative*
+error with ``p(0) = 1`` fixed (so ``e(0) = one`` exactly). It is fitted as a
+linear programme with ``scipy.optimize.linprog`` on a dense grid, then its
+coefficients are rounded to integers at scale ``2**E``.
+
+Integer steps (F = frac_bits, E = out_bits, int32): ``h = C_d``; for
+``i = d-1 .. 0``: ``h = C_i + ((h * f + 2**(F-1)) >> F)``; ``e = h >> q``.
+``|h| <= 2**(E+1)`` and ``f < 2**F`` so ``h * f`` fits int32 when ``E + F <= 30``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..strategy import register
+from .base import ErrorBound, ExpStrategy, OpCount, check_bits
+
+
+@functools.lru_cache(maxsize=None)
+def minimax_exp2_coefficients(degree: int, grid: int = 4097) -> tuple[float, ...]:
+    """Real coefficients ``c_0 = 1, c_1..c_d`` of the relative-minimax fit of ``2**-f`` on [0, 1]."""
+    from scipy.optimize import linprog
+
+    f = np.linspace(0.0, 1.0, grid)
+    g = np.exp2(-f)
+    powers = np.stack([f**i for i in range(1, degree + 1)], axis=1)  # unknowns c_1..c_d, then t
+    # |1 + powers @ c - g| <= t * g  ->  two inequality rows per grid point
+    A_ub = np.block([[powers, -g[:, None]], [-powers, -g[:, None]]])
+    b_ub = np.concatenate([g - 1.0, 1.0 - g])
+    cost = np.zeros(degree + 1)
+    cost[-1] = 1.0
+    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * degree + [(0, None)], method="highs")
+    if not res.success:  # pragma: no cover - HiGHS solves this small LP reliably
+        raise RuntimeError(f"minimax fit failed: {res.message}")
+    return (1.0, *map(float, res.x[:degree]))
+
+
+@register("exp", "poly_exp2")
+class PolyExp2(ExpStrategy):
+    degree: int = 3
+    frac_bits: int = 14
+    out_bits: int = 15
+
+    def _validate(self):
+        check_bits(self, "degree", 1, 4)
+        check_bits(self, "frac_bits", 1, 20)
+        check_bits(self, "out_bits", 2, 24)
+        self._check(self.out_bits + self.frac_bits <= 30, "out_bits",
+                    f"out_bits + frac_bits must be <= 30 so Horner products fit int32 (frac_bits={self.frac_bits})")
+
+    @property
+    def coefficients(self) -> tuple[int, ...]:
+        """Integer Horner coefficients ``C_i = round(c_i * 2**E)``, ``C_0 = 2**E``."""
+        return tuple(int(round(c * 2**self.out_bits)) for c in minimax_exp2_coefficients(self.degree))
+
+    def input_unit_octaves(self):
+        return 2.0**-self.frac_bits
+
+    def u_max(self):
+        return (self.out_bits + 1) << self.frac_bits
+
+    def golden(self, u, consts=None):
+        F = self.frac_bits
+        u = np.asarray(u, dtype=np.int64)
+        q = u >> F
+        f = u & ((1 << F) - 1)
+        coefs = self.coefficients
+        h = np.full_like(u, coefs[-1])
+        for c in coefs[-2::-1]:
+            h = c + ((h * f + (1 << (F - 1))) >> F)
+        return h >> q
+
+    def error_bound(self, consts=None):
+        """rel: the integer-coefficient polynomial against ``2**-f`` (closed form, dense grid);
+        abs: Horner's ``degree`` rounding shifts (0.5 LSB each, damped by ``f < 1``)
+        plus the final floor (1 LSB)."""
+        f = np.linspace(0.0, 1.0, 200001)
+        coefs = np.array(self.coefficients, dtype=np.float64) / 2**self.out_bits
+        p = np.polyval(coefs[::-1], f)
+        rel = float(np.max(np.abs(p / np.exp2(-f) - 1)))
+        return ErrorBound(rel=rel, abs_lsb=1.0 + 0.5 * self.degree)
+
+    def op_count(self):
+        return OpCount(mul=self.degree, shift=self.degree + 2, add=2 * self.degree + 1)

@@ -1,0 +1,109 @@
+"""Quantization granularity policies and the symmetric INT8 quantizer.
+
+A policy says which elements of a ``(..., N, D)`` tensor share one scale:
+
+============  =========================================  ====================
+policy        scale shared by                            scale shape
+============  =========================================  ====================
+PerTensor     the whole tensor                           ``(1, ..., 1, 1)``
+PerHead       one ``(..., N, D)`` slice (leading index)  ``(..., 1, 1)``
+PerToken      one row of ``D`` values                    ``(..., N, 1)``
+PerBlock(b)   ``b`` consecutive rows of one slice        ``(..., N, 1)`` (repeated)
+============  =========================================  ====================
+
+Integer comparability: the running max and the exp compare integer logits of
+one query row across *all* keys, so every key of a row must share one K scale:
+K may be PerTensor or PerHead only. V scales sit inside ``sum_j P_j V_j``, so V
+must also be PerTensor or PerHead. Q scales are constant along a row, so every
+Q policy is valid (the integer constants become per-row).
+
+Quantization: ``s = amax / 127`` (float32; ``s = 1`` where ``amax = 0``) and
+``x8 = clip(rint(x * (127 / amax)), -127, 127)`` with the products and the
+quotient in float32, so any IEEE implementation reproduces the integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .strategy import Strategy, register
+
+QMAX = 127
+
+
+class Granularity(Strategy):
+    #: can this policy be used for K (and V)? See the module docstring.
+    row_uniform = True
+
+    def amax(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+@register("granularity", "per_tensor")
+class PerTensor(Granularity):
+    def amax(self, x):
+        return np.abs(x).max(axis=tuple(range(x.ndim)), keepdims=True)
+
+
+@register("granularity", "per_head")
+class PerHead(Granularity):
+    def amax(self, x):
+        return np.abs(x).max(axis=(-2, -1), keepdims=True)
+
+
+@register("granularity", "per_token")
+class PerToken(Granularity):
+    row_uniform = False
+
+    def amax(self, x):
+        return np.abs(x).max(axis=-1, keepdims=True)
+
+
+@register("granularity", "per_block")
+class PerBlock(Granularity):
+    row_uniform = False
+    size: int = 64
+
+    def _validate(self):
+        self._check(1 <= self.size <= 4096, "size", "must be in [1, 4096] tokens")
+
+    def amax(self, x):
+        n = x.shape[-2]
+        rows = np.abs(x).max(axis=-1, keepdims=True)  # (..., N, 1)
+        pad = (-n) % self.size
+        padded = np.concatenate([rows, np.zeros(rows.shape[:-2] + (pad, 1), rows.dtype)], axis=-2)
+        blocks = padded.reshape(rows.shape[:-2] + (-1, self.size, 1)).max(axis=-2)
+        return np.repeat(blocks, self.size, axis=-2)[..., :n, :]
+
+
+def scales_from_amax(amax) -> tuple[np.ndarray, np.ndarray]:
+    """``(s, inv)`` in float32: ``s = amax / 127`` dequantizes, ``inv = 127 / amax`` quantizes."""
+    amax = np.asarray(amax, dtype=np.float32)
+    pos = amax > 0
+    safe = np.where(pos, amax, np.float32(1))
+    s = np.where(pos, safe / np.float32(QMAX), np.float32(1)).astype(np.float32)
+    inv = np.where(pos, np.float32(QMAX) / safe, np.float32(1)).astype(np.float32)
+    return s, inv
+
+
+def quantize_int8(x, inv) -> np.ndarray:
+    """``clip(rint(x * inv), -127, 127)`` in float32 -> int8."""
+    y = np.asarray(x, dtype=np.float32) * np.asarray(inv, dtype=np.float32)
+    return np.clip(np.rint(y), -QMAX, QMAX).astype(np.int8)
+
+
+def quantize(x, granularity: Granularity, amax=None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric INT8 quantization of a float ``(..., N, D)`` array.
+
+    ``amax`` gives static (calibrated) ranges broadcastable to the policy's scale
+    shape; by default they are measured from ``x`` (dynamic). Returns ``(x8, s)``
+    with ``x ~= x8 * s`` and ``s`` float32 of the policy's scale shape.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"quantize expects a float array, got dtype {x.dtype}; pass int8 data with its scales instead")
+    if not np.isfinite(x).all():
+        raise ValueError("quantize: input contains NaN or inf; attention inputs must be finite")
+    x32 = x.astype(np.float32)
+    a = granularity.amax(x32) if amax is None else np.broadcast_to(np.asarray(amax, np.float32), granularity.amax(x32).shape)
+    s, inv = scales_from_amax(a)
+    return quantize_int8(x32, inv), s

@@ -1,0 +1,328 @@
+"""The Recipe: one exp strategy, one accumulation rule, granularities and bit widths.
+
+A Recipe is validated when it is built: incompatible combinations raise
+``ValueError``/``TypeError`` naming the field and the fix. It states the largest
+sequence length it supports without integer overflow (:meth:`Recipe.max_seq_len`)
+and the golden model rejects longer inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from . import golden
+from .accumulation import AccumulationRule, ScaleRelease
+from .exp import ExpStrategy, PolyExp2, QFlashExp2
+from .exp.base import OpCount
+from .fixedpoint import INT32_MAX
+from .granularity import QMAX, Granularity, PerTensor, quantize
+from .plan import BIAS_MAX, MASKED_LOGIT, NORM_FRAC, AttentionPlan, derive_plan
+from .strategy import from_dict
+
+#: Largest supported head dimension: ``|Q8 . K8| <= 127**2 * 256 < 2**22``.
+MAX_HEAD_DIM = 256
+RECIPE_VERSION = 1
+
+_FIELDS = {
+    "exp": ("exp", ExpStrategy),
+    "accumulation": ("accumulation", AccumulationRule),
+    "q_granularity": ("granularity", Granularity),
+    "k_granularity": ("granularity", Granularity),
+    "v_granularity": ("granularity", Granularity),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class IntAttention:
+    """Integer attention result: ``float_output = values * scale``.
+
+    values: int64 array (..., Nq, Dv) of the kernel's int32 (or int8) outputs.
+    scale: float64 array broadcastable to ``values`` (V's scale times ``2**-frac_bits``,
+    or the int8 output scale).
+    """
+
+    values: np.ndarray
+    scale: np.ndarray
+    plan: AttentionPlan
+
+    def dequantize(self) -> np.ndarray:
+        return self.values.astype(np.float64) * self.scale
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A complete integer attention algorithm.
+
+    exp: integer exp strategy. accumulation: tile-wise rule. q/k/v_granularity:
+    scale sharing of the INT8 inputs. p_bits: width of the unsigned
+    probabilities P (7: one int8 MMA as in QFlash; 8: one MMA on ``P - 128``
+    plus a column-sum correction; 9-14: split into two int8 MMAs).
+    block_n: keys per tile (tile boundaries decide when rescaling happens, so
+    they are part of the numerics). out_frac_bits: fractional bits kept in the
+    integer output, in units of V's scale.
+    """
+
+    exp: ExpStrategy = dataclasses.field(default_factory=PolyExp2)
+    accumulation: AccumulationRule = dataclasses.field(default_factory=ScaleRelease)
+    q_granularity: Granularity = dataclasses.field(default_factory=PerTensor)
+    k_granularity: Granularity = dataclasses.field(default_factory=PerTensor)
+    v_granularity: Granularity = dataclasses.field(default_factory=PerTensor)
+    p_bits: int = 11
+    block_n: int = 64
+    out_frac_bits: int = 8
+
+    # -- construction and validation ----------------------------------------------------------
+    def __post_init__(self):
+        for name, (family, cls) in _FIELDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                raise TypeError(f"Recipe.{name} must be a {cls.__name__} ({family} strategy), got {value!r}; "
+                                f"see intsoftmax.available_strategies()['{family}']")
+        for name in ("p_bits", "block_n", "out_frac_bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Recipe.{name} must be an int, got {value!r}")
+        if not 1 <= self.p_bits <= 14:
+            raise ValueError(f"Recipe.p_bits={self.p_bits}: must be in [1, 14] (7 = QFlash's int8 P, "
+                             "8 = uint8 P, 9-14 = P split over two int8 MMAs)")
+        if self.block_n not in (16, 32, 64, 128, 256):
+            raise ValueError(f"Recipe.block_n={self.block_n}: must be one of 16, 32, 64, 128, 256 "
+                             "(a power of two the kernel can tile with)")
+        if not 0 <= self.out_frac_bits <= 16:
+            raise ValueError(f"Recipe.out_frac_bits={self.out_frac_bits}: must be in [0, 16] "
+                             "(127 * 2**16 is the largest output that fits int32 with headroom)")
+        for name in ("k_granularity", "v_granularity"):
+            g = getattr(self, name)
+            if not g.row_uniform:
+                why = ("logits of different keys would have different scales, so an integer row max "
+                       "and exp over them are meaningless" if name == "k_granularity" else
+                       "V's scale would sit inside sum_j P_j V_j, so the integer accumulator could not be "
+                       "dequantized with one scale")
+                raise ValueError(f"Recipe.{name}={g.name} breaks integer comparability: {why}. "
+                                 f"Use PerTensor() or PerHead() for {name[0].upper()}.")
+        if self.accumulation.two_pass is False and self.exp.integer_only and self.max_seq_len() < 1:
+            raise ValueError(f"Recipe supports no sequence length: {self.accumulation.name} with "
+                             f"p_bits={self.p_bits}, block_n={self.block_n}")
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def qflash(cls) -> "Recipe":
+        """The QFlash paper's recipe: its exp2 range reduction, scale release with a
+        2**30 binary point, per-tensor INT8, 7-bit P, 32-key tiles, int8-grid output
+        (rounded in integers, where the official code truncates an fp32 division)."""
+        return cls(exp=QFlashExp2(), accumulation=ScaleRelease(30), p_bits=7, block_n=32, out_frac_bits=0)
+
+    @classmethod
+    def default(cls) -> "Recipe":
+        """This project's most accurate integer-only recipe: degree-3 minimax exp2,
+        scale release, 11-bit P (two int8 MMAs), 8 output fractional bits."""
+        return cls()
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def p_max(self) -> int:
+        return 2**self.p_bits - 1
+
+    @property
+    def name(self) -> str:
+        return (f"exp={self.exp.name}|acc={self.accumulation.name}|q={self.q_granularity.name}|"
+                f"k={self.k_granularity.name}|v={self.v_granularity.name}|p_bits={self.p_bits}|"
+                f"block_n={self.block_n}|out_frac_bits={self.out_frac_bits}")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        d = {"version": RECIPE_VERSION}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.to_dict() if f.name in _FIELDS else v
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        if not isinstance(data, dict):
+            raise TypeError(f"Recipe.from_dict expects a dict, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("version", RECIPE_VERSION)
+        if version != RECIPE_VERSION:
+            raise ValueError(f"Recipe version {version} is not supported (this library reads {RECIPE_VERSION})")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown Recipe fields {sorted(unknown)}")
+        for name, (family, _) in _FIELDS.items():
+            if name in data:
+                data[name] = from_dict(family, data[name])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        return cls.from_dict(json.loads(text))
+
+    # -- limits --------------------------------------------------------------------------------
+    def max_seq_len(self) -> int:
+        """Largest key count with no integer overflow, for any int8 inputs.
+
+        ``acc = sum_j P_j V_j`` is int32: ``N * P_max * 127`` plus half an LSB per
+        rescale must stay below ``2**31``; a rule with its own limit (naive
+        accumulation) caps it at ``tiles * block_n``.
+        """
+        per_key = self.p_max * QMAX
+        n = INT32_MAX // per_key
+        while n * per_key + math.ceil(n / self.block_n) > INT32_MAX:
+            n -= 1
+        tiles = self.accumulation.tiles_before_overflow(self.block_n, self.p_max, self.exp.one_upper_bound())
+        if tiles is not None:
+            n = min(n, tiles * self.block_n)
+        return n
+
+    def op_count(self) -> OpCount:
+        """Integer ops per score element: prescale (1 mul, 1 add, 1 shift, 1 min), the exp,
+        requantization to P (1 mul, 1 add, 1 shift, 1 min) and the sums (2 adds)."""
+        shared = OpCount(mul=2, shift=2, add=6)
+        return shared + self.exp.op_count()
+
+    # -- golden model entry points -----------------------------------------------------------------
+    def plan(self, s_q, s_k, scale: float, s_v=None, out_scale=None) -> AttentionPlan:
+        """Integer constants for given float32 scales (see :mod:`intsoftmax.plan`)."""
+        return derive_plan(self, s_q, s_k, scale, s_v, out_scale)
+
+    def quantize_inputs(self, q, k, v, amax=None):
+        """INT8 Q, K, V and their float32 scales by this recipe's granularities.
+
+        ``amax``: optional ``(amax_q, amax_k, amax_v)`` static ranges (calibration).
+        """
+        amax = amax or (None, None, None)
+        return tuple(quantize(x, g, a) for x, g, a in
+                     zip((q, k, v), (self.q_granularity, self.k_granularity, self.v_granularity), amax))
+
+    def attention_int(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *, amax=None,
+                      out_scale=None, check_limits: bool = True) -> IntAttention:
+        """Golden integer attention on float arrays shaped (..., N, D); see :meth:`attention`.
+
+        ``out_scale``: request int8 output at this (static) scale instead of the
+        ``out_frac_bits`` fixed-point output.
+        """
+        q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+        nq, nk, d = _check_shapes(q, k, v)
+        if check_limits and nk > self.max_seq_len():
+            raise ValueError(f"sequence length {nk} exceeds this recipe's limit of {self.max_seq_len()} keys "
+                             f"(int32 accumulator with p_bits={self.p_bits}); use fewer keys or smaller p_bits")
+        if scale is None:
+            scale = 1.0 / math.sqrt(d)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or not math.isfinite(scale):
+            raise ValueError(f"scale={scale!r}: must be a finite positive number (default 1/sqrt(D))")
+        (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
+        if out_scale is not None and not (isinstance(out_scale, (int, float)) and out_scale > 0):
+            raise ValueError(f"out_scale={out_scale!r}: must be a positive number")
+        plan = self.plan(s_q, s_k, float(scale), s_v, out_scale)
+        bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
+        mask = None if attn_mask is None else _check_mask(attn_mask, nq, nk)
+        values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
+        if out_scale is not None:
+            out = np.full(values.shape, float(out_scale))
+        else:
+            out = np.broadcast_to(s_v.astype(np.float64) * 2.0**-self.out_frac_bits, values.shape)
+        return IntAttention(values, out, plan)
+
+    def attention(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, **kwargs) -> np.ndarray:
+        """Golden integer attention, dequantized to float64 (SDPA semantics).
+
+        q: (..., Nq, D), k: (..., Nk, D), v: (..., Nk, Dv) float arrays.
+        attn_bias: additive float bias (nats) broadcastable to (..., Nq, Nk);
+        ``-inf`` entries mask their key. attn_mask: boolean, True = attend.
+        scale: logit scale (default ``1/sqrt(D)``). A row with every key masked gives 0.
+        """
+        return self.attention_int(q, k, v, attn_bias, attn_mask, scale, **kwargs).dequantize()
+
+    def softmax(self, logits, unit, attn_mask=None, frac_bits: int = 15, check_limits: bool = True) -> np.ndarray:
+        """Integer softmax of integer logits: ``round(p * 2**frac_bits)`` (int64 array).
+
+        logits: integer array (..., N), each unit worth ``unit`` nats (scalar or
+        broadcastable per row). The recipe's tiles, exp, P width and
+        accumulation rule apply exactly as in attention (this is attention with
+        ``V = I``). A row with every entry masked gives zeros.
+        """
+        L = np.asarray(logits)
+        if not np.issubdtype(L.dtype, np.integer):
+            raise TypeError(f"softmax expects integer logits, got dtype {L.dtype}; quantize them first")
+        if L.ndim == 0:
+            raise ValueError("softmax expects logits of shape (..., N), got a scalar")
+        if L.size and (L.min() < -BIAS_MAX or L.max() > BIAS_MAX):
+            raise ValueError(f"softmax logits must lie in [-2**28, 2**28], got [{L.min()}, {L.max()}]")
+        if not 0 <= frac_bits <= 20:
+            raise ValueError(f"frac_bits={frac_bits}: must be in [0, 20]")
+        n = L.shape[-1]
+        if check_limits and n > self.max_seq_len():
+            raise ValueError(f"row length {n} exceeds this recipe's limit of {self.max_seq_len()}")
+        unit = np.asarray(unit, dtype=np.float64)
+        if not (unit > 0).all() or not np.isfinite(unit).all():
+            raise ValueError("unit must be finite and positive (nats per integer logit unit)")
+        L = L.astype(np.int64)
+        if attn_mask is not None:
+            L = np.where(np.broadcast_to(np.asarray(attn_mask, bool), L.shape), L, MASKED_LOGIT)
+        row_unit = np.broadcast_to(unit[..., None] if unit.ndim else unit, L.shape[:-1] + (1,))
+        plan = derive_plan(self, row_unit, np.float32(1.0), 1.0)
+        return golden.softmax_core(self, L, plan, frac_bits, check_limits)
+
+
+def _float_array(x, name):
+    a = np.asarray(x)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"{name} must be a float array, got dtype {a.dtype}")
+    if a.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., N, D), got {a.shape}")
+    return a
+
+
+def _check_shapes(q, k, v):
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k head dims differ: {q.shape[-1]} vs {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v sequence lengths differ: {k.shape[-2]} vs {v.shape[-2]}")
+    try:
+        np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"batch dims of q {q.shape}, k {k.shape}, v {v.shape} do not broadcast") from None
+    d = q.shape[-1]
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim {d} is outside [1, {MAX_HEAD_DIM}]")
+    return q.shape[-2], k.shape[-2], d
+
+
+def _check_mask(mask, nq, nk):
+    m = np.asarray(mask)
+    if m.dtype != np.bool_:
+        raise TypeError(f"attn_mask must be boolean (True = attend), got dtype {m.dtype}; "
+                        "pass additive float masks as attn_bias")
+    if m.ndim < 2 or m.shape[-2:] not in ((nq, nk), (1, nk), (nq, 1), (1, 1)):
+        raise ValueError(f"attn_mask shape {m.shape} does not broadcast to (..., {nq}, {nk})")
+    return m
+
+
+def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
+    """Additive float bias (nats) -> int32 QK units: ``clip(rint(f32(b) * bias_inv), +-2**28)``.
+
+    ``-inf`` masks the key (MASKED_LOGIT); NaN is rejected.
+    """
+    b = np.asarray(bias)
+    if not np.issubdtype(b.dtype, np.floating):
+        raise TypeError(f"attn_bias must be a float array (nats), got dtype {b.dtype}; use attn_mask for booleans")
+    if b.ndim < 2 or b.shape[-2] not in (1, nq) or b.shape[-1] not in (1, nk):
+        raise ValueError(f"attn_bias shape {b.shape} does not broadcast to (..., {nq}, {nk})")
+    if np.isnan(b).any():
+        raise ValueError("attn_bias contains NaN")
+    b32 = b.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = b32 * np.asarray(plan.bias_inv, dtype=np.float32)
+    q = np.clip(np.rint(np.nan_to_num(y, nan=0.0, posinf=BIAS_MAX, neginf=-BIAS_MAX)), -BIAS_MAX, BIAS_MAX)
+    return np.where(np.isneginf(b32), MASKED_LOGIT, q.astype(np.int64))

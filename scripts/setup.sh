@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create ./.venv (if needed) and install the project with everything the tests and the
+# report need. torch is installed first and pinned (2.13.0, the local CPU build), so no
+# later requirement can pull a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[kernel,test,analysis]"
