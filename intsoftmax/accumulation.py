@@ -8,8 +8,8 @@ multiplied by ``alpha = 2**(-delta * c)``; the exp strategy gives
 ``alpha_int ~= one * alpha`` (scale ``1/one``). The rules differ in what they do
 with that integer factor:
 
-* :class:`ScaleRelease` (QFlash): ``x <- round(x * alpha_int * M_rel / 2**S)``
-  with ``M_rel = round(2**S / one)``: the ``1/one`` scale is released at once,
+* :class:`ScaleRelease` (QFlash): ``x <- round(x * alpha_int * rel_M / 2**S)``
+  with ``rel_M = floor(2**S / one)``: the ``1/one`` scale is released at once,
   so ``l`` and ``acc`` keep one fixed scale for the whole row.
 * :class:`LazyRescale`: like scale release, but the reference is set
   ``headroom_octaves`` above the tile max, and moved (with a rescale) only when
@@ -20,17 +20,30 @@ with that integer factor:
   ``1/one`` scale, so after ``k`` rescales new tiles must be multiplied by
   ``one**k`` to be added: magnitudes grow like ``one**k`` (scale explosion). It
   exists to demonstrate this and raises :class:`IntegerOverflowError` as soon as
-  a value leaves ``acc_bits``, never wrapping.
+  a value leaves ``acc_bits``, never wrapping. The kernel does not compile it.
 
-A rescale is skipped when ``delta == 0`` (multiplying by the integer for 1.0 is
-not exact for every strategy, e.g. QFlash's ``R * round(2**30 / R) != 2**30``).
+A rescale happens only when ``m`` moves (multiplying by the integer for 1.0 is
+not exact for every strategy, e.g. QFlash's ``R * floor(2**30 / R) != 2**30``).
+
+Overflow limits (``|V8| <= 128``, ``N`` keys):
+
+* rescaling rules: a rescale never increases ``|x|`` (``rel_M`` rounds down), so
+  ``l <= N * P_max`` and ``|acc| <= 128 * N * P_max`` must fit int32; the rescale
+  product ``x * alpha_int * rel_M`` is int64 (``< 2**61``) with ``alpha_int * rel_M
+  <= 2**S`` int32. :meth:`AccumulationRule.max_keys` gives the resulting ``N``.
+* two-pass: the same int32 sums, no products.
+* naive: after ``k`` rescales ``l`` can reach ``(k + 1) * block_n * P_max * one**k``;
+  :meth:`NaiveScaleAccumulation.max_keys` returns the worst case for ``acc_bits``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .fixedpoint import IntegerOverflowError, check_range
+from .fixedpoint import INT32_MAX, IntegerOverflowError, check_range
 from .strategy import Strategy, register
+
+#: Largest |int8| value.
+INT8_ABS = 128
 
 
 class AccumulationRule(Strategy):
@@ -39,6 +52,10 @@ class AccumulationRule(Strategy):
     two_pass = False
     #: Rescaled values keep a fixed scale (every rule except naive accumulation).
     releases_scale = True
+    #: Binary point ``S`` of ``rel_M = floor(2**S / one)`` (a field where the rule rescales).
+    release_shift = 30
+    #: The Triton kernel compiles this rule.
+    in_kernel = True
 
     def headroom_octaves_value(self) -> int:
         return 0
@@ -47,24 +64,29 @@ class AccumulationRule(Strategy):
         """New reference max given the old one and this tile's max (int64 arrays)."""
         return np.maximum(m, tile_max)
 
-    def tiles_before_overflow(self, block_n: int, p_max: int, one: int) -> int | None:
-        """Worst-case number of key tiles before an integer overflow (None: no rule-specific limit)."""
-        return None
+    def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
+        """Largest key count whose worst case keeps every int32 sum in range."""
+        return INT32_MAX // (INT8_ABS * p_max)
 
-    def rescale(self, x, alpha, needed, rel_M):
-        """Scale-release rescale of ``x`` by ``alpha / one`` (rounded), where ``needed``."""
+    def rescale(self, x, alpha, moved, rel_M):
+        """Scale release where ``moved``: ``x <- (x * a + 2**(S-1)) >> S`` with
+        ``a = alpha * rel_M <= 2**S * alpha / one <= 2**S`` (int32; ``rel_M`` is rounded down, so
+        ``|x|`` never grows) and ``|x| * a < 2**61`` (int64)."""
         S = self.release_shift
-        released = (x * (alpha * rel_M) + (np.int64(1) << (S - 1))) >> S
-        return np.where(needed, released, x)
+        a = alpha * rel_M
+        check_range(a, 32, "rescale factor alpha * rel_M")
+        released = (x * a + (np.int64(1) << (S - 1))) >> S
+        return np.where(moved, released, x)
 
 
-def _check_shift(rule, field="release_shift"):
-    rule._check(16 <= getattr(rule, field) <= 32, field, "must be in [16, 32] (alpha * M_rel must fit int32)")
+def _check_shift(rule):
+    rule._check(16 <= rule.release_shift <= 30, "release_shift",
+                "must be in [16, 30] so alpha * rel_M (at most 2**S) fits int32")
 
 
 @register("accumulation", "scale_release")
 class ScaleRelease(AccumulationRule):
-    """QFlash's rule; ``release_shift`` is the binary point of ``M_rel = round(2**S / one)``."""
+    """QFlash's rule; ``release_shift`` is the binary point ``S`` of ``rel_M = floor(2**S / one)``."""
 
     release_shift: int = 30
 
@@ -101,7 +123,7 @@ class TwoPass(AccumulationRule):
     def next_reference(self, m, tile_max, headroom_units):
         return m  # fixed to the global row max before the loop
 
-    def rescale(self, x, alpha, needed, rel_M):
+    def rescale(self, x, alpha, moved, rel_M):
         return x  # the reference never moves
 
 
@@ -110,28 +132,28 @@ class NaiveScaleAccumulation(AccumulationRule):
     """Multiply by ``alpha_int`` without releasing its scale; overflow is detected and raised."""
 
     releases_scale = False
+    in_kernel = False
     acc_bits: int = 64
 
     def _validate(self):
         self._check(self.acc_bits in (32, 64), "acc_bits", "must be 32 or 64")
 
-    def tiles_before_overflow(self, block_n: int, p_max: int, one: int) -> int:
-        """Worst case: every tile raises the max. After ``k`` rescales ``l`` can reach
-        ``(k + 1) * block_n * p_max * one**k``; ``l`` must stay below ``2**31``
-        (normalisation) and ``acc = 127 * l`` below ``2**(acc_bits - 1)``."""
+    def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
+        """Worst case: every tile raises the max. After tile ``k`` (``k`` rescales) ``l`` can
+        reach ``(k + 1) * block_n * P_max * one**k`` and ``|acc|`` 128 times that; both must
+        fit ``acc_bits``. Returns ``block_n`` times the number of tiles that stay in range."""
+        limit = 2 ** (self.acc_bits - 1) - 1
         k = 0
-        while True:
-            l_bound = (k + 2) * block_n * p_max * one ** (k + 1)
-            if l_bound >= 2**31 or 127 * l_bound >= 2 ** (self.acc_bits - 1):
-                return k + 1
+        while INT8_ABS * (k + 1) * block_n * p_max * one_max**k <= limit:
             k += 1
+        return k * block_n
 
-    def rescale(self, x, alpha, needed, rel_M):
-        return np.where(needed, x * alpha, x)
+    def rescale(self, x, alpha, moved, rel_M):
+        return np.where(moved, x.astype(object) * alpha.astype(object), x)
 
     def check(self, acc, l, tile: int) -> None:
         try:
             check_range(acc, self.acc_bits, f"naive accumulation: acc after key tile {tile}")
-            check_range(l, 31, f"naive accumulation: l after key tile {tile} (normalisation needs l < 2**31)")
+            check_range(l, self.acc_bits, f"naive accumulation: l after key tile {tile}")
         except IntegerOverflowError as err:
             raise IntegerOverflowError(f"{err} - scale explosion; use ScaleRelease") from None

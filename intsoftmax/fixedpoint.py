@@ -4,23 +4,21 @@ Everything here works on NumPy integer arrays with explicit dtypes, and each
 primitive has the semantics of the matching Triton/PTX operation on a GPU:
 
 * ``>>`` on signed integers is an *arithmetic* shift, i.e. floor division by
-  ``2**s`` (NumPy and PTX ``shr.s32/s64`` agree).
-* ``//`` in Triton truncates toward zero; the golden models only divide
-  non-negative operands, where floor and truncation coincide
-  (:func:`div_nonneg` checks this).
-* Shift amounts are always in ``[0, bits)``: PTX clamps larger shifts but LLVM
-  treats them as undefined, so callers clamp first.
+  ``2**s`` (NumPy and PTX ``shr.s32/s64`` agree). Shift amounts stay in
+  ``[0, bits)``: PTX clamps larger shifts but LLVM treats them as undefined.
+* Triton ``//`` truncates toward zero; the golden models only divide
+  non-negative operands, where floor and truncation coincide.
+* :func:`mulhi` is ``tl.umulhi`` on non-negative int32 operands: the high 32
+  bits of the 64-bit product, one ``IMAD.HI`` on the GPU.
 
-A *fixed-point multiplier* ``(M, shift)`` represents the real number
-``M * 2**-shift`` with a 31-bit mantissa ``M``; :func:`fixed_multiplier`
-derives it from a float with only exact IEEE operations (``frexp``, ``ldexp``,
-``rint``), so NumPy on the host and torch on a GPU derive identical integers.
+A *fixed-point multiplier* ``(M, shift)`` represents ``M * 2**-shift``. It is
+the truncated 31-bit mantissa of a float64 (:func:`fixed_multiplier`): pure bit
+extraction, so the host, the golden model and a Triton kernel that reads the
+float's bits derive identical integers.
 """
 from __future__ import annotations
 
 import numpy as np
-
-from .arrayops import NUMPY
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -28,7 +26,7 @@ INT64_MAX = 2**63 - 1
 
 #: Mantissa bits of a fixed-point multiplier: ``2**30 <= M < 2**31`` when normal.
 MULT_BITS = 31
-#: Largest right shift a multiplier may use (keeps ``x * M`` shifts inside int64).
+#: Largest right shift of a multiplier (a real below ``2**-62`` loses bits, then becomes 0).
 MAX_MULT_SHIFT = 62
 
 
@@ -36,16 +34,22 @@ class IntegerOverflowError(OverflowError):
     """An integer intermediate left the bit width the algorithm declares for it."""
 
 
+def int_range(bits: int, signed: bool = True) -> tuple[int, int]:
+    """``(lo, hi)`` of a ``bits``-bit integer."""
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
 def check_range(x, bits: int, what: str, signed: bool = True) -> None:
     """Raise :class:`IntegerOverflowError` unless every value of ``x`` fits ``bits``.
 
-    ``what`` names the quantity in the message (e.g. ``"acc after tile 3"``).
+    ``x`` may be an integer, float or object (Python int) array; ``what`` names
+    the quantity in the message (e.g. ``"acc after key tile 3"``).
     """
     x = np.asarray(x)
     if x.size == 0:
         return
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    xmin, xmax = int(x.min()), int(x.max())
+    lo, hi = int_range(bits, signed)
+    xmin, xmax = x.min(), x.max()
     if xmin < lo or xmax > hi:
         raise IntegerOverflowError(
             f"{what}: value range [{xmin}, {xmax}] does not fit {'signed' if signed else 'unsigned'} "
@@ -53,69 +57,43 @@ def check_range(x, bits: int, what: str, signed: bool = True) -> None:
         )
 
 
-def check_product(a, b, bits: int, what: str) -> None:
-    """Raise unless ``max|a| * max|b|`` fits a signed ``bits``-bit integer (exact, Python ints)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.size == 0 or b.size == 0:
-        return
-    amax = max(abs(int(a.min())), abs(int(a.max())))
-    bmax = max(abs(int(b.min())), abs(int(b.max())))
-    if amax * bmax > 2 ** (bits - 1) - 1:
-        raise IntegerOverflowError(
-            f"{what}: |a|*|b| can reach {amax}*{bmax} = {amax * bmax}, beyond signed {bits}-bit"
-        )
-
-
-def rshift_floor(x, s):
-    """``floor(x / 2**s)`` for int arrays, ``s`` >= 0 (arithmetic shift)."""
-    return np.right_shift(x, s)
-
-
 def rshift_round(x, s):
-    """``floor(x / 2**s + 1/2)``: round to nearest, ties toward +inf. ``s`` >= 1.
-
-    Computed as ``(x + 2**(s-1)) >> s``; the caller guarantees the sum fits the dtype.
-    """
-    x = np.asarray(x)
-    one = np.ones_like(x)
-    return np.right_shift(x + np.left_shift(one, np.asarray(s) - 1), s)
+    """``floor(x / 2**s + 1/2)``: round half up, ``s >= 1`` (``(x + 2**(s-1)) >> s``)."""
+    x = np.asarray(x, dtype=np.int64)
+    return (x + (np.int64(1) << (np.asarray(s, dtype=np.int64) - 1))) >> s
 
 
-def div_nonneg(a, b):
-    """Integer division of non-negative operands (floor == truncation, as Triton ``//``)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if (a < 0).any() or (b <= 0).any():
-        raise ValueError("div_nonneg needs a >= 0 and b > 0 (Triton '//' truncates toward zero)")
-    return a // b
+def mulhi(a, b):
+    """``floor(a * b / 2**32)`` for non-negative int32 ``a``, ``b`` (``tl.umulhi``)."""
+    return (np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)) >> 32
 
 
 def saturate(x, bits: int, signed: bool = True):
     """Clamp to the range of a ``bits``-bit integer (a saturating cast, never a wrap)."""
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    return np.clip(x, lo, hi)
+    return np.clip(x, *int_range(bits, signed))
 
 
-def fixed_multiplier(real, ops=NUMPY):
-    """Fixed-point multiplier ``(M, shift)`` with ``M * 2**-shift ~= real``, ``real >= 0``.
+def fixed_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, shift)`` with ``M = floor(real * 2**shift)``, ``2**30 <= M < 2**31``, for ``real >= 0``.
 
-    ``M`` has :data:`MULT_BITS` bits (``2**30 <= M < 2**31``), so its relative
-    error is at most ``2**-31``. ``shift`` is clamped to ``[0, MAX_MULT_SHIFT]``:
-    a real too small for that range rounds toward 0 (possibly ``M = 0``), and a
-    real ``>= 2**31`` saturates ``M`` at ``2**31 - 1``. Only exact IEEE
-    operations are used, so NumPy and torch (``ops``, see :mod:`.arrayops`)
-    derive the same integers. Returns int64 ``M`` and ``shift``.
+    ``M`` is the top 31 bits of ``real``'s float64 mantissa (relative error
+    ``< 2**-30``, always rounding down). ``shift`` is clamped to
+    ``[0, MAX_MULT_SHIFT]``: a real below ``2**-31`` keeps fewer bits and one
+    below ``2**-62`` gives ``M = 0``; a real ``>= 2**31`` must be clamped by the
+    caller. Returns int64 arrays.
     """
-    real = ops.f64(real)
-    _, expo = ops.frexp(real)  # real = mant * 2**expo, mant in [0.5, 1)
-    shift = ops.clip(MULT_BITS - ops.i64(expo), 0, MAX_MULT_SHIFT)
-    M = ops.clip(ops.rint(ops.ldexp(real, shift)), 0, 2**MULT_BITS - 1)
-    return ops.i64(M), shift
+    real = np.asarray(real, dtype=np.float64)
+    if (real < 0).any() or (real >= 2.0**MULT_BITS).any() or not np.isfinite(real).all():
+        raise ValueError(f"fixed_multiplier needs reals in [0, 2**31), got range [{real.min()}, {real.max()}]")
+    _, expo = np.frexp(real)  # real = mant * 2**expo, mant in [0.5, 1)
+    shift = np.clip(MULT_BITS - expo.astype(np.int64), 0, MAX_MULT_SHIFT)
+    M = np.floor(np.ldexp(real, shift.astype(np.int32)))
+    return M.astype(np.int64), shift
 
 
 def apply_multiplier(x, M, shift):
-    """``round(x * M / 2**shift)`` in int64, round-half-up; ``|x| * M`` must fit int64."""
-    x = np.asarray(x, dtype=np.int64)
-    prod = x * np.asarray(M, dtype=np.int64)
+    """``round(x * M / 2**shift)`` in int64, round half up; ``|x| * M`` must fit int64."""
+    prod = np.asarray(x, dtype=np.int64) * np.asarray(M, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
-    return np.right_shift(prod + half, shift)
+    half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
+    return (prod + half) >> shift

@@ -9,34 +9,48 @@ For each query row, key tiles of ``block_n`` keys are visited in order:
 3. ``t = m - L``; ``e = exp(t)`` (prescale + exp strategy); ``P = min(P_max,
    requant(e))``; ``l += sum P``; ``acc += P . V8`` (int32).
 
-Finally ``o = round(acc * 2**F / l)`` via one integer reciprocal per row,
-``r = 2**NORM_SHIFT // l``, and ``o = (acc * r + 2**(NORM_SHIFT-F-1)) >> (NORM_SHIFT-F)``;
-a row with ``l = 0`` (every key masked) gives ``o = 0``. Every intermediate is
-checked against the width the kernel uses and an :class:`IntegerOverflowError`
-is raised, never a silent wrap.
+Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row,
+``r = 2**NORM_SHIFT // l``: ``o = (acc * r + 2**(NORM_SHIFT-F-1)) >> (NORM_SHIFT-F)``
+(int64). ``acc`` is first clamped to ``[-128 l, 128 l]``, which only removes
+rounding excess (``|V8| <= 128``) and keeps ``acc * r < 2**61``. A row with
+``l = 0`` (every key masked) gives ``o = 0``. Every intermediate is checked
+against the width the kernel uses; an :class:`IntegerOverflowError` is raised,
+never a silent wrap.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .exp.base import evaluate
-from .fixedpoint import INT32_MAX, check_range, saturate
+from .fixedpoint import INT32_MAX, check_range
 from .plan import MASKED_LOGIT, NORM_FRAC, AttentionPlan
 
-#: Binary point of the per-row reciprocal ``r = 2**NORM_SHIFT // l`` (relative error <= 2**-22).
-NORM_SHIFT = 46
-_MASK_FLOOR = MASKED_LOGIT  # valid logits are strictly above this
+#: Binary point of the per-row reciprocal ``r = 2**NORM_SHIFT // l`` (relative error < 2**-23).
+NORM_SHIFT = 54
+#: Largest |int8| value (the int8 range is [-128, 127]).
+INT8_ABS = 128
 
 
 def integer_logits(q8, k8, bias_int=None, mask=None):
-    """``Q8 . K8^T`` (+ bias) as int64 holding int32 values; masked keys -> MASKED_LOGIT."""
+    """``Q8 . K8^T`` (+ bias) as int64 holding int32 values; masked keys -> MASKED_LOGIT.
+
+    ``bias_int`` is in QK units, with MASKED_LOGIT where the float bias was ``-inf``;
+    ``mask`` is boolean, True = attend. Both broadcast to the logits.
+    """
     L = np.einsum("...nd,...md->...nm", q8.astype(np.int64), k8.astype(np.int64))
-    check_range(L, 32, "Q.K^T")
     if bias_int is not None:
-        L = L + bias_int
+        L = np.where(bias_int == MASKED_LOGIT, MASKED_LOGIT, L + bias_int)
     if mask is not None:
         L = np.where(mask, L, MASKED_LOGIT)
     return L
+
+
+def requantize_p(e, plan: AttentionPlan, p_max: int, valid, check_limits: bool = True):
+    """``P = min(P_max, (e * req_M + 2**(req_shift-1)) >> req_shift)``; 0 for masked keys."""
+    prod = e * plan.req_M + (np.int64(1) << (plan.req_shift - 1))
+    if check_limits:
+        check_range(prod, 32, "requantization e * req_M")
+    return np.where(valid, np.minimum(prod >> plan.req_shift, p_max), 0)
 
 
 def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: bool = True):
@@ -47,7 +61,6 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
     kernel's int32 values.
     """
     rule, exp = recipe.accumulation, recipe.exp
-    p_max, block_n = recipe.p_max, recipe.block_n
     nk = L.shape[-1]
     rows = L.shape[:-1] + (1,)
     acc = np.zeros(acc_shape, dtype=np.int64)
@@ -56,31 +69,27 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
         m = L.max(axis=-1, keepdims=True) if nk else np.full(rows, MASKED_LOGIT, np.int64)
     else:
         m = np.full(rows, MASKED_LOGIT, dtype=np.int64)
-    mult = np.ones(rows, dtype=object) if not rule.releases_scale else None
-    half = np.int64(1) << (plan.req_shift - 1)
-    for tile, j0 in enumerate(range(0, nk, block_n)):
-        Lt = L[..., j0:j0 + block_n]
-        valid = Lt > _MASK_FLOOR
+    scale_k = None if rule.releases_scale else np.ones(rows, dtype=object)  # naive: one**k per row
+    for tile, j0 in enumerate(range(0, nk, recipe.block_n)):
+        Lt = L[..., j0:j0 + recipe.block_n]
+        valid = Lt > MASKED_LOGIT
         m_new = rule.next_reference(m, Lt.max(axis=-1, keepdims=True), plan.headroom)
-        needed = (m_new > m) & (m > _MASK_FLOOR)
-        delta = np.where(needed, np.minimum(m_new - m, INT32_MAX), 0)
-        alpha = evaluate(exp, delta, plan.exp)
-        acc = rule.rescale(acc, alpha, needed, plan.rel_M)
-        l = rule.rescale(l, alpha, needed, plan.rel_M)
-        t = np.clip(m_new - Lt, 0, INT32_MAX)
-        e = evaluate(exp, t, plan.exp)
-        P = np.where(valid, np.minimum((e * plan.req_M + half) >> plan.req_shift, p_max), 0)
-        tile_l, tile_pv = P.sum(axis=-1, keepdims=True), pv(P, j0, j0 + block_n)
-        if mult is None:
+        moved = (m_new > m) & (m > MASKED_LOGIT)
+        alpha = evaluate(exp, np.where(moved, np.minimum(m_new - m, INT32_MAX), 0), plan.exp)
+        acc = rule.rescale(acc, alpha, moved, plan.rel_M)
+        l = rule.rescale(l, alpha, moved, plan.rel_M)
+        e = evaluate(exp, np.clip(m_new - Lt, 0, INT32_MAX), plan.exp)
+        P = requantize_p(e, plan, recipe.p_max, valid, check_limits)
+        tile_l, tile_pv = P.sum(axis=-1, keepdims=True), pv(P, j0, j0 + recipe.block_n)
+        if scale_k is None:
             l, acc = l + tile_l, acc + tile_pv
             if check_limits:
                 check_range(l, 32, f"l after key tile {tile}")
                 check_range(acc, 32, f"acc after key tile {tile}")
         else:  # naive: earlier sums carry scale one**-k, so new terms are scaled by one**k
-            one = np.asarray(plan.exp.one, dtype=object)
-            mult = np.where(needed, mult * one, mult)
-            l = l.astype(object) + tile_l.astype(object) * mult
-            acc = acc.astype(object) + tile_pv.astype(object) * mult
+            scale_k = np.where(moved, scale_k * np.asarray(plan.exp.one, dtype=object), scale_k)
+            l = l.astype(object) + tile_l.astype(object) * scale_k
+            acc = acc.astype(object) + tile_pv.astype(object) * scale_k
             rule.check(acc, l, tile)
             l, acc = l.astype(np.int64), acc.astype(np.int64)
         m = m_new
@@ -90,16 +99,16 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
 def normalize(acc, l, frac_bits: int):
     """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``)."""
     r = (np.int64(1) << NORM_SHIFT) // np.maximum(l, 1)
-    prod = acc * r
-    check_range(np.abs(acc).max(initial=0) * r.max(initial=0), 63, "normalisation acc * (2**46 // l)")
+    bound = INT8_ABS * l
     s = NORM_SHIFT - frac_bits
-    return (prod + (np.int64(1) << (s - 1))) >> s
+    return (np.clip(acc, -bound, bound) * r + (np.int64(1) << (s - 1))) >> s
 
 
 def requantize_int8(o16, plan: AttentionPlan):
-    """int8 output: ``sat(round(o16 * out_M / 2**out_shift))`` with ``o16`` at NORM_FRAC bits."""
-    half = np.where(plan.out_shift > 0, np.left_shift(np.int64(1), np.maximum(plan.out_shift - 1, 0)), 0)
-    return saturate((o16 * plan.out_M + half) >> plan.out_shift, 8).clip(-127, 127)
+    """int8 output: ``clip(round(o16 * out_M / 2**out_shift), -127, 127)``, ``o16`` at NORM_FRAC bits."""
+    s = np.asarray(plan.out_shift, dtype=np.int64)
+    half = np.where(s > 0, np.int64(1) << np.maximum(s - 1, 0), 0)
+    return np.clip((o16 * plan.out_M + half) >> s, -127, 127)
 
 
 def attention_core(recipe, q8, k8, v8, plan: AttentionPlan, bias_int=None, mask=None, int8_out=False,
@@ -126,7 +135,6 @@ def softmax_core(recipe, L, plan: AttentionPlan, frac_bits: int, check_limits: b
     This is the attention pipeline with ``V = I``: each key's weight is its ``P``
     rescaled exactly as an accumulator column would be.
     """
-    nk = L.shape[-1]
 
     def scatter(P, j0, j1):
         out = np.zeros(L.shape, dtype=np.int64)
@@ -134,4 +142,4 @@ def softmax_core(recipe, L, plan: AttentionPlan, frac_bits: int, check_limits: b
         return out
 
     acc, l = online_softmax(recipe, L, plan, scatter, L.shape, check_limits)
-    return normalize(acc, l, frac_bits) if nk else acc
+    return normalize(acc, l, frac_bits)

@@ -1,19 +1,22 @@
-"""Host-side derivation of every integer constant a recipe needs, from the float scales.
+"""Derivation of every integer constant a recipe needs, from the float scales.
 
-This is the only place where floats meet the integer pipeline: it runs once
-per call (dynamic scales) or once per calibration (static scales), never per
-element. Everything is written against :mod:`.arrayops`, so the kernel's
-device-side derivation produces bit-identical constants.
+This is the only place where floats meet the integer pipeline. It runs once per
+call (dynamic scales) or once per calibration (static scales), per query row
+or per head, never per element. It uses only IEEE float64 operations that a
+GPU reproduces exactly (multiply, correctly rounded divide, ``rint``,
+``floor``, min/max, and reading a float's exponent and mantissa bits), so the
+kernel's device-side derivation gives the same integers.
 
 Per query row (arrays broadcast to ``(..., Nq, 1)``):
 
-* ``c = s_q * s_k * scale * log2(e)``: octaves per integer QK unit;
+* ``nat_unit = s_q * s_k * scale``: nats per integer QK unit (``c = nat_unit * log2 e`` octaves);
 * the exp strategy's :class:`~intsoftmax.exp.ExpPlan` (prescale multiplier, clamps);
 * ``req_M, req_shift``: ``P = min(P_max, (e * req_M + 2**(req_shift-1)) >> req_shift)``;
-* ``rel_M = round(2**S / one)``: the scale-release multiplier (``S = release_shift``);
+* ``rel_M = floor(2**S / one)``: the scale-release multiplier (``S = release_shift``); rounding
+  down means a rescale never increases a magnitude, so int32 limits hold for any scale;
 * ``headroom``: the lazy rule's headroom in QK units, ``floor(h / c)`` clamped to ``2**28``;
-* ``bias_inv = float32(1 / (s_q * s_k * scale))``: turns an additive bias in nats
-  into QK units, ``rint(bias * bias_inv)`` in float32;
+* ``bias_inv = float32(1 / nat_unit)``: turns an additive bias in nats into QK
+  units, ``rint(float32(bias) * bias_inv)``; this is input quantization, like Q's;
 * int8 output: ``out_M * 2**-out_shift ~= s_v / out_scale * 2**-NORM_FRAC``.
 """
 from __future__ import annotations
@@ -22,13 +25,12 @@ import dataclasses
 
 import numpy as np
 
-from .arrayops import NUMPY
 from .exp.base import LOG2E, ExpPlan
 from .fixedpoint import fixed_multiplier
 
 #: Largest |additive bias| in QK units; larger values saturate (|logit| stays < 2**29).
 BIAS_MAX = 2**28
-#: Integer logit of a masked key (below every real logit, which is > -(2**28 + 2**22)).
+#: Integer logit of a masked key: below every real logit (``|Q.K| < 2**22``, ``|bias| <= 2**28``).
 MASKED_LOGIT = -(2**30)
 #: Largest lazy-rescale headroom in QK units.
 HEADROOM_MAX = 2**28
@@ -38,31 +40,33 @@ NORM_FRAC = 16
 
 @dataclasses.dataclass(frozen=True)
 class AttentionPlan:
-    c: object
+    """Integer constants of one call (int64 arrays broadcast over query rows; see module doc)."""
+
+    nat_unit: np.ndarray
     exp: ExpPlan
     req_M: object
     req_shift: int
     rel_M: object
-    rel_shift: int
     headroom: object
-    bias_inv: object
+    bias_inv: np.ndarray
     out_M: object = None
     out_shift: object = None
 
 
-def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None, ops=NUMPY) -> AttentionPlan:
+def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None) -> AttentionPlan:
     """All integer constants for ``recipe`` given float32 scales (broadcast to rows)."""
-    nat_unit = ops.f64(s_q) * ops.f64(s_k) * scale
-    c = nat_unit * LOG2E
+    nat_unit = np.asarray(s_q, np.float64) * np.asarray(s_k, np.float64) * np.float64(scale)
     exp = recipe.exp
-    eplan = exp.plan(c, ops)
-    req_M, req_shift = exp.requant_constants(recipe.p_max, eplan.consts, ops)
+    eplan = exp.plan(nat_unit)
+    req_M, req_shift = exp.requant_constants(recipe.p_max, eplan.consts)
+    one = np.asarray(eplan.one, dtype=np.int64)
     rule = recipe.accumulation
-    rel_shift = getattr(rule, "release_shift", 30)
-    rel_M = ops.i64(ops.rint(2.0**rel_shift / ops.f64(eplan.one)))
-    headroom = ops.i64(ops.minimum(ops.floor(rule.headroom_octaves_value() / c), float(HEADROOM_MAX)))
-    bias_inv = ops.f32(1.0 / nat_unit)
+    rel_M = (np.int64(1) << rule.release_shift) // one
+    h = float(rule.headroom_octaves_value())
+    headroom = np.floor(np.minimum(h / (nat_unit * LOG2E), float(HEADROOM_MAX))).astype(np.int64)
+    bias_inv = (1.0 / nat_unit).astype(np.float32)
     out_M = out_shift = None
     if out_scale is not None:
-        out_M, out_shift = fixed_multiplier(ops.f64(s_v) / ops.f64(out_scale) * 2.0**-NORM_FRAC, ops)
-    return AttentionPlan(c, eplan, req_M, req_shift, rel_M, rel_shift, headroom, bias_inv, out_M, out_shift)
+        ratio = np.asarray(s_v, np.float64) / np.float64(out_scale) * 2.0**-NORM_FRAC
+        out_M, out_shift = fixed_multiplier(np.minimum(ratio, 2.0**30))
+    return AttentionPlan(nat_unit, eplan, req_M, req_shift, rel_M, headroom, bias_inv, out_M, out_shift)

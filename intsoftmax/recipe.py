@@ -17,9 +17,9 @@ from . import golden
 from .accumulation import AccumulationRule, ScaleRelease
 from .exp import ExpStrategy, PolyExp2, QFlashExp2
 from .exp.base import OpCount
-from .fixedpoint import INT32_MAX
-from .granularity import QMAX, Granularity, PerTensor, quantize
-from .plan import BIAS_MAX, MASKED_LOGIT, NORM_FRAC, AttentionPlan, derive_plan
+from .bounds import softmax_error_bound
+from .granularity import Granularity, PerTensor, quantize
+from .plan import BIAS_MAX, MASKED_LOGIT, AttentionPlan, derive_plan
 from .strategy import from_dict
 
 #: Largest supported head dimension: ``|Q8 . K8| <= 127**2 * 256 < 2**22``.
@@ -103,9 +103,9 @@ class Recipe:
                        "dequantized with one scale")
                 raise ValueError(f"Recipe.{name}={g.name} breaks integer comparability: {why}. "
                                  f"Use PerTensor() or PerHead() for {name[0].upper()}.")
-        if self.accumulation.two_pass is False and self.exp.integer_only and self.max_seq_len() < 1:
+        if self.max_seq_len() < 1:
             raise ValueError(f"Recipe supports no sequence length: {self.accumulation.name} with "
-                             f"p_bits={self.p_bits}, block_n={self.block_n}")
+                             f"p_bits={self.p_bits}, block_n={self.block_n}; use ScaleRelease()")
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (validated again)."""
@@ -170,25 +170,35 @@ class Recipe:
 
     # -- limits --------------------------------------------------------------------------------
     def max_seq_len(self) -> int:
-        """Largest key count with no integer overflow, for any int8 inputs.
+        """Largest key count with no integer overflow, for any int8 inputs and any scales.
 
-        ``acc = sum_j P_j V_j`` is int32: ``N * P_max * 127`` plus half an LSB per
-        rescale must stay below ``2**31``; a rule with its own limit (naive
-        accumulation) caps it at ``tiles * block_n``.
+        Rescaling never increases a magnitude (see :mod:`intsoftmax.accumulation`), so
+        ``|acc| <= 128 * N * P_max`` must fit int32; naive accumulation has its own,
+        much smaller, worst-case limit.
         """
-        per_key = self.p_max * QMAX
-        n = INT32_MAX // per_key
-        while n * per_key + math.ceil(n / self.block_n) > INT32_MAX:
-            n -= 1
-        tiles = self.accumulation.tiles_before_overflow(self.block_n, self.p_max, self.exp.one_upper_bound())
-        if tiles is not None:
-            n = min(n, tiles * self.block_n)
-        return n
+        return self.accumulation.max_keys(self.block_n, self.p_max, self.exp.one_upper_bound())
+
+    def check_seq_len(self, n: int) -> None:
+        """Raise ``ValueError`` if ``n`` keys exceed :meth:`max_seq_len`."""
+        if n > self.max_seq_len():
+            raise ValueError(f"sequence length {n} exceeds this recipe's limit of {self.max_seq_len()} keys "
+                             f"(int32 accumulator, p_bits={self.p_bits}, {self.accumulation.name}); "
+                             "use fewer keys or a smaller p_bits")
+
+    @property
+    def in_kernel(self) -> bool:
+        """Whether the qflash kernel compiles this recipe (integer exp, a rule that rescales)."""
+        return self.exp.integer_only and self.accumulation.in_kernel
 
     def op_count(self) -> OpCount:
-        """Integer ops per score element: prescale (1 mul, 1 add, 1 shift, 1 min), the exp,
-        requantization to P (1 mul, 1 add, 1 shift, 1 min) and the sums (2 adds)."""
-        shared = OpCount(mul=2, shift=2, add=6)
+        """Integer ops per score element: the shared pipeline plus the exp strategy.
+
+        Shared: ``t = m - L`` (1 add); prescale ``min, <<, umulhi, >>, min`` (prescaled
+        strategies: 1 mul, 2 shifts, 2 adds); requantization ``(e * req_M + h) >> s``, ``min``
+        (1 mul, 1 add, 1 shift, 1 add); the mask select and the row sum ``l`` (2 adds).
+        """
+        prescaled = self.exp.input_unit_octaves() is not None
+        shared = OpCount(mul=1 + prescaled, shift=1 + 2 * prescaled, add=5 + 2 * prescaled)
         return shared + self.exp.op_count()
 
     # -- golden model entry points -----------------------------------------------------------------
@@ -209,22 +219,21 @@ class Recipe:
                       out_scale=None, check_limits: bool = True) -> IntAttention:
         """Golden integer attention on float arrays shaped (..., N, D); see :meth:`attention`.
 
-        ``out_scale``: request int8 output at this (static) scale instead of the
-        ``out_frac_bits`` fixed-point output.
+        ``amax``: static ``(amax_q, amax_k, amax_v)`` instead of measuring them.
+        ``out_scale``: int8 output at this (static) scale instead of the ``out_frac_bits``
+        fixed-point output. ``check_limits=False`` lets naive accumulation run until it
+        overflows (it raises :class:`~intsoftmax.IntegerOverflowError` there).
         """
         q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         nq, nk, d = _check_shapes(q, k, v)
-        if check_limits and nk > self.max_seq_len():
-            raise ValueError(f"sequence length {nk} exceeds this recipe's limit of {self.max_seq_len()} keys "
-                             f"(int32 accumulator with p_bits={self.p_bits}); use fewer keys or smaller p_bits")
-        if scale is None:
-            scale = 1.0 / math.sqrt(d)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or not math.isfinite(scale):
-            raise ValueError(f"scale={scale!r}: must be a finite positive number (default 1/sqrt(D))")
+        if check_limits:
+            self.check_seq_len(nk)
+        scale = _check_scale(scale, d)
+        if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
+                                      or not 0 < out_scale < math.inf):
+            raise ValueError(f"out_scale={out_scale!r}: must be a finite positive number")
         (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
-        if out_scale is not None and not (isinstance(out_scale, (int, float)) and out_scale > 0):
-            raise ValueError(f"out_scale={out_scale!r}: must be a positive number")
-        plan = self.plan(s_q, s_k, float(scale), s_v, out_scale)
+        plan = self.plan(s_q, s_k, scale, s_v, out_scale)
         bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
         mask = None if attn_mask is None else _check_mask(attn_mask, nq, nk)
         values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
@@ -241,17 +250,11 @@ class Recipe:
         attn_bias: additive float bias (nats) broadcastable to (..., Nq, Nk);
         ``-inf`` entries mask their key. attn_mask: boolean, True = attend.
         scale: logit scale (default ``1/sqrt(D)``). A row with every key masked gives 0.
+        Keyword arguments go to :meth:`attention_int`.
         """
         return self.attention_int(q, k, v, attn_bias, attn_mask, scale, **kwargs).dequantize()
 
-    def softmax(self, logits, unit, attn_mask=None, frac_bits: int = 15, check_limits: bool = True) -> np.ndarray:
-        """Integer softmax of integer logits: ``round(p * 2**frac_bits)`` (int64 array).
-
-        logits: integer array (..., N), each unit worth ``unit`` nats (scalar or
-        broadcastable per row). The recipe's tiles, exp, P width and
-        accumulation rule apply exactly as in attention (this is attention with
-        ``V = I``). A row with every entry masked gives zeros.
-        """
+    def _softmax_inputs(self, logits, unit, attn_mask, frac_bits, check_limits):
         L = np.asarray(logits)
         if not np.issubdtype(L.dtype, np.integer):
             raise TypeError(f"softmax expects integer logits, got dtype {L.dtype}; quantize them first")
@@ -259,20 +262,38 @@ class Recipe:
             raise ValueError("softmax expects logits of shape (..., N), got a scalar")
         if L.size and (L.min() < -BIAS_MAX or L.max() > BIAS_MAX):
             raise ValueError(f"softmax logits must lie in [-2**28, 2**28], got [{L.min()}, {L.max()}]")
-        if not 0 <= frac_bits <= 20:
-            raise ValueError(f"frac_bits={frac_bits}: must be in [0, 20]")
-        n = L.shape[-1]
-        if check_limits and n > self.max_seq_len():
-            raise ValueError(f"row length {n} exceeds this recipe's limit of {self.max_seq_len()}")
+        if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 30:
+            raise ValueError(f"frac_bits={frac_bits!r}: must be an int in [0, 30]")
+        if check_limits:
+            self.check_seq_len(L.shape[-1])
         unit = np.asarray(unit, dtype=np.float64)
-        if not (unit > 0).all() or not np.isfinite(unit).all():
-            raise ValueError("unit must be finite and positive (nats per integer logit unit)")
+        if unit.size == 0 or not (unit > 0).all() or not np.isfinite(unit).all():
+            raise ValueError(f"unit={unit!r}: must be finite and positive (nats per integer logit unit)")
         L = L.astype(np.int64)
         if attn_mask is not None:
-            L = np.where(np.broadcast_to(np.asarray(attn_mask, bool), L.shape), L, MASKED_LOGIT)
+            mask = np.asarray(attn_mask)
+            if mask.dtype != np.bool_:
+                raise TypeError(f"attn_mask must be boolean (True = keep), got dtype {mask.dtype}")
+            L = np.where(np.broadcast_to(mask, L.shape), L, MASKED_LOGIT)
         row_unit = np.broadcast_to(unit[..., None] if unit.ndim else unit, L.shape[:-1] + (1,))
-        plan = derive_plan(self, row_unit, np.float32(1.0), 1.0)
+        return L, derive_plan(self, row_unit, np.float32(1.0), 1.0)
+
+    def softmax(self, logits, unit, attn_mask=None, frac_bits: int = 15, check_limits: bool = True) -> np.ndarray:
+        """Integer softmax of integer logits: ``round(p * 2**frac_bits)`` (int64 array).
+
+        logits: integer array (..., N) in ``[-2**28, 2**28]``, each unit worth ``unit`` nats
+        (scalar, or one per row: shape (...)). The recipe's tiles, exp, P width and
+        accumulation rule apply exactly as in attention (this is attention with
+        ``V = I``). attn_mask: boolean, True = keep. A row with every entry masked gives zeros.
+        """
+        L, plan = self._softmax_inputs(logits, unit, attn_mask, frac_bits, check_limits)
         return golden.softmax_core(self, L, plan, frac_bits, check_limits)
+
+    def softmax_error_bound(self, logits, unit, attn_mask=None, frac_bits: int = 15) -> np.ndarray:
+        """Per-element bound on ``|softmax(...) / 2**frac_bits - p|``, ``p`` the exact softmax
+        of ``logits * unit`` (derivation: :mod:`intsoftmax.bounds`, ``docs/algorithms.md``)."""
+        L, plan = self._softmax_inputs(logits, unit, attn_mask, frac_bits, True)
+        return softmax_error_bound(self, L, plan, frac_bits)
 
 
 def _float_array(x, name):
@@ -297,6 +318,14 @@ def _check_shapes(q, k, v):
     if not 1 <= d <= MAX_HEAD_DIM:
         raise ValueError(f"head dim {d} is outside [1, {MAX_HEAD_DIM}]")
     return q.shape[-2], k.shape[-2], d
+
+
+def _check_scale(scale, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ValueError(f"scale={scale!r}: must be a finite positive number (default 1/sqrt(D))")
+    return float(scale)
 
 
 def _check_mask(mask, nq, nk):

@@ -1,22 +1,22 @@
 """The contract every integer exp strategy implements.
 
 Pipeline position. The attention golden model hands an exp strategy the
-non-negative distance ``t = m_ref - L`` of an integer logit ``L`` below the
-row's reference max, in *QK units*: one unit is ``c`` octaves, with
-``c = s_q * s_k * scale * log2(e)``. The strategy
+non-negative distance ``t = m - L`` (int32) of an integer logit ``L`` below
+the row's reference max ``m``, in *QK units*: one unit is ``c`` octaves, with
+``c = s_q * s_k * scale * log2(e)``. The strategy either
 
-1. declares its **native input unit** (:meth:`ExpStrategy.input_unit_octaves`),
-   e.g. ``2**-14`` octaves; a shared fixed-point *prescale* converts
-   ``t`` into native units ``u = min(round(t * c / unit), u_max)`` (one int64
-   multiply by a 31-bit multiplier and a rounding shift);
-2. evaluates ``e = golden(u) ~= one * 2**(-u * unit)`` with integer
-   operations only, where ``one`` is the integer that stands for 1.0
-   (``2**out_bits`` for fixed-point strategies).
+* declares a **native input unit** (:meth:`ExpStrategy.input_unit_octaves`,
+  e.g. ``2**-14`` octaves), and a shared 32-bit *prescale* converts ``t`` to
+  native units (:func:`prescale`, one ``umulhi``), or
+* works on raw QK units (``input_unit_octaves() is None``), with per-row
+  integer constants derived from ``c`` (:meth:`ExpStrategy.row_constants`).
+
+It then evaluates ``e = golden(u) ~= one * 2**(-u * unit)`` with integer
+operations only; ``one`` is the integer that stands for 1.0.
 
 Contract for ``golden``: ``u`` is an int64 array in ``[0, u_max]``; the result
-is an int64 array in ``[0, 2**31)`` (every intermediate fits the width its
-docstring states, int32 unless said otherwise), and it is monotone
-non-increasing in ``u``. The error contract is :class:`ErrorBound`.
+is in ``[0, one]``, every intermediate fits int32 (the kernel's width), and the
+result is non-increasing in ``u``. The error contract is :class:`ErrorBound`.
 """
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..arrayops import NUMPY
-from ..fixedpoint import fixed_multiplier
+from ..fixedpoint import INT32_MAX, fixed_multiplier, mulhi
 from ..strategy import Strategy
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+#: Largest prescale ratio (native units per QK unit); larger ratios are clamped, which
+#: changes nothing because one QK unit is then already beyond every ``u_max``.
+PRESCALE_MAX = 2.0**27
+#: Every strategy's ``u_max`` must stay below this (see :func:`prescale`).
+U_MAX_LIMIT = 2**27
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +49,7 @@ class ErrorBound:
     abs_lsb: float
 
     def limit(self, exact_scaled):
-        return self.rel * exact_scaled + self.abs_lsb
+        return self.rel * np.asarray(exact_scaled, dtype=np.float64) + self.abs_lsb
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +58,7 @@ class OpCount:
 
     mul: int = 0
     shift: int = 0
-    add: int = 0  # add, sub, and, min/max, compare
+    add: int = 0  # add, sub, and, min/max, compare, select
     div: int = 0
     lut: int = 0
 
@@ -68,16 +72,19 @@ class OpCount:
 
 @dataclasses.dataclass(frozen=True)
 class ExpPlan:
-    """Integer constants of one exp strategy for given row scales (arrays broadcast over rows).
+    """Integer constants of one exp strategy for given rows (arrays broadcast over rows).
 
-    pre_M, pre_shift: prescale multiplier, ``u = (t * pre_M + 2**(pre_shift-1)) >> pre_shift``.
-    u_max: clamp of the native input (int64).
-    one: integer value of 1.0 in the output (int64 array or int).
+    Prescale (prescaled strategies; all None for raw ones), see :func:`prescale`:
+    pre_M (multiplier, ``< 2**31``), pre_l / pre_r (left / right shifts, ``<= 30``),
+    t_cap (clamp of ``t`` so ``t << pre_l`` fits int32).
+    u_max: clamp of the native input. one: integer value of 1.0 in the output.
     consts: strategy-specific per-row integer constants (name -> int64 array).
     """
 
-    pre_M: np.ndarray
-    pre_shift: np.ndarray
+    pre_M: object
+    pre_l: object
+    pre_r: object
+    t_cap: object
     u_max: object
     one: object
     consts: dict
@@ -102,12 +109,13 @@ class ExpStrategy(Strategy):
         """Integer value of 1.0 in the output."""
         return 2**self.out_bits
 
-    def row_constants(self, c, ops=NUMPY) -> dict:
-        """Per-row integer constants derived from ``c`` (octaves per QK unit). Default: none."""
+    def row_constants(self, c) -> dict:
+        """Per-row integer constants derived from ``c`` (octaves per QK unit, float64). Default: none."""
         return {}
 
-    def requant_constants(self, p_max: int, consts, ops=NUMPY):
-        """``(req_M, req_shift)`` turning ``e`` (scale ``1/one``) into ``P`` (scale ``1/p_max``)."""
+    def requant_constants(self, p_max: int, consts):
+        """``(req_M, req_shift)`` turning ``e`` (scale ``1/one``) into ``P`` (scale ``1/p_max``):
+        ``P = min(p_max, (e * req_M + 2**(req_shift-1)) >> req_shift)``, ``e * req_M < 2**31``."""
         return p_max, self.out_bits
 
     def golden(self, u, consts=None):
@@ -123,32 +131,36 @@ class ExpStrategy(Strategy):
     # -- shared -----------------------------------------------------------------
     def exact(self, u, consts=None):
         """The float function approximated, scaled like the output: ``one * 2**(-u * unit)``."""
-        return np.asarray(self.plan_one(consts), dtype=np.float64) * np.exp2(
-            -np.asarray(u, dtype=np.float64) * self._unit(consts)
-        )
-
-    def _unit(self, consts):
         unit = self.input_unit_octaves()
-        return unit if unit is not None else np.asarray(consts["c"], dtype=np.float64)
+        unit = np.asarray(consts["c"], dtype=np.float64) if unit is None else unit
+        return np.asarray(self.plan_one(consts), dtype=np.float64) * np.exp2(-np.asarray(u, np.float64) * unit)
 
     def plan_one(self, consts=None):
+        """``one`` for given row constants (constant unless the strategy derives it per row)."""
         return self.one()
 
     def one_upper_bound(self) -> int:
         """Largest value ``one`` can take for any scale (for static overflow limits)."""
         return self.one()
 
-    def plan(self, c, ops=NUMPY) -> ExpPlan:
-        """Constants for rows whose QK unit is ``c`` octaves (float array or scalar)."""
-        consts = self.row_constants(c, ops)
+    def native_per_nat(self) -> float | None:
+        """Native input units per nat (the prescale's real factor), or None for raw strategies."""
         unit = self.input_unit_octaves()
-        if unit is None:  # native QK units: identity prescale
-            pre_M, pre_shift = ops.i64(ops.f64(c) * 0 + 1), ops.i64(ops.f64(c) * 0)
-            u_max = consts.get("u_max", self.u_max()) if consts else self.u_max()
-        else:
-            pre_M, pre_shift = fixed_multiplier(ops.f64(c) / unit, ops)
-            u_max = self.u_max()
-        return ExpPlan(pre_M, pre_shift, u_max, self.plan_one(consts), consts)
+        return None if unit is None else LOG2E / unit
+
+    def plan(self, nat_unit) -> ExpPlan:
+        """Constants for rows whose QK unit is ``nat_unit`` nats (float64 array or scalar)."""
+        nat_unit = np.asarray(nat_unit, dtype=np.float64)
+        k = self.native_per_nat()
+        if k is None:
+            consts = self.row_constants(nat_unit * LOG2E)
+            u_max = consts.get("u_max", self.u_max())
+            return ExpPlan(None, None, None, None, u_max, self.plan_one(consts), consts)
+        ratio = np.minimum(nat_unit * k, PRESCALE_MAX)
+        M, shift = fixed_multiplier(ratio)
+        pre_l = np.maximum(32 - shift, 0)
+        pre_r = np.maximum(shift - 32, 0)
+        return ExpPlan(M, pre_l, pre_r, INT32_MAX >> pre_l, self.u_max(), self.one(), {})
 
     def domain(self, consts=None) -> np.ndarray:
         """Every native input of the domain, ``0 .. u_max`` (for exhaustive sweeps)."""
@@ -157,14 +169,27 @@ class ExpStrategy(Strategy):
 
 
 def prescale(t, plan: ExpPlan):
-    """QK-unit distance ``t >= 0`` -> native input ``u`` (int64), clamped to ``plan.u_max``.
+    """QK-unit distance ``0 <= t < 2**31`` -> native input ``u`` (int64), clamped to ``plan.u_max``.
 
-    ``t < 2**31`` and ``pre_M < 2**31`` so ``t * pre_M < 2**62`` fits int64.
+    ``u = min(mulhi(min(t, t_cap) << pre_l, pre_M) >> pre_r, u_max)``, i.e.
+    ``floor(t * pre_M * 2**-shift)`` with ``shift = 32 - pre_l + pre_r``: all
+    int32, one ``umulhi``. Clamping ``t`` to ``t_cap = (2**31 - 1) >> pre_l``
+    is exact: when ``pre_l > 0``, ``u(t_cap) >= 2**29 - 2**26 > u_max``.
+    Raw strategies: ``u = min(t, u_max)``.
     """
     t = np.asarray(t, dtype=np.int64)
-    prod = t * plan.pre_M
-    half = np.where(plan.pre_shift > 0, np.left_shift(np.int64(1), np.maximum(plan.pre_shift - 1, 0)), 0)
-    return np.minimum(np.right_shift(prod + half, plan.pre_shift), plan.u_max)
+    if plan.pre_M is None:
+        return np.minimum(t, plan.u_max)
+    u = mulhi(np.minimum(t, plan.t_cap) << plan.pre_l, plan.pre_M) >> plan.pre_r
+    return np.minimum(u, plan.u_max)
+
+
+def prescale_error_octaves(strategy: ExpStrategy) -> float:
+    """Largest ``t * c - u * unit`` (octaves, never negative) for unclamped ``u``: the floor
+    (one native unit) plus the multiplier's truncation (relative ``2**-30`` of ``t * c``,
+    and ``t * c < (u_max + 1) * unit``). Zero for raw strategies."""
+    unit = strategy.input_unit_octaves()
+    return 0.0 if unit is None else unit * (1.0 + (strategy.u_max() + 1) * 2.0**-30)
 
 
 def evaluate(strategy: ExpStrategy, t, plan: ExpPlan):

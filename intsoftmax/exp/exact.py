@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrayops import NUMPY
 from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
 
@@ -27,10 +26,10 @@ class ExactExp(ExpStrategy):
     def u_max(self):
         return 2**31 - 1
 
-    def row_constants(self, c, ops=NUMPY):
-        c = ops.f64(c)
-        # beyond out_bits + 1 octaves the rounded result is 0
-        return {"c": c, "u_max": ops.i64(ops.minimum(ops.ceil((self.out_bits + 2) / c), 2.0**31 - 1))}
+    def row_constants(self, c):
+        c = np.asarray(c, dtype=np.float64)
+        # beyond out_bits + 2 octaves the rounded result is 0
+        return {"c": c, "u_max": np.minimum(np.ceil((self.out_bits + 2) / c), 2.0**31 - 1).astype(np.int64)}
 
     def golden(self, u, consts=None):
         t = np.asarray(u, dtype=np.float64)

@@ -78,12 +78,15 @@ class LutExp2(ExpStrategy):
         return (lo - step) >> q
 
     def error_bound(self, consts=None):
-        """rel: chord error (interpolated) or half-cell error ``2**(2**-(k+1)) - 1`` (midpoint);
-        abs: table rounding (0.5 LSB), interpolation rounding (0.5) and the final floor (1)."""
+        """rel: chord error (interpolated) or half-cell error ``2**(2**-(k+1)) - 1`` (midpoint).
+        abs: before the final shift the value is off by at most 1 LSB (table rounding 0.5,
+        interpolated as a convex combination, plus the interpolation rounding 0.5; 0.5 without
+        interpolation); ``>> q`` divides that by ``2**q`` and floors (``< 1 - 2**-q``), so the
+        total is at most ``max(pre, 1) = 1`` LSB."""
         h = 2.0**-self.index_bits
         if self.interpolate:
-            return ErrorBound(rel=chord_max_rel(h), abs_lsb=2.0)
-        return ErrorBound(rel=2.0 ** (h / 2) - 1, abs_lsb=1.5)
+            return ErrorBound(rel=chord_max_rel(h), abs_lsb=1.0)
+        return ErrorBound(rel=2.0 ** (h / 2) - 1, abs_lsb=1.0)
 
     def op_count(self):
         if self.interpolate:

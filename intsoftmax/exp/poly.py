@@ -2,9 +2,11 @@
 
 Native input: ``u >= 0`` in units of ``2**-frac_bits`` octaves, ``u = q * 2**F + f``.
 The polynomial ``p(f) ~= 2**-f`` on ``[0, 1]`` minimises the maximum *relative*
-error with ``p(0) = 1`` fixed (so ``e(0) = one`` exactly). It is fitted as a
-linear programme with ``scipy.optimize.linprog`` on a dense grid, then its
-coefficients are rounded to integers at scale ``2**E``.
+error with ``p(0) = 1`` and ``p(1) = 1/2`` fixed: ``e(0) = one`` exactly, and the
+result is continuous across octaves (so monotone: the octave shift never makes it
+jump up). It is fitted as a linear programme with ``scipy.optimize.linprog`` on a
+dense grid, then its coefficients are rounded to integers at scale ``2**E``.
+Degree 1 is then exactly the I-ViT line ``1 - f/2``.
 
 Integer steps (F = frac_bits, E = out_bits, int32): ``h = C_d``; for
 ``i = d-1 .. 0``: ``h = C_i + ((h * f + 2**(F-1)) >> F)``; ``e = h >> q``.
@@ -22,7 +24,8 @@ from .base import ErrorBound, ExpStrategy, OpCount, check_bits
 
 @functools.lru_cache(maxsize=None)
 def minimax_exp2_coefficients(degree: int, grid: int = 4097) -> tuple[float, ...]:
-    """Real coefficients ``c_0 = 1, c_1..c_d`` of the relative-minimax fit of ``2**-f`` on [0, 1]."""
+    """Real coefficients ``c_0 = 1, c_1..c_d`` of the relative-minimax fit of ``2**-f`` on [0, 1]
+    with ``p(1) = 1/2`` (``c_1 + ... + c_d = -1/2``)."""
     from scipy.optimize import linprog
 
     f = np.linspace(0.0, 1.0, grid)
@@ -33,7 +36,9 @@ def minimax_exp2_coefficients(degree: int, grid: int = 4097) -> tuple[float, ...
     b_ub = np.concatenate([g - 1.0, 1.0 - g])
     cost = np.zeros(degree + 1)
     cost[-1] = 1.0
-    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * degree + [(0, None)], method="highs")
+    A_eq = np.concatenate([np.ones(degree), [0.0]])[None, :]
+    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[-0.5], bounds=[(None, None)] * degree + [(0, None)],
+                  method="highs")
     if not res.success:  # pragma: no cover - HiGHS solves this small LP reliably
         raise RuntimeError(f"minimax fit failed: {res.message}")
     return (1.0, *map(float, res.x[:degree]))
@@ -75,14 +80,15 @@ class PolyExp2(ExpStrategy):
         return h >> q
 
     def error_bound(self, consts=None):
-        """rel: the integer-coefficient polynomial against ``2**-f`` (closed form, dense grid);
-        abs: Horner's ``degree`` rounding shifts (0.5 LSB each, damped by ``f < 1``)
-        plus the final floor (1 LSB)."""
+        """rel: the integer-coefficient polynomial against ``2**-f`` (dense grid of a smooth
+        function). abs: Horner's ``degree`` rounding shifts add at most 0.5 LSB each (later
+        stages multiply earlier errors by ``f < 1``); the final ``>> q`` divides that by
+        ``2**q`` and floors (``< 1 - 2**-q``), so the total is at most ``max(degree / 2, 1)``."""
         f = np.linspace(0.0, 1.0, 200001)
         coefs = np.array(self.coefficients, dtype=np.float64) / 2**self.out_bits
         p = np.polyval(coefs[::-1], f)
         rel = float(np.max(np.abs(p / np.exp2(-f) - 1)))
-        return ErrorBound(rel=rel, abs_lsb=1.0 + 0.5 * self.degree)
+        return ErrorBound(rel=rel, abs_lsb=max(0.5 * self.degree, 1.0))
 
     def op_count(self):
         return OpCount(mul=self.degree, shift=self.degree + 2, add=2 * self.degree + 1)

@@ -3,26 +3,34 @@
 Native input: the raw QK-unit distance ``t >= 0`` (no prescale); one QK unit is
 ``c`` octaves (QFlash's ``sm_scale``). Per-row constants, derived from ``c``:
 
-* ``R = round(1/c)``: QK units per octave, and the integer for 1.0 in the output;
-* ``exp_M = round(c * 2**mul_shift)`` (stored positive): fixed-point ``1/R``;
+* ``R = rint(1/c)``: QK units per octave, and the integer for 1.0 in the output;
+* ``exp_M = rint(c * 2**mul_shift)``: fixed-point ``1/R``;
 * ``u_max = (32 * 2**mul_shift - 1) // exp_M``: keeps ``q <= 31``.
 
 Integer steps (int32): ``q = (t * exp_M) >> mul_shift`` (~ ``floor(t / R)``);
-``r = q * R - t`` (in ``(-R, 0]`` when ``q`` is exact); ``e = ((r >> 1) + R) >> q``.
+``r = q * R - t`` (in ``(-R, 0]`` when ``q`` is exact); ``e = max((r >> 1) + R, 0) >> q``.
 
 ``exp_M`` carries only ``log2(exp_M)`` significant bits (about 3.6 for the
-paper's benchmark scale), so ``q`` is sometimes one too large and ``r`` leaves
-its interval; :meth:`error_bound` accounts for it. Deviation from the official
-code, made so the result is always defined: ``R`` and ``exp_M`` are clamped to
-at least 1 (the official constants become 0 for ``c > 2`` or ``c < 7.6e-6``).
+paper's benchmark scale), so ``q`` is often off by one and ``r`` leaves its
+interval; :meth:`QFlashExp2.error_bound` accounts for it. Deviations from the
+official code, each so that the result stays defined and inside int32:
+``R`` is clamped to ``[1, 2**25]``, ``c`` to at most 16 and ``exp_M`` to at least 1 (the official
+constants become 0 for ``c > 2`` or ``c < 7.6e-6``); ``e`` is clamped at 0
+(an underestimated ``q`` can make ``(r >> 1) + R`` negative); ``req_M`` is
+clamped where ``P`` saturates anyway; and ``P`` is clamped to ``P_max`` where
+the official kernel wraps 128 to -128 (see ``requant_constants``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..arrayops import NUMPY
 from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
+
+R_MAX = 2**25
+#: ``c`` is clamped here for ``exp_M`` (``<= 2**20``): one QK unit is then 16 octaves, so every
+#: ``t >= 1`` already gives ``e = 0`` and the clamp changes no result.
+C_MAX = 16.0
 
 
 @register("exp", "qflash_exp2")
@@ -38,20 +46,25 @@ class QFlashExp2(ExpStrategy):
     def u_max(self):
         return 2**31 - 1
 
-    def row_constants(self, c, ops=NUMPY):
-        c = ops.f64(c)
-        R = ops.maximum(ops.rint(1.0 / c), 1.0)
-        M = ops.maximum(ops.rint(c * 2.0**self.mul_shift), 1.0)
-        u_max = ops.floor((32.0 * 2.0**self.mul_shift - 1.0) / M)
-        return {"R": ops.i64(R), "exp_M": ops.i64(M), "u_max": ops.i64(u_max), "c": c}
+    def row_constants(self, c):
+        c = np.asarray(c, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            R = np.clip(np.rint(1.0 / c), 1.0, R_MAX).astype(np.int64)
+        M = np.maximum(np.rint(np.minimum(c, C_MAX) * 2.0**self.mul_shift), 1.0).astype(np.int64)
+        u_max = (32 * 2**self.mul_shift - 1) // M
+        return {"R": R, "exp_M": M, "u_max": u_max, "c": c}
 
-    def requant_constants(self, p_max, consts, ops=NUMPY):
-        """The official ``req_M = round(P_max * sm_scale * 2**16)``: derived from ``c``, not from
-        ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it)."""
-        return ops.i64(ops.rint(p_max * ops.f64(consts["c"]) * 2.0**self.mul_shift)), self.mul_shift
+    def requant_constants(self, p_max, consts):
+        """The official ``req_M = rint(P_max * sm_scale * 2**16)``: derived from ``c``, not from
+        ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it).
+        Clamped to ``(P_max + 1) * 2**mul_shift``, beyond which ``P`` saturates for every ``e >= 1``."""
+        c = np.asarray(consts["c"], dtype=np.float64)
+        cap = float((p_max + 1) << self.mul_shift)
+        return np.rint(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap)).astype(np.int64), \
+            self.mul_shift
 
     def one_upper_bound(self):
-        return 2**31 - 1  # R = round(1/c) is unbounded for tiny scales
+        return R_MAX
 
     def plan_one(self, consts=None):
         return consts["R"]
@@ -61,32 +74,29 @@ class QFlashExp2(ExpStrategy):
         t = np.asarray(u, dtype=np.int64)
         q = (t * M) >> self.mul_shift
         r = q * R - t
-        return ((r >> 1) + R) >> q
+        return np.maximum((r >> 1) + R, 0) >> q
 
     def error_bound(self, consts=None):
-        """Worst case over rows of the closed-form ratio ``(1 - f/2) * 2**(c*R*(q+f) - q)``.
+        """Worst case over rows of the ratio ``max(1 - f/2, 0) * 2**(c*R*(q+f) - q)``.
 
-        With ``mu = exp_M / 2**mul_shift``, ``q = floor(t*mu)`` and ``f = t/R - q``
-        lies in ``(t*(1/R - mu), t*(1/R - mu) + 1]`` (``f = -r/R``). The ratio of
-        the result to ``R * 2**(-t*c)`` is evaluated on that band for every
-        ``q`` (a smooth function of ``f``, maximised on a fine grid). abs: the
-        floor of ``r >> 1`` (0.5 LSB) plus the final floor (1 LSB).
+        With ``mu = exp_M / 2**mul_shift``, ``q = floor(t*mu)`` and ``f = t/R - q``:
+        the result is ``R * max(1 - f/2, 0) * 2**-q`` before floors and the exact value
+        is ``R * 2**(-t*c)``. Their ratio is a smooth function of ``t`` on each
+        interval ``[q/mu, (q+1)/mu)``, maximised on a fine grid. abs: the floor of
+        ``r >> 1`` (0.5 LSB) divided by ``2**q``, plus the final floor (``< 1 - 2**-q``): 1 LSB.
         """
         R = np.atleast_1d(np.asarray(consts["R"], dtype=np.float64)).ravel()
         M = np.atleast_1d(np.asarray(consts["exp_M"], dtype=np.float64)).ravel()
-        c = np.broadcast_to(np.asarray(consts["c"], dtype=np.float64), np.broadcast_shapes(R.shape, np.shape(consts["c"]))).ravel()
+        c = np.broadcast_to(np.asarray(consts["c"], dtype=np.float64), np.shape(consts["R"])).ravel()
         worst = 0.0
         for Ri, Mi, ci in {(a, b, d) for a, b, d in zip(R, M, c)}:
             mu = Mi / 2.0**self.mul_shift
             for q in range(32):
-                # t with floor(t*mu) == q lies in [q/mu, (q+1)/mu); f = t/R - q on that range
                 t = np.linspace(q / mu, (q + 1) / mu, 4097)
                 f = t / Ri - q
-                ratio = (1 - f / 2) * np.exp2(ci * t - q)
-                ratio = ratio[(1 - f / 2) > 0]
-                if ratio.size:
-                    worst = max(worst, float(np.max(np.abs(ratio - 1))))
-        return ErrorBound(rel=worst, abs_lsb=1.5)
+                ratio = np.maximum(1 - f / 2, 0) * np.exp2(ci * t - q)
+                worst = max(worst, float(np.max(np.abs(ratio - 1))))
+        return ErrorBound(rel=worst, abs_lsb=1.0)
 
     def op_count(self):
-        return OpCount(mul=2, shift=3, add=2)
+        return OpCount(mul=2, shift=3, add=3)

@@ -35,6 +35,9 @@ class ShiftmaxExp(ExpStrategy):
     def u_max(self):
         return (self.out_bits + 2) << self.frac_bits
 
+    def native_per_nat(self):
+        return 2.0**self.frac_bits  # exact: the input is in 2**-F nats
+
     def golden(self, u, consts=None):
         F, E = self.frac_bits, self.out_bits
         x = -np.asarray(u, dtype=np.int64)

@@ -1,0 +1,80 @@
+"""Accumulation rules: scale release never grows, naive accumulation explodes where predicted."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import intsoftmax as ism
+from intsoftmax import golden
+from intsoftmax.fixedpoint import IntegerOverflowError
+
+
+def staircase(recipe, n, rising=True, check_limits=False):
+    """Worst case for accumulation: every key tile raises the row max by one QK unit (or, with
+    ``rising=False``, all keys are equal), every key of a tile shares that max (P = P_max) and
+    V = -128, so |acc| = 128 * l. The QK unit is far below the exp's resolution, so alpha is
+    exactly the integer for 1.0."""
+    tile = np.arange(n) // recipe.block_n if rising else np.zeros(n, int)
+    q8 = np.ones((1, 1, 1, 1), np.int8)
+    k8 = tile.astype(np.int8).reshape(1, 1, n, 1)
+    v8 = np.full((1, 1, n, 1), -128, np.int8)
+    plan = recipe.plan(np.float32(1e-6), np.float32(1e-6), 1.0)
+    return golden.attention_core(recipe, q8, k8, v8, plan, check_limits=check_limits)
+
+
+@pytest.mark.parametrize("acc_bits", [32, 64])
+@pytest.mark.parametrize("p_bits, block_n", [(7, 32), (11, 16), (8, 64)])
+def test_naive_accumulation_overflows_exactly_where_the_recipe_says(acc_bits, p_bits, block_n):
+    recipe = ism.Recipe(accumulation=ism.NaiveScaleAccumulation(acc_bits=acc_bits), p_bits=p_bits, block_n=block_n)
+    limit = recipe.max_seq_len()
+    assert limit % block_n == 0 and limit >= block_n
+    staircase(recipe, limit)  # fits
+    with pytest.raises(IntegerOverflowError, match=f"after key tile {limit // block_n}.*scale explosion"):
+        staircase(recipe, limit + 1)
+
+
+def test_naive_accumulation_raises_on_ordinary_data_instead_of_wrapping():
+    from intsoftmax.workloads import qkv
+    q, k, v = qkv("A2", "uniform", seed=0)
+    recipe = ism.Recipe(accumulation=ism.NaiveScaleAccumulation(acc_bits=32))
+    with pytest.raises(ValueError, match="exceeds this recipe's limit"):
+        recipe.attention(q, k, v)
+    with pytest.raises(IntegerOverflowError, match="scale explosion"):
+        recipe.attention(q, k, v, check_limits=False)
+
+
+@pytest.mark.parametrize("rule", [ism.ScaleRelease(), ism.TwoPass(), ism.LazyRescale(headroom_octaves=2)])
+@pytest.mark.parametrize("p_bits", [11, 14])
+@pytest.mark.parametrize("rising", [True, False])
+def test_rescaling_rules_hold_their_limit_on_the_worst_case(rule, p_bits, rising):
+    recipe = ism.Recipe(accumulation=rule, p_bits=p_bits, block_n=16)
+    n = recipe.max_seq_len()
+    out = staircase(recipe, n, rising, check_limits=True)  # every int32 check passes
+    assert (out < 0).all()
+    if not rising:  # all keys at the max: the bound is attained, one more key overflows
+        with pytest.raises(IntegerOverflowError, match="acc after key tile"):
+            staircase(recipe, n + 1, rising, check_limits=True)
+
+
+@given(x=st.lists(st.integers(-2**31, 2**31 - 1), min_size=1, max_size=20),
+       one_bits=st.integers(4, 25), shift=st.integers(16, 30), data=st.data())
+def test_scale_release_never_increases_a_magnitude(x, one_bits, shift, data):
+    one = data.draw(st.integers(2 ** (one_bits - 1), 2**one_bits))
+    if one > 2**shift:
+        return
+    alpha = np.array(data.draw(st.lists(st.integers(0, one), min_size=len(x), max_size=len(x))), np.int64)
+    rel_M = np.int64(2**shift // one)
+    x = np.array(x, np.int64)
+    out = ism.ScaleRelease(release_shift=shift).rescale(x, alpha, np.ones(len(x), bool), rel_M)
+    assert (np.abs(out) <= np.abs(x)).all()
+    exact = x * alpha / one
+    assert (np.abs(out - exact) <= 0.5 + np.abs(x) * one / 2.0**shift + 1e-9).all()
+
+
+def test_lazy_rescale_rescales_less_often():
+    from intsoftmax.workloads import qkv
+    q, k, v = qkv("A3", "gaussian", seed=0)
+    ref = ism.float_attention(q, k, v)
+    for h in (1, 2):
+        got = ism.Recipe(accumulation=ism.LazyRescale(headroom_octaves=h)).attention(q, k, v)
+        assert ism.sqnr_db(ref, got) > 29.0

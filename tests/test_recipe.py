@@ -1,0 +1,92 @@
+"""Recipe construction, validation, identity (hash, name, JSON) and limits."""
+import json
+
+import pytest
+from hypothesis import given
+
+import intsoftmax as ism
+from intsoftmax.testing import recipes
+
+
+@given(recipes(kernel_only=False))
+def test_recipes_round_trip_through_json(recipe):
+    text = recipe.to_json()
+    back = ism.Recipe.from_json(text)
+    assert back == recipe and hash(back) == hash(recipe) and back.name == recipe.name
+    assert json.loads(text)["version"] == 1
+
+
+def test_name_is_built_from_every_field():
+    r = ism.Recipe.default()
+    for field, value in [("p_bits", 9), ("block_n", 32), ("out_frac_bits", 3), ("exp", ism.LutExp2()),
+                         ("accumulation", ism.TwoPass()), ("q_granularity", ism.PerToken()),
+                         ("k_granularity", ism.PerHead()), ("v_granularity", ism.PerHead())]:
+        other = r.replace(**{field: value})
+        assert other.name != r.name and other != r
+
+
+def test_builtin_recipes():
+    qf, df = ism.Recipe.qflash(), ism.Recipe.default()
+    assert qf.p_bits == 7 and qf.block_n == 32 and isinstance(qf.exp, ism.QFlashExp2)
+    assert qf.max_seq_len() == (2**31 - 1) // (128 * 127)
+    assert df.max_seq_len() == (2**31 - 1) // (128 * 2047) >= 8192
+    assert qf.in_kernel and df.in_kernel
+    assert not df.replace(exp=ism.ExactExp()).in_kernel
+    assert not df.replace(accumulation=ism.NaiveScaleAccumulation()).in_kernel
+    assert qf.op_count().total < df.op_count().total
+
+
+def test_available_strategies_lists_every_kind():
+    avail = ism.available_strategies()
+    assert set(avail) == {"exp", "accumulation", "granularity"}
+    assert {"shift_linear_exp2", "shiftmax_exp", "ibert_exp", "poly_exp2", "lut_exp2", "qflash_exp2",
+            "exact_exp"} <= set(avail["exp"])
+    assert set(avail["accumulation"]) == {"scale_release", "naive_scale_accumulation", "two_pass", "lazy_rescale"}
+    assert set(avail["granularity"]) == {"per_tensor", "per_head", "per_token", "per_block"}
+    assert ism.available_strategies("exp") == avail["exp"]
+
+
+@pytest.mark.parametrize("changes, exc, match", [
+    (dict(k_granularity=ism.PerToken()), ValueError, "k_granularity=per_token.*integer row max"),
+    (dict(k_granularity=ism.PerBlock(size=64)), ValueError, "k_granularity=per_block"),
+    (dict(v_granularity=ism.PerToken()), ValueError, "v_granularity=per_token"),
+    (dict(p_bits=0), ValueError, "p_bits=0"),
+    (dict(p_bits=15), ValueError, "p_bits=15"),
+    (dict(p_bits=8.0), TypeError, "p_bits must be an int"),
+    (dict(p_bits=True), TypeError, "p_bits must be an int"),
+    (dict(block_n=48), ValueError, "block_n=48"),
+    (dict(out_frac_bits=17), ValueError, "out_frac_bits=17"),
+    (dict(exp=ism.ScaleRelease()), TypeError, "Recipe.exp must be a ExpStrategy"),
+    (dict(accumulation="scale_release"), TypeError, "Recipe.accumulation"),
+    (dict(q_granularity=None), TypeError, "Recipe.q_granularity"),
+])
+def test_invalid_recipes_raise_value_or_type_errors(changes, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        ism.Recipe.default().replace(**changes)
+    assert not isinstance(info.value, AssertionError)
+
+
+def test_per_token_and_per_block_q_are_allowed():
+    ism.Recipe.default().replace(q_granularity=ism.PerToken())
+    ism.Recipe.default().replace(q_granularity=ism.PerBlock(size=32))
+
+
+@pytest.mark.parametrize("data, exc, match", [
+    ({"version": 2}, ValueError, "version 2"),
+    ({"colour": 1}, ValueError, "unknown Recipe fields"),
+    ({"exp": {"kind": "magic"}}, ValueError, "unknown exp strategy kind 'magic'"),
+    ({"exp": {"degree": 2}}, ValueError, "'kind' key"),
+    ({"exp": {"kind": "poly_exp2", "degree": 9}}, ValueError, "degree=9"),
+    ({"exp": {"kind": "poly_exp2", "power": 2}}, TypeError, "power"),
+    ([1, 2], TypeError, "expects a dict"),
+])
+def test_from_dict_errors(data, exc, match):
+    with pytest.raises(exc, match=match):
+        ism.Recipe.from_dict(data)
+
+
+def test_recipes_are_frozen_and_hashable():
+    r = ism.Recipe.default()
+    with pytest.raises(AttributeError):
+        r.p_bits = 8
+    assert len({r, ism.Recipe.default(), ism.Recipe.qflash()}) == 2
