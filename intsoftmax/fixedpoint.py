@@ -68,6 +68,13 @@ def mulhi(a, b):
     return (np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)) >> 32
 
 
+def round_half_up(x):
+    """``floor(x + 1/2)`` in the dtype of ``x`` (float32 or float64): two IEEE operations a GPU
+    reproduces exactly, where ``rint``'s ties-to-even has no interpreter twin."""
+    x = np.asarray(x)
+    return np.floor(x + x.dtype.type(0.5))
+
+
 def saturate(x, bits: int, signed: bool = True):
     """Clamp to the range of a ``bits``-bit integer (a saturating cast, never a wrap)."""
     return np.clip(x, *int_range(bits, signed))

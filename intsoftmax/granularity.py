@@ -18,13 +18,14 @@ must also be PerTensor or PerHead. Q scales are constant along a row, so every
 Q policy is valid (the integer constants become per-row).
 
 Quantization: ``s = amax / 127`` (float32; ``s = 1`` where ``amax = 0``) and
-``x8 = clip(rint(x * (127 / amax)), -127, 127)`` with the products and the
-quotient in float32, so any IEEE implementation reproduces the integers.
+``x8 = clip(floor(x * (127 / amax) + 1/2), -127, 127)`` with every operation in
+float32 (IEEE, no fused multiply-add), so a GPU reproduces the integers exactly.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .fixedpoint import round_half_up
 from .strategy import Strategy, register
 
 QMAX = 127
@@ -86,9 +87,9 @@ def scales_from_amax(amax) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_int8(x, inv) -> np.ndarray:
-    """``clip(rint(x * inv), -127, 127)`` in float32 -> int8."""
+    """``clip(floor(x * inv + 1/2), -127, 127)`` in float32 -> int8."""
     y = np.asarray(x, dtype=np.float32) * np.asarray(inv, dtype=np.float32)
-    return np.clip(np.rint(y), -QMAX, QMAX).astype(np.int8)
+    return np.clip(round_half_up(y), -QMAX, QMAX).astype(np.int8)
 
 
 def quantize(x, granularity: Granularity, amax=None) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,8 @@
 This is the only place where floats meet the integer pipeline. It runs once per
 call (dynamic scales) or once per calibration (static scales), per query row
 or per head, never per element. It uses only IEEE float64 operations that a
-GPU reproduces exactly (multiply, correctly rounded divide, ``rint``,
-``floor``, min/max, and reading a float's exponent and mantissa bits), so the
+GPU reproduces exactly (multiply, add, correctly rounded divide, ``floor``,
+min/max, and reading a float's exponent and mantissa bits), so the
 kernel's device-side derivation gives the same integers.
 
 Per query row (arrays broadcast to ``(..., Nq, 1)``):
@@ -16,7 +16,7 @@ Per query row (arrays broadcast to ``(..., Nq, 1)``):
   down means a rescale never increases a magnitude, so int32 limits hold for any scale;
 * ``headroom``: the lazy rule's headroom in QK units, ``floor(h / c)`` clamped to ``2**28``;
 * ``bias_inv = float32(1 / nat_unit)``: turns an additive bias in nats into QK
-  units, ``rint(float32(bias) * bias_inv)``; this is input quantization, like Q's;
+  units, ``floor(float32(bias) * bias_inv + 1/2)``; this is input quantization, like Q's;
 * int8 output: ``out_M * 2**-out_shift ~= s_v / out_scale * 2**-NORM_FRAC``.
 """
 from __future__ import annotations

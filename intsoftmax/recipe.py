@@ -20,6 +20,7 @@ from .exp.base import OpCount
 from .bounds import softmax_error_bound
 from .granularity import Granularity, PerTensor, quantize
 from .plan import BIAS_MAX, MASKED_LOGIT, AttentionPlan, derive_plan
+from .fixedpoint import round_half_up
 from .strategy import from_dict
 
 #: Largest supported head dimension: ``|Q8 . K8| <= 127**2 * 256 < 2**22``.
@@ -106,6 +107,8 @@ class Recipe:
         if self.max_seq_len() < 1:
             raise ValueError(f"Recipe supports no sequence length: {self.accumulation.name} with "
                              f"p_bits={self.p_bits}, block_n={self.block_n}; use ScaleRelease()")
+        # the JSON form, computed once: it is the recipe's identity for caches and torch ops
+        object.__setattr__(self, "_json", json.dumps(self.to_dict(), sort_keys=True))
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (validated again)."""
@@ -146,7 +149,7 @@ class Recipe:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return self._json
 
     @classmethod
     def from_dict(cls, data: dict) -> "Recipe":
@@ -339,7 +342,7 @@ def _check_mask(mask, nq, nk):
 
 
 def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
-    """Additive float bias (nats) -> int32 QK units: ``clip(rint(f32(b) * bias_inv), +-2**28)``.
+    """Additive float bias (nats) -> int32 QK units: ``clip(floor(f32(b) * bias_inv + 1/2), +-2**28)``.
 
     ``-inf`` masks the key (MASKED_LOGIT); NaN is rejected.
     """
@@ -353,5 +356,5 @@ def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
     b32 = b.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         y = b32 * np.asarray(plan.bias_inv, dtype=np.float32)
-    q = np.clip(np.rint(np.nan_to_num(y, nan=0.0, posinf=BIAS_MAX, neginf=-BIAS_MAX)), -BIAS_MAX, BIAS_MAX)
+    q = np.clip(round_half_up(np.nan_to_num(y, nan=0.0, posinf=BIAS_MAX, neginf=-BIAS_MAX)), -BIAS_MAX, BIAS_MAX)
     return np.where(np.isneginf(b32), MASKED_LOGIT, q.astype(np.int64))

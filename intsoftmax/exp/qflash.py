@@ -3,8 +3,8 @@
 Native input: the raw QK-unit distance ``t >= 0`` (no prescale); one QK unit is
 ``c`` octaves (QFlash's ``sm_scale``). Per-row constants, derived from ``c``:
 
-* ``R = rint(1/c)``: QK units per octave, and the integer for 1.0 in the output;
-* ``exp_M = rint(c * 2**mul_shift)``: fixed-point ``1/R``;
+* ``R = round(1/c)``: QK units per octave, and the integer for 1.0 in the output;
+* ``exp_M = round(c * 2**mul_shift)``: fixed-point ``1/R``;
 * ``u_max = (32 * 2**mul_shift - 1) // exp_M``: keeps ``q <= 31``.
 
 Integer steps (int32): ``q = (t * exp_M) >> mul_shift`` (~ ``floor(t / R)``);
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..fixedpoint import round_half_up
 from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
 
@@ -49,18 +50,18 @@ class QFlashExp2(ExpStrategy):
     def row_constants(self, c):
         c = np.asarray(c, dtype=np.float64)
         with np.errstate(divide="ignore"):
-            R = np.clip(np.rint(1.0 / c), 1.0, R_MAX).astype(np.int64)
-        M = np.maximum(np.rint(np.minimum(c, C_MAX) * 2.0**self.mul_shift), 1.0).astype(np.int64)
+            R = np.clip(round_half_up(1.0 / c), 1.0, R_MAX).astype(np.int64)
+        M = np.maximum(round_half_up(np.minimum(c, C_MAX) * 2.0**self.mul_shift), 1.0).astype(np.int64)
         u_max = (32 * 2**self.mul_shift - 1) // M
         return {"R": R, "exp_M": M, "u_max": u_max, "c": c}
 
     def requant_constants(self, p_max, consts):
-        """The official ``req_M = rint(P_max * sm_scale * 2**16)``: derived from ``c``, not from
+        """The official ``req_M = round(P_max * sm_scale * 2**16)``: derived from ``c``, not from
         ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it).
         Clamped to ``(P_max + 1) * 2**mul_shift``, beyond which ``P`` saturates for every ``e >= 1``."""
         c = np.asarray(consts["c"], dtype=np.float64)
         cap = float((p_max + 1) << self.mul_shift)
-        return np.rint(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap)).astype(np.int64), \
+        return round_half_up(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap)).astype(np.int64), \
             self.mul_shift
 
     def one_upper_bound(self):

@@ -1,0 +1,9 @@
+"""qflash: a Recipe compiled into one fused, integer-only Triton attention kernel.
+
+``qflash.attention`` is a drop-in for ``torch.nn.functional.scaled_dot_product_attention``;
+its integer results equal :meth:`intsoftmax.Recipe.attention`'s bit for bit.
+"""
+from . import ops  # noqa: F401  (registers the torch.library ops)
+from .api import StaticScales, attention, attention_int, attention_int8, static_scales
+
+__all__ = ["attention", "attention_int", "attention_int8", "static_scales", "StaticScales"]

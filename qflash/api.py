@@ -1,0 +1,312 @@
+"""The torch API: SDPA-like integer-only attention on the fused kernel.
+
+* :func:`attention` - float in, float out; INT8 scales measured on the device per call
+  (dynamic) or fixed by calibration (:class:`StaticScales`: no reductions at all).
+* :func:`attention_int8` - pre-quantized int8 Q/K/V plus their scales, float32 or int8 out.
+
+Both validate their inputs (``ValueError`` / ``TypeError`` naming the value and the fix),
+never synchronise with the host, and run the same kernel template
+(:mod:`qflash.kernel`) that matches :meth:`intsoftmax.Recipe.attention` bit for bit. In eager
+mode they call the implementation directly; under ``torch.compile`` they go through the
+``torch.library`` ops of :mod:`qflash.ops`, so graphs have no breaks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+import torch
+
+from intsoftmax import Recipe
+from intsoftmax.granularity import PerHead, PerTensor, scales_from_amax
+
+from . import quantize as qz
+from .kernel import launch
+from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind
+from .table import host_table
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def recipe_from_json(text: str) -> Recipe:
+    return Recipe.from_json(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _lut(strategy, device: str):
+    table = getattr(strategy, "table", None)
+    return None if table is None else torch.tensor(np.asarray(table), dtype=torch.int32, device=device)
+
+
+def _launch_config(spec: KernelSpec) -> dict:
+    """Tile sizes and warps per head dim (never per sequence length: no recompiles per N)."""
+    stages = 1 if spec.exp_kind == 4 else 2  # LUT gathers: Triton's pipeliner rejects them
+    return dict(block_m=64, num_warps=4, num_stages=stages)
+
+
+# -- validation ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """A validated call: batch dims flattened to ``B = B1 * B2``."""
+
+    batch: tuple
+    B: int
+    B2: int
+    H: int
+    NQ: int
+    NK: int
+    D: int
+    scale: float
+    mask_kind: MaskKind
+    device: torch.device
+
+
+def _recipe(recipe) -> Recipe:
+    if recipe is None:
+        return Recipe.default()
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}; "
+                        "e.g. intsoftmax.Recipe.default() or Recipe.qflash()")
+    return recipe
+
+
+def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str) -> Call:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in dtypes:
+            raise TypeError(f"{what}: {name} has dtype {x.dtype}; expected one of {list(dtypes)}")
+        if x.dim() not in (4, 5):
+            raise ValueError(f"{name} must have shape (B, H, N, D) or (B1, B2, H, N, D), got {tuple(x.shape)}")
+        if x.device != q.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {q.device}; move all inputs to one device")
+    if len({q.dtype, k.dtype, v.dtype}) != 1:
+        raise TypeError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}; cast them to one dtype")
+    if not (q.dim() == k.dim() == v.dim()) or q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; "
+                         "q and k need the same batch, heads and head dim, k and v the same keys")
+    D = q.shape[-1]
+    if k.shape[-1] != D or v.shape[-1] != D:
+        raise ValueError(f"head dims differ: q {D}, k {k.shape[-1]}, v {v.shape[-1]}; qflash needs one head dim")
+    if D not in HEAD_DIMS:
+        raise ValueError(f"head dim {D} is not supported; use one of {HEAD_DIMS} (pad the head dim with zeros)")
+    NQ, NK = q.shape[-2], k.shape[-2]
+    if NQ == 0 or NK == 0:
+        raise ValueError(f"empty sequence: Nq={NQ}, Nk={NK}")
+    recipe.check_seq_len(NK)
+    if scale is None:
+        scale = 1.0 / math.sqrt(D)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ValueError(f"scale={scale!r}: must be a finite positive float (default 1/sqrt(D))")
+    batch = tuple(q.shape[:-3])
+    B2 = batch[1] if len(batch) == 2 else 1
+    mask_kind = MaskKind.NONE
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor):
+            raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+        if attn_mask.device != q.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {q.device}")
+        if attn_mask.dtype == torch.bool:
+            mask_kind = MaskKind.BOOL
+        elif attn_mask.dtype in FLOAT_DTYPES:
+            mask_kind = MaskKind.FLOAT
+        elif attn_mask.dtype == torch.int32 and what == "attention_int8":
+            mask_kind = MaskKind.INT
+        else:
+            raise TypeError(f"attn_mask dtype {attn_mask.dtype}: use bool (True = attend) or a float additive bias"
+                            + (" or int32 in QK units" if what == "attention_int8" else ""))
+        full = batch + (q.shape[-3], NQ, NK)
+        try:
+            torch.broadcast_shapes(attn_mask.shape, full)
+        except RuntimeError:
+            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to {full}") from None
+        if len(attn_mask.shape) > len(full) or torch.broadcast_shapes(attn_mask.shape, full) != full:
+            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to {full}")
+    return Call(batch, math.prod(batch), B2, q.shape[-3], NQ, NK, D, float(scale), mask_kind, q.device)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape((-1,) + tuple(x.shape[-3:])) if x.dim() == 5 else x
+
+
+def _mask5(attn_mask, call: Call):
+    """The mask as a strided (stride-0 broadcast, no copy) view of shape (B1, B2, H, Nq, Nk)."""
+    if attn_mask is None:
+        return None
+    full = call.batch + (call.H, call.NQ, call.NK)
+    m = attn_mask.expand(full)
+    return m.unsqueeze(1) if len(call.batch) == 1 else m
+
+
+# -- static scales -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class StaticScales:
+    """Calibrated INT8 ranges and the constant table derived from them once.
+
+    amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head).
+    table: the int32 constant table (:mod:`qflash.table`), valid for ``scale``.
+    """
+
+    recipe: Recipe
+    amax_q: torch.Tensor
+    amax_k: torch.Tensor
+    amax_v: torch.Tensor
+    table: torch.Tensor
+    scale: float
+    heads: int
+
+
+def static_scales(recipe: Recipe | None, amax_q, amax_k, amax_v, *, heads: int, head_dim: int,
+                  scale: float | None = None, device=None) -> StaticScales:
+    """Fix the INT8 ranges of a layer: the constants are derived once (on the host, by the golden
+    model's own derivation), so later calls do no reductions and no host work.
+
+    amax_*: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration.
+    """
+    recipe = _recipe(recipe)
+    for g, name in ((recipe.q_granularity, "q"), (recipe.k_granularity, "k"), (recipe.v_granularity, "v")):
+        if not isinstance(g, (PerTensor, PerHead)):
+            raise ValueError(f"static scales need per-tensor or per-head ranges; the recipe's {name} granularity "
+                             f"is {g.name}, whose ranges change with every input")
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    arrays = []
+    for name, a, g in (("amax_q", amax_q, recipe.q_granularity), ("amax_k", amax_k, recipe.k_granularity),
+                       ("amax_v", amax_v, recipe.v_granularity)):
+        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float32).reshape(-1)
+        want = heads if isinstance(g, PerHead) else 1
+        if a.size != want:
+            raise ValueError(f"{name} has {a.size} values; {g.name} needs {want}")
+        if not np.isfinite(a).all() or (a < 0).any():
+            raise ValueError(f"{name} must be finite and non-negative, got {a}")
+        arrays.append(a)
+    s = [scales_from_amax(a)[0].reshape(1, -1, 1, 1) for a in arrays]
+    plan = recipe.plan(s[0], s[1], scale, s[2])
+    tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
+    dev = device if device is not None else (amax_q.device if isinstance(amax_q, torch.Tensor) else "cpu")
+    t = [torch.from_numpy(a).to(dev) for a in arrays]
+    return StaticScales(recipe, t[0], t[1], t[2], torch.from_numpy(tab).to(dev), scale, heads)
+
+
+# -- implementations (plain functions; the torch.library ops wrap them) ---------------------------
+def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype):
+    spec = KernelSpec.build(recipe, call.D, call.mask_kind, out_kind)
+    out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
+    launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call), lut=_lut(recipe.exp, str(q8.device)),
+           batch2=call.B2, **_launch_config(spec))
+    return out.reshape(call.batch + out.shape[1:])
+
+
+def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
+    """INT8 inputs, V's scale and the constant table: measured (dynamic) or from static ranges."""
+    q8, s_q = qz.quantize(_flat(q), recipe.q_granularity, amax_q)
+    k8, s_k = qz.quantize(_flat(k), recipe.k_granularity, amax_k)
+    v8, s_v = qz.quantize(_flat(v), recipe.v_granularity, amax_v)
+    if table is None:
+        table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
+    return q8, k8, v8, s_v, table
+
+
+def attention_impl(q, k, v, attn_mask, scale: float, recipe_json: str, amax_q=None, amax_k=None, amax_v=None,
+                   table=None):
+    recipe = recipe_from_json(recipe_json)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    q8, k8, v8, _, table = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype)
+
+
+def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
+                  static: StaticScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attention`'s integer result before dequantization: ``(values, scale)`` with int32
+    ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32 ``scale`` per
+    ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values`` equals
+    :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
+    recipe = _recipe(recipe)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
+    q8, k8, v8, s_v, table = _quantized(recipe, call, q, k, v, *statics)
+    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32)
+    return values, s_v * 2.0**-recipe.out_frac_bits
+
+
+def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale) -> None:
+    for name, s, g in (("s_q", s_q, recipe.q_granularity), ("s_k", s_k, recipe.k_granularity),
+                       ("s_v", s_v, recipe.v_granularity)):
+        if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
+            raise TypeError(f"{name} must be a float32 tensor, got {getattr(s, 'dtype', type(s).__name__)}")
+        want = (1,) if isinstance(g, PerTensor) else (call.B * call.H,) if isinstance(g, PerHead) else \
+            (call.B * call.H, call.NQ)
+        if tuple(s.shape) != want:
+            raise ValueError(f"{name} has shape {tuple(s.shape)}; {g.name} needs {want}")
+        if s.device != call.device:
+            raise ValueError(f"{name} is on {s.device} but the inputs are on {call.device}")
+    if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
+                                  or not 0 < out_scale < math.inf):
+        raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float, or None for float32 output")
+
+
+def attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale: float, recipe_json: str,
+                        out_scale: float | None = None):
+    recipe = recipe_from_json(recipe_json)
+    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
+    _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale)
+    table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
+    out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
+    return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), table, attn_mask, out_kind,
+                torch.float32 if out_scale is None else torch.int8)
+
+
+# -- public functions ------------------------------------------------------------------------------
+#: Recipe.default(), built once: under torch.compile the public functions only read values.
+DEFAULT_RECIPE = Recipe.default()
+
+
+def attention(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
+              static: StaticScales | None = None) -> torch.Tensor:
+    """Integer-only attention with SDPA semantics: ``softmax(q k^T * scale + mask) v``.
+
+    q, k, v: float16 / bfloat16 / float32, shape (B, H, N, D) or (B1, B2, H, N, D) (e.g. batch
+    and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True = attend) or an
+    additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides, never
+    expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. scale: default
+    1/sqrt(D). recipe: default :meth:`Recipe.default`. static: calibrated scales; without it
+    the INT8 ranges are measured on the device per call.
+    Returns a tensor of q's dtype and shape.
+    """
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    statics = (None, None, None, None)
+    if static is not None:
+        if not isinstance(static, StaticScales):
+            raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
+        statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
+    if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        return torch.ops.qflash.attention(q, k, v, attn_mask, scale, recipe.to_json(), *statics)
+    recipe = _recipe(recipe)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    if static is not None and (static.recipe != recipe or static.heads != call.H
+                               or not math.isclose(static.scale, call.scale)):
+        raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
+                         f"{static.recipe.name}; this call has heads={call.H}, scale={call.scale}, {recipe.name}")
+    return attention_impl(q, k, v, attn_mask, call.scale, recipe.to_json(), *statics)
+
+
+def attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
+                   out_scale: float | None = None) -> torch.Tensor:
+    """Integer attention on pre-quantized inputs ``x ~= x8 * s_x``.
+
+    q8, k8, v8: int8, shapes as in :func:`attention`. s_q, s_k, s_v: float32 scales matching the
+    recipe's granularities: shape (1,) per tensor, (B*H,) per head, (B*H, Nq) per token or
+    block (Q only). attn_mask: bool, float (nats) or int32 (QK units, ``MASKED_LOGIT`` = masked).
+    out_scale: None for a float32 output, or the scale of an int8 output.
+    """
+    recipe = DEFAULT_RECIPE if recipe is None else recipe
+    if torch.compiler.is_compiling():
+        scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
+        return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe.to_json(),
+                                               None if out_scale is None else float(out_scale))
+    recipe = _recipe(recipe)
+    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
+    return attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, call.scale, recipe.to_json(), out_scale)

@@ -1,0 +1,246 @@
+"""Device-side INT8 quantization and constant derivation, bit-exact with the host (golden) versions.
+
+Three small kernels, each the twin of a NumPy function in ``intsoftmax``:
+
+* ``_amax_kernel``: per-tensor or per-head ``max |x|`` (atomic max on the float bits, which
+  order like the floats for non-negative values) - :meth:`Granularity.amax`;
+* ``_quantize_kernel``: ``x8 = clip(floor(x * inv + 1/2), -127, 127)`` with ``inv = 127 / amax``
+  (IEEE division, no fused multiply-add); per-token and per-block ranges are reduced in the
+  same program - :func:`intsoftmax.granularity.quantize`;
+* ``_table_kernel``: every integer constant of the per-row table from the ranges -
+  :func:`intsoftmax.plan.derive_plan` and :func:`qflash.table.host_table`.
+
+No host synchronisation anywhere: ranges and constants stay on the device.
+"""
+from __future__ import annotations
+
+import struct
+
+import torch
+import triton
+import triton.language as tl
+
+from intsoftmax.exp.base import LOG2E, PRESCALE_MAX
+from intsoftmax.fixedpoint import MAX_MULT_SHIFT, MULT_BITS
+from intsoftmax.plan import HEADROOM_MAX, NORM_FRAC
+
+from .table import NCOL, Col, table_shape
+
+GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range(4))
+_GRAN_KIND = {"per_tensor": 0, "per_head": 1, "per_token": 2, "per_block": 3}
+(C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
+ C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
+F64_LOG2E = tl.constexpr(LOG2E)
+NCOLS = tl.constexpr(NCOL)
+
+
+def f64_bits(x: float) -> int:
+    """A float64 as the int64 bit pattern the kernels read back with a bitcast (exact, no tensor)."""
+    return struct.unpack("<q", struct.pack("<d", float(x)))[0]
+
+
+@triton.jit
+def _scale_inv(amax):
+    """``(s, inv) = (amax / 127, 127 / amax)`` in IEEE float32, ``(1, 1)`` where ``amax = 0``."""
+    pos = amax > 0
+    safe = tl.where(pos, amax, 1.0)
+    return tl.where(pos, tl.math.div_rn(safe, 127.0), 1.0), tl.where(pos, tl.math.div_rn(127.0, safe), 1.0)
+
+
+@triton.jit
+def _fixed_multiplier(real):
+    """:func:`intsoftmax.fixedpoint.fixed_multiplier`: ``(M, shift)`` (int64) from the float's exponent bits."""
+    bits = real.to(tl.int64, bitcast=True)
+    expo = ((bits >> 52) & 0x7FF) - 1022  # frexp's exponent for normal numbers
+    shift = tl.minimum(tl.maximum(MULT_BITS - expo, 0), MAX_MULT_SHIFT)
+    shift = tl.where(real == 0, MULT_BITS, shift)
+    pow2 = ((shift + 1023) << 52).to(tl.float64, bitcast=True)
+    return tl.floor(real * pow2).to(tl.int64), shift
+
+
+@triton.jit
+def _amax_kernel(X, Out, sxb, sxh, sxn, sxd, H, N, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr,
+                 PER_HEAD: tl.constexpr):
+    bh = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, D_P2)
+    x = tl.load(X + (bh // H) * sxb + (bh % H) * sxh + rows[:, None] * sxn + cols[None, :] * sxd,
+                mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
+    amax = tl.max(tl.max(tl.abs(x), 1), 0)
+    tl.atomic_max(Out + (bh if PER_HEAD else 0), amax.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def _quantize_kernel(X, X8, Amax, S, sxb, sxh, sxn, sxd, s8b, s8h, s8n, s8d, sab, sah, ssb, ssh, ssn, H, N,
+                     D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr,
+                     GRAN: tl.constexpr):
+    """One program quantizes ``ROWS`` rows of one ``(b, h)`` (``ROWS`` = the block size for
+    per-block ranges). Per-tensor and per-head ranges are read from ``Amax`` (strides ``sab, sah``);
+    per-token and per-block ranges are reduced here. Scales ``s = amax / 127`` go to ``S``."""
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    r = tl.arange(0, BLOCK_R)
+    rows = tl.program_id(0) * ROWS + r
+    cols = tl.arange(0, D_P2)
+    inside = (rows[:, None] < N) & (r[:, None] < ROWS) & (cols[None, :] < D)
+    x = tl.load(X + b * sxb + h * sxh + rows[:, None] * sxn + cols[None, :] * sxd, mask=inside,
+                other=0.0).to(tl.float32)
+    if GRAN == GRAN_TOKEN:
+        amax = tl.max(tl.abs(x), 1)[:, None]
+    elif GRAN == GRAN_BLOCK:
+        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.max(tl.max(tl.abs(x), 1), 0)
+    else:
+        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sab + h * sah)
+    s, inv = _scale_inv(amax)
+    x8 = tl.minimum(tl.maximum(tl.floor(x * inv + 0.5), -127.0), 127.0)
+    tl.store(X8 + b * s8b + h * s8h + rows[:, None] * s8n + cols[None, :] * s8d, x8.to(tl.int8), mask=inside)
+    ok = (rows < N) & (r < ROWS)
+    if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
+        ok = ok & (rows == 0)  # one scale per (b, h) / tensor
+    tl.store(S + b * ssb + h * ssh + rows * ssn, tl.reshape(s, (BLOCK_R,)), mask=ok)
+
+
+@triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
+def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
+                  NATIVE_PER_NAT: tl.constexpr, U_MAX: tl.constexpr, ONE: tl.constexpr, P_MAX: tl.constexpr,
+                  REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr,
+                  QFLASH_MUL_SHIFT: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+    """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`).
+    ``NATIVE_PER_NAT = 0`` selects QFlash's raw constants (:meth:`intsoftmax.QFlashExp2.row_constants`),
+    otherwise the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`)."""
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    b = idx // TM // H
+    h = idx // TM % H
+    m = idx % TM
+    valid = idx < NROWS
+    s_q = tl.load(Sq + b * sqb + h * sqh + m * sqm, mask=valid, other=1.0)
+    s_k = tl.load(Sk + b * skb + h * skh, mask=valid, other=1.0)
+    s_v = tl.load(Sv + b * svb + h * svh, mask=valid, other=1.0)
+    scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
+    nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
+    zero = tl.zeros((BLOCK,), tl.int64)
+    if NATIVE_PER_NAT != 0:  # prescaled strategies: intsoftmax.exp.base.ExpStrategy.plan
+        pre_M, shift = _fixed_multiplier(tl.minimum(nat * NATIVE_PER_NAT, PRESCALE_MAX))
+        pre_l = tl.maximum(32 - shift, 0)
+        pre_r = tl.maximum(shift - 32, 0)
+        t_cap = 2147483647 >> pre_l
+        u_max = zero + U_MAX
+        req_M = zero + P_MAX
+        one = zero + ONE
+        rc0 = zero
+        rc1 = zero
+    else:  # QFlash: R = round(1/c), exp_M = round(c * 2**16), req_M = round(P_max * c * 2**16)
+        c = nat * F64_LOG2E
+        R = tl.minimum(tl.maximum(tl.floor(1.0 / c + 0.5), 1.0), 33554432.0).to(tl.int64)
+        cc = tl.minimum(c, 16.0)
+        exp_M = tl.maximum(tl.floor(cc * (1 << QFLASH_MUL_SHIFT) + 0.5), 1.0).to(tl.int64)
+        cap = (P_MAX + 1) * (1 << QFLASH_MUL_SHIFT) * 1.0
+        req_M = tl.floor(tl.minimum(P_MAX * cc * (1 << QFLASH_MUL_SHIFT), cap) + 0.5).to(tl.int64)
+        u_max = ((32 << QFLASH_MUL_SHIFT) - 1) // exp_M
+        pre_M = zero
+        pre_l = zero
+        pre_r = zero
+        t_cap = zero
+        one = R
+        rc0 = R
+        rc1 = exp_M
+    rel_M = (1 << REL_SHIFT) // one
+    headroom = tl.floor(tl.minimum(HEADROOM_OCT / (nat * F64_LOG2E), HEADROOM_MAX)).to(tl.int64)
+    bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
+    out_M = zero
+    out_shift = zero
+    if INT8_OUT:
+        out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
+        ratio = s_v.to(tl.float64) / out_scale * (2.0 ** -NORM_FRAC)
+        out_M, out_shift = _fixed_multiplier(tl.minimum(ratio, 1073741824.0))
+    deq = (s_v * (2.0 ** -OUT_FRAC)).to(tl.int32, bitcast=True)
+    row = Tab + idx * NCOLS
+    tl.store(row + C_PRE_M, pre_M.to(tl.int32), mask=valid)
+    tl.store(row + C_PRE_L, pre_l.to(tl.int32), mask=valid)
+    tl.store(row + C_PRE_R, pre_r.to(tl.int32), mask=valid)
+    tl.store(row + C_T_CAP, t_cap.to(tl.int32), mask=valid)
+    tl.store(row + C_U_MAX, u_max.to(tl.int32), mask=valid)
+    tl.store(row + C_REQ_M, req_M.to(tl.int32), mask=valid)
+    tl.store(row + C_REL_M, rel_M.to(tl.int32), mask=valid)
+    tl.store(row + C_HEADROOM, headroom.to(tl.int32), mask=valid)
+    tl.store(row + C_EXP_C0, rc0.to(tl.int32), mask=valid)
+    tl.store(row + C_EXP_C1, rc1.to(tl.int32), mask=valid)
+    tl.store(row + C_BIAS_INV, bias_inv, mask=valid)
+    tl.store(row + C_OUT_M, out_M.to(tl.int32), mask=valid)
+    tl.store(row + C_OUT_SHIFT, out_shift.to(tl.int32), mask=valid)
+    tl.store(row + C_DEQ, deq, mask=valid)
+
+
+def gran_kind(granularity) -> int:
+    return _GRAN_KIND[granularity.kind]
+
+
+def _bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
+    """``(stride_b, stride_h)`` of a per-(b, h) vector: shape (1,) broadcasts, (H,) is per head
+    (static scales), (B*H,) per batch and head."""
+    n = t.numel()
+    if n == 1:
+        return 0, 0
+    if n == heads:
+        return 0, 1
+    return heads, 1
+
+
+def amax(x: torch.Tensor, granularity) -> torch.Tensor:
+    """``max |x|`` per tensor (shape (1,)) or per ``(b, h)`` (shape (B*H,)), float32."""
+    B, H, N, D = x.shape
+    per_head = gran_kind(granularity) == 1
+    out = torch.zeros(B * H if per_head else 1, dtype=torch.float32, device=x.device)
+    block_r = 64
+    _amax_kernel[(triton.cdiv(N, block_r), B * H)](x, out.view(torch.int32), *x.stride(), H, N, D=D,
+                                                  D_P2=triton.next_power_of_2(D), BLOCK_R=block_r, PER_HEAD=per_head)
+    return out
+
+
+def quantize(x: torch.Tensor, granularity, amax_static=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """INT8 ``x`` (B, H, N, D) by ``granularity`` on the device: ``(x8, s)``.
+
+    ``s`` (float32) has shape (1,) per tensor, (B*H,) per head, or (B*H, N) per token / block.
+    ``amax_static`` (float32, shape (1,) or (H,)) fixes per-tensor / per-head ranges: no reduction.
+    """
+    B, H, N, D = x.shape
+    kind = gran_kind(granularity)
+    x8 = torch.empty((B, H, N, D), dtype=torch.int8, device=x.device)
+    if kind >= 2:
+        rows = granularity.size if kind == 3 else 32
+        src = x8  # unused pointer
+        sab = sah = 0
+        s = torch.empty((B * H, N), dtype=torch.float32, device=x.device)
+        ss = (H * N, N, 1)
+    else:
+        rows = 32
+        src = amax(x, granularity) if amax_static is None else amax_static
+        sab, sah = _bh_strides(src, H)
+        s = torch.empty(src.numel(), dtype=torch.float32, device=x.device)
+        ss = (*_bh_strides(s, H), 0)
+    _quantize_kernel[(triton.cdiv(N, rows), B * H)](
+        x, x8, src, s, *x.stride(), *x8.stride(), sab, sah, *ss, H, N,
+        D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=triton.next_power_of_2(rows), ROWS=rows, GRAN=kind)
+    return x8, s
+
+
+def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
+          out_scale: float | None = None) -> torch.Tensor:
+    """The per-row constant table ``(T_B, T_M, NCOL)`` from device scales (float32, shapes as
+    :func:`quantize` returns them, or (H,) for static per-head scales)."""
+    tb, tm = table_shape(recipe, batch, heads, nq)
+    tab = torch.zeros((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
+    exp = recipe.exp
+    k = exp.native_per_nat()
+    sqm = 1 if s_q.dim() == 2 else 0
+    sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
+    block = 64
+    _table_kernel[(triton.cdiv(tb * tm, block),)](
+        tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
+        heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
+        NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=exp.u_max() if k is not None else 0,
+        ONE=exp.one() if k is not None else 1, P_MAX=recipe.p_max, REL_SHIFT=recipe.accumulation.release_shift,
+        HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(), OUT_FRAC=recipe.out_frac_bits,
+        QFLASH_MUL_SHIFT=getattr(exp, "mul_shift", 16), INT8_OUT=out_scale is not None, BLOCK=block)
+    return tab

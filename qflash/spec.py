@@ -1,0 +1,80 @@
+"""KernelSpec: everything that specialises the kernel template, as value-hashable data.
+
+A spec is derived from a :class:`~intsoftmax.Recipe` plus the call's head dim, mask kind and
+output kind. Its fields become the kernel's constexprs, so one spec is one compiled kernel:
+the sequence lengths, batch and heads stay runtime values (no recompile per N). Its ``name``
+is built from every field, like a recipe's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from intsoftmax import Recipe
+
+from .exp import exp_spec
+
+HEAD_DIMS = (16, 32, 64, 128)
+#: Smallest K dimension of an int8 ``tl.dot`` on sm_80/sm_90 (smaller tiles are zero-padded).
+MIN_DOT_K = 32
+
+
+class MaskKind(enum.IntEnum):
+    NONE = 0
+    BOOL = 1   # True = attend
+    FLOAT = 2  # additive bias in nats, quantized on load: floor(b * bias_inv + 1/2)
+    INT = 3    # additive bias already in QK units (int32), MASKED_LOGIT = masked
+
+
+class OutKind(enum.IntEnum):
+    INT32 = 0  # the fixed-point integers (out_frac_bits fractional bits of V's scale)
+    INT8 = 1   # requantized to a given output scale
+    FLOAT = 2  # dequantized: integers * s_v * 2**-out_frac_bits
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    exp_kind: int
+    exp_args: tuple
+    prescaled: bool
+    req_shift: int
+    p_bits: int
+    two_pass: bool
+    release_shift: int
+    block_n: int
+    head_dim: int
+    mask_kind: MaskKind
+    out_kind: OutKind
+    out_frac: int
+
+    @classmethod
+    def build(cls, recipe: Recipe, head_dim: int, mask_kind: MaskKind, out_kind: OutKind) -> "KernelSpec":
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}")
+        if not recipe.in_kernel:
+            raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}: "
+                             "use an integer exp strategy and ScaleRelease, LazyRescale or TwoPass "
+                             "(the golden model Recipe.attention runs every recipe)")
+        if head_dim not in HEAD_DIMS:
+            raise ValueError(f"head dim {head_dim} is not supported; the kernel handles {HEAD_DIMS}")
+        kind, args = exp_spec(recipe.exp)
+        consts = recipe.exp.plan(np.float64(1e-4)).consts  # the requantization shift is static
+        _, req_shift = recipe.exp.requant_constants(recipe.p_max, consts)
+        return cls(kind, args, recipe.exp.input_unit_octaves() is not None, int(req_shift), recipe.p_bits,
+                   recipe.accumulation.two_pass, recipe.accumulation.release_shift, recipe.block_n, head_dim,
+                   MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
+
+    @property
+    def name(self) -> str:
+        return "qflash_fwd[" + ",".join(f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self)) + "]"
+
+    def constexprs(self) -> dict:
+        """The kernel's constexpr arguments (tile sizes aside)."""
+        return dict(
+            D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_KIND=self.exp_kind, EXP_ARGS=self.exp_args,
+            PRESCALED=self.prescaled, REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
+            REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
+            OUT_FRAC=self.out_frac,
+        )

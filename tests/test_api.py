@@ -1,0 +1,133 @@
+"""qflash's torch API: SDPA semantics, user errors, torch.compile and the registered ops."""
+import numpy as np
+import pytest
+import torch
+
+import intsoftmax as ism
+import qflash
+
+from kernel_utils import DEVICE, n, needs_kernel, t
+
+pytestmark = needs_kernel
+
+
+def qkv(shape=(2, 3, 49, 32), seed=0, dtype=torch.float32):
+    rng = np.random.default_rng(seed)
+    return tuple(t(rng.uniform(-3, 3, shape).astype(np.float32), dtype) for _ in range(3))
+
+
+def test_tracks_sdpa():
+    q, k, v = qkv((2, 6, 197, 64))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert ism.sqnr_db(n(ref), n(qflash.attention(q, k, v))) > 36
+
+
+def test_fully_masked_rows_are_zero_and_masks_broadcast_by_strides():
+    q, k, v = qkv()
+    mask = torch.rand(1, 1, 49, 49, generator=torch.Generator().manual_seed(0)).to(DEVICE) < 0.5
+    mask[..., 7, :] = False
+    out = qflash.attention(q, k, v, attn_mask=mask)
+    assert (out[:, :, 7] == 0).all() and not torch.isnan(out).any()
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    live = torch.ones(49, dtype=torch.bool)
+    live[7] = False
+    assert ism.sqnr_db(n(ref[:, :, live]), n(out[:, :, live])) > 30
+    bias = torch.where(mask, 0.0, float("-inf"))
+    assert torch.equal(qflash.attention(q, k, v, attn_mask=bias), out)
+
+
+def test_swin_windows_with_relative_bias_and_shift_mask():
+    """(batch, windows, H, N, D) inputs; relative-position bias (H, N, N) plus the shifted-window
+    mask (windows, 1, N, N), added once into a (windows, H, N, N) bias that broadcasts over batch."""
+    batch, windows, heads, n_tok, d = 2, 4, 3, 49, 32
+    q, k, v = qkv((batch, windows, heads, n_tok, d), seed=3)
+    rng = np.random.default_rng(3)
+    rel = rng.normal(0, 1, (heads, n_tok, n_tok)).astype(np.float32)
+    shift = np.where(rng.random((windows, 1, n_tok, n_tok)) < 0.2, -100.0, 0.0).astype(np.float32)
+    bias = rel[None] + shift
+    recipe = ism.Recipe.default()
+    values, _ = qflash.attention_int(q, k, v, attn_mask=t(bias), recipe=recipe)
+    golden = recipe.attention_int(n(q), n(k), n(v), attn_bias=bias)
+    np.testing.assert_array_equal(n(values), golden.values)
+    assert values.shape == (batch, windows, heads, n_tok, d)
+
+
+def test_non_contiguous_layouts_use_strides():
+    q, k, v = qkv((2, 49, 3, 32))  # (B, N, H, D) storage
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    out = qflash.attention(qt, kt, vt)
+    assert torch.equal(out, qflash.attention(qt.contiguous(), kt.contiguous(), vt.contiguous()))
+
+
+def test_torch_compile_fullgraph():
+    q, k, v = qkv()
+    eager = qflash.attention(q, k, v)
+    compiled = torch.compile(lambda q, k, v: qflash.attention(q, k, v) + 1.0, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), eager + 1.0)
+
+
+def test_registered_ops_pass_opcheck():
+    q, k, v = qkv((1, 2, 17, 16))
+    json = ism.Recipe.default().to_json()
+    torch.library.opcheck(torch.ops.qflash.attention.default, (q, k, v, None, 0.25, json))
+    q8 = (q * 10).to(torch.int8)
+    s = torch.ones(1, device=DEVICE)
+    torch.library.opcheck(torch.ops.qflash.attention_int8.default, (q8, q8, q8, s, s, s, None, 0.25, json))
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda q, k, v: qflash.attention(q.double(), k.double(), v.double()), TypeError, "dtype torch.float64"),
+    (lambda q, k, v: qflash.attention(q, k.half(), v), TypeError, "dtypes differ"),
+    (lambda q, k, v: qflash.attention(q[0], k[0], v[0]), ValueError, r"shape \(B, H, N, D\)"),
+    (lambda q, k, v: qflash.attention(q[..., :24], k[..., :24], v[..., :24]), ValueError, "head dim 24"),
+    (lambda q, k, v: qflash.attention(q, k[..., :16], v), ValueError, "shapes do not match|head dims differ"),
+    (lambda q, k, v: qflash.attention(q, k, v[:, :, :10]), ValueError, "shapes do not match"),
+    (lambda q, k, v: qflash.attention(q, k, v, scale=0.0), ValueError, "scale=0.0"),
+    (lambda q, k, v: qflash.attention(q, k, v, attn_mask=torch.ones(5, 49, device=DEVICE)), ValueError,
+     "does not broadcast"),
+    (lambda q, k, v: qflash.attention(q, k, v, attn_mask=torch.ones(49, 49, dtype=torch.int64, device=DEVICE)),
+     TypeError, "attn_mask dtype"),
+    (lambda q, k, v: qflash.attention(q, k, v, recipe="default"), TypeError, "recipe must be"),
+    (lambda q, k, v: qflash.attention(q, k, v, recipe=ism.Recipe(exp=ism.ExactExp())), ValueError,
+     "does not compile exact_exp"),
+    (lambda q, k, v: qflash.attention(q, k, v, recipe=ism.Recipe(accumulation=ism.NaiveScaleAccumulation())),
+     ValueError, "limit of 64 keys|does not compile"),
+    (lambda q, k, v: qflash.attention(q, k, v, static="calibrated"), TypeError, "StaticScales"),
+    (lambda q, k, v: qflash.attention_int8(q, k, v, None, None, None), TypeError, "dtype torch.float32"),
+])
+def test_user_errors_name_the_problem(call, exc, match):
+    q, k, v = qkv()
+    with pytest.raises(exc, match=match) as info:
+        call(q, k, v)
+    assert not isinstance(info.value, AssertionError)
+
+
+def test_sequence_longer_than_the_recipe_allows_is_rejected():
+    recipe = ism.Recipe.default().replace(p_bits=14)  # 1024 keys
+    q = torch.zeros(1, 1, 1, 16, device=DEVICE)
+    k = torch.zeros(1, 1, 1025, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="sequence length 1025 exceeds this recipe's limit of 1024"):
+        qflash.attention(q, k, k, recipe=recipe)
+
+
+def test_int8_scale_shapes_are_checked():
+    q8 = torch.zeros(2, 3, 10, 16, dtype=torch.int8, device=DEVICE)
+    s1 = torch.ones(1, device=DEVICE)
+    with pytest.raises(ValueError, match=r"s_q has shape \(6,\); per_tensor\(\) needs \(1,\)"):
+        qflash.attention_int8(q8, q8, q8, torch.ones(6, device=DEVICE), s1, s1)
+    with pytest.raises(ValueError, match="out_scale"):
+        qflash.attention_int8(q8, q8, q8, s1, s1, s1, out_scale=-1.0)
+
+
+def test_static_scales_validate():
+    with pytest.raises(ValueError, match="static scales need per-tensor or per-head"):
+        qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerToken()), 1.0, 1.0, 1.0,
+                             heads=2, head_dim=32)
+    with pytest.raises(ValueError, match="amax_q has 3 values; per_head"):
+        qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerHead()), [1, 2, 3], 1.0, 1.0,
+                             heads=2, head_dim=32)
+    static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=3, head_dim=32)
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="static scales were built for"):
+        qflash.attention(q, k, v, scale=0.5, static=static)
+    assert qflash.attention(q, k, v, static=static).shape == q.shape

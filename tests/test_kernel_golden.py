@@ -1,0 +1,101 @@
+"""The fused kernel against the golden model, bit for bit (CI: the Triton interpreter on the CPU)."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import intsoftmax as ism
+import qflash
+from intsoftmax.testing import attention_inputs, recipes
+
+from kernel_utils import combined_mask, n, needs_kernel, t
+
+pytestmark = needs_kernel
+# N up to 300 (1, 49 and 197 drawn often), every head dim; two (batch, head) slices keep the
+# interpreter at about a second per example
+SMALL = dict(max_n=300, head_dims=(16, 32, 64, 128), max_batch=1, max_heads=2)
+
+
+def check_equal(recipe, x, dtype=np.float32):
+    """qflash.attention_int (device quantization, constants and kernel) == Recipe.attention_int,
+    on inputs (and a float bias) of ``dtype``."""
+    mask = combined_mask(x.attn_bias, x.attn_mask)
+    is_bias = mask is not None and mask.dtype != bool
+    if is_bias:
+        mask = mask.astype(dtype)
+    q, k, v = (a.astype(dtype) for a in (x.q, x.k, x.v))
+    golden = recipe.attention_int(q, k, v, attn_bias=mask if is_bias else None,
+                                  attn_mask=None if is_bias else mask, scale=x.scale)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), None if mask is None else t(mask), x.scale, recipe=recipe)
+    np.testing.assert_array_equal(n(values), golden.values)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(x=attention_inputs(**SMALL), recipe=recipes(kernel_only=True))
+def test_kernel_equals_golden(x, recipe):
+    check_equal(recipe, x)
+
+
+@settings(max_examples=10)
+@given(x=attention_inputs(**SMALL))
+def test_builtin_recipes_equal_golden_with_half_inputs(x):
+    for recipe in (ism.Recipe.default(), ism.Recipe.qflash()):
+        check_equal(recipe, x, np.float16)
+
+
+@pytest.mark.parametrize("n_tokens", [1, 49, 197])
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash(),
+                                    ism.Recipe(exp=ism.LutExp2(), accumulation=ism.TwoPass(), p_bits=8)],
+                         ids=["default", "qflash", "lut_two_pass"])
+def test_odd_lengths(n_tokens, recipe):
+    rng = np.random.default_rng(n_tokens)
+    q, k, v = (rng.uniform(-4, 4, (1, 2, n_tokens, 64)).astype(np.float32) for _ in range(3))
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+
+
+def test_float_output_is_the_dequantized_integers():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.normal(0, 2, (2, 3, 49, 32)).astype(np.float32) for _ in range(3))
+    golden = ism.Recipe.default().attention_int(q, k, v)
+    out = qflash.attention(t(q), t(k), t(v))
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 49, 32)
+    np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
+    half = qflash.attention(t(q, torch.float16), t(k, torch.float16), t(v, torch.float16))
+    assert half.dtype == torch.float16
+    ref = ism.Recipe.default().attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))
+    np.testing.assert_allclose(n(half).astype(np.float64), ref, rtol=2**-10, atol=2**-24)
+
+
+@settings(max_examples=10)
+@given(x=attention_inputs(max_n=120, head_dims=(32, 64), bias=False, mask=False), data=st.data())
+def test_int8_inputs_and_int8_output(x, data):
+    recipe = data.draw(recipes(kernel_only=True, p_bits=st.integers(7, 11)))
+    (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
+    B, H = x.q.shape[:2]
+
+    def flat(s):
+        return s.reshape(-1) if s.shape[-2] == 1 else s.reshape(B * H, -1)
+
+    args = [t(a) for a in (q8, k8, v8)] + [t(flat(np.broadcast_to(s, (B, H) + s.shape[2:])) if s.size > 1
+                                            else s.reshape(1)) for s in (s_q, s_k, s_v)]
+    golden = recipe.attention_int(x.q, x.k, x.v, scale=x.scale)
+    out = qflash.attention_int8(*args, scale=x.scale, recipe=recipe)
+    np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
+    out_scale = float(np.abs(golden.dequantize()).max() / 100 + 1e-6)
+    golden8 = recipe.attention_int(x.q, x.k, x.v, scale=x.scale, out_scale=out_scale)
+    out8 = qflash.attention_int8(*args, scale=x.scale, recipe=recipe, out_scale=out_scale)
+    assert out8.dtype == torch.int8
+    np.testing.assert_array_equal(n(out8), golden8.values)
+
+
+def test_static_scales_equal_dynamic_scales_with_the_same_ranges():
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.uniform(-3, 3, (2, 4, 49, 32)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
+    amax = [np.abs(x).max(axis=(0, 2, 3)) for x in (q, k)] + [np.abs(v).max()]
+    static = qflash.static_scales(recipe, *amax, heads=4, head_dim=32)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe, static=static)
+    gold = recipe.attention_int(q, k, v, amax=(amax[0].reshape(1, 4, 1, 1), amax[1].reshape(1, 4, 1, 1), amax[2]))
+    np.testing.assert_array_equal(n(values), gold.values)
