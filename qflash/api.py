@@ -231,7 +231,9 @@ def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None 
     return values, s_v * 2.0**-recipe.out_frac_bits
 
 
-def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale) -> None:
+def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale, out_dtype) -> None:
+    if out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype={out_dtype}: use one of {list(FLOAT_DTYPES)} (or out_scale for int8 output)")
     for name, s, g in (("s_q", s_q, recipe.q_granularity), ("s_k", s_k, recipe.k_granularity),
                        ("s_v", s_v, recipe.v_granularity)):
         if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
@@ -248,14 +250,14 @@ def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale) -> 
 
 
 def attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale: float, recipe_json: str,
-                        out_scale: float | None = None):
+                        out_scale: float | None = None, out_dtype: torch.dtype = torch.float32):
     recipe = recipe_from_json(recipe_json)
     call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
-    _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale)
+    _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
     table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
     out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
     return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), table, attn_mask, out_kind,
-                torch.float32 if out_scale is None else torch.int8)
+                out_dtype if out_scale is None else torch.int8)
 
 
 # -- public functions ------------------------------------------------------------------------------
@@ -294,19 +296,20 @@ def attention(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = No
 
 
 def attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
-                   out_scale: float | None = None) -> torch.Tensor:
+                   out_scale: float | None = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Integer attention on pre-quantized inputs ``x ~= x8 * s_x``.
 
     q8, k8, v8: int8, shapes as in :func:`attention`. s_q, s_k, s_v: float32 scales matching the
     recipe's granularities: shape (1,) per tensor, (B*H,) per head, (B*H, Nq) per token or
     block (Q only). attn_mask: bool, float (nats) or int32 (QK units, ``MASKED_LOGIT`` = masked).
-    out_scale: None for a float32 output, or the scale of an int8 output.
+    out_scale: None for a float output of ``out_dtype``, or the scale of an int8 output.
     """
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
         return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe.to_json(),
-                                               None if out_scale is None else float(out_scale))
+                                               None if out_scale is None else float(out_scale), out_dtype)
     recipe = _recipe(recipe)
     call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
-    return attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, call.scale, recipe.to_json(), out_scale)
+    return attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, call.scale, recipe.to_json(), out_scale,
+                               out_dtype)

@@ -25,13 +25,13 @@ def _(q, k, v, attn_mask, scale, recipe_json, amax_q=None, amax_k=None, amax_v=N
 @torch.library.custom_op("qflash::attention_int8", mutates_args=())
 def attention_int8(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, s_q: torch.Tensor, s_k: torch.Tensor,
                    s_v: torch.Tensor, attn_mask: torch.Tensor | None, scale: float, recipe_json: str,
-                   out_scale: float | None = None) -> torch.Tensor:
-    return api.attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale)
+                   out_scale: float | None = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return api.attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale, out_dtype)
 
 
 @attention_int8.register_fake
-def _(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale=None):
+def _(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale=None, out_dtype=torch.float32):
     recipe = api.recipe_from_json(recipe_json)
     call = api._check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
-    api._check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale)
-    return q8.new_empty(q8.shape, dtype=torch.float32 if out_scale is None else torch.int8)
+    api._check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
+    return q8.new_empty(q8.shape, dtype=out_dtype if out_scale is None else torch.int8)

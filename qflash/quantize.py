@@ -10,7 +10,9 @@ Three small kernels, each the twin of a NumPy function in ``intsoftmax``:
 * ``_table_kernel``: every integer constant of the per-row table from the ranges -
   :func:`intsoftmax.plan.derive_plan` and :func:`qflash.table.host_table`.
 
-No host synchronisation anywhere: ranges and constants stay on the device.
+No host synchronisation anywhere: ranges and constants stay on the device. Every launch
+disables fused multiply-add (``enable_fp_fusion=False``): ``floor(x * inv + 1/2)`` must round
+the product before the addition, as NumPy does.
 """
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from intsoftmax.exp.base import LOG2E, PRESCALE_MAX
-from intsoftmax.fixedpoint import MAX_MULT_SHIFT, MULT_BITS
-from intsoftmax.plan import HEADROOM_MAX, NORM_FRAC
+from intsoftmax import exp, fixedpoint, plan
 
 from .table import NCOL, Col, table_shape
 
@@ -30,7 +30,13 @@ GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range
 _GRAN_KIND = {"per_tensor": 0, "per_head": 1, "per_token": 2, "per_block": 3}
 (C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
  C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
-F64_LOG2E = tl.constexpr(LOG2E)
+# the core's constants, as the constexpr globals a Triton kernel may read
+F64_LOG2E = tl.constexpr(exp.base.LOG2E)
+PRESCALE_MAX = tl.constexpr(exp.base.PRESCALE_MAX)
+MULT_BITS = tl.constexpr(fixedpoint.MULT_BITS)
+MAX_MULT_SHIFT = tl.constexpr(fixedpoint.MAX_MULT_SHIFT)
+HEADROOM_MAX = tl.constexpr(float(plan.HEADROOM_MAX))
+NORM_FRAC = tl.constexpr(plan.NORM_FRAC)
 NCOLS = tl.constexpr(NCOL)
 
 
@@ -221,7 +227,8 @@ def quantize(x: torch.Tensor, granularity, amax_static=None) -> tuple[torch.Tens
         ss = (*_bh_strides(s, H), 0)
     _quantize_kernel[(triton.cdiv(N, rows), B * H)](
         x, x8, src, s, *x.stride(), *x8.stride(), sab, sah, *ss, H, N,
-        D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=triton.next_power_of_2(rows), ROWS=rows, GRAN=kind)
+        D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=triton.next_power_of_2(rows), ROWS=rows, GRAN=kind,
+        enable_fp_fusion=False)
     return x8, s
 
 
@@ -231,16 +238,17 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
     :func:`quantize` returns them, or (H,) for static per-head scales)."""
     tb, tm = table_shape(recipe, batch, heads, nq)
     tab = torch.zeros((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
-    exp = recipe.exp
-    k = exp.native_per_nat()
+    strategy = recipe.exp
+    k = strategy.native_per_nat()
     sqm = 1 if s_q.dim() == 2 else 0
     sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
     block = 64
     _table_kernel[(triton.cdiv(tb * tm, block),)](
         tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
         heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
-        NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=exp.u_max() if k is not None else 0,
-        ONE=exp.one() if k is not None else 1, P_MAX=recipe.p_max, REL_SHIFT=recipe.accumulation.release_shift,
+        NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=strategy.u_max() if k is not None else 0,
+        ONE=strategy.one() if k is not None else 1, P_MAX=recipe.p_max, REL_SHIFT=recipe.accumulation.release_shift,
         HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(), OUT_FRAC=recipe.out_frac_bits,
-        QFLASH_MUL_SHIFT=getattr(exp, "mul_shift", 16), INT8_OUT=out_scale is not None, BLOCK=block)
+        QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16), INT8_OUT=out_scale is not None, BLOCK=block,
+        enable_fp_fusion=False)
     return tab

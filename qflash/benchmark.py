@@ -1,0 +1,143 @@
+"""Latency of qflash against PyTorch SDPA (fp16), all measured in the same run.
+
+``python -m qflash.benchmark`` prints the table of ``docs/performance.md``: workloads A1-A7
+at batch 1, 8 and 256 plus A2 at 1024, with columns
+
+* ``sdpa``: SDPA fp16, the best of its backends (default, flash, efficient, cuDNN);
+* ``int8``: :func:`qflash.attention_int8`, int8 Q/K/V with per-tensor scales, fp16 output;
+* ``static``: :func:`qflash.attention` fp16 in and out with calibrated (static) scales;
+* ``dynamic``: :func:`qflash.attention` with scales measured on the device per call;
+* ``floor``: int8 Q/K/V read once and fp16 output written once, at the copy bandwidth
+  measured in the same run;
+
+and the ratio of each qflash column to ``sdpa``. Times are ``triton.testing.do_bench``
+medians in microseconds. ``--sweep`` also times kernel tile configurations. The analysis
+report imports :func:`measure` for its GPU latency table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+
+import numpy as np
+import torch
+
+import intsoftmax as ism
+from intsoftmax.workloads import WORKLOADS, workload_shape
+
+BATCHES = (1, 8, 256)
+EXTRA = (("A2", 1024),)
+
+
+def _bench(fn) -> float:
+    import triton.testing
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+
+
+def copy_bandwidth(device="cuda") -> float:
+    """Bytes per second of a large device-to-device copy (bytes read plus bytes written)."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    us = _bench(lambda: dst.copy_(src))
+    return 2 * src.numel() / (us * 1e-6)
+
+
+def sdpa_time(q, k, v) -> tuple[float, str]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    best = (float("inf"), "")
+    backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION}
+    for name, backend in backends.items():
+        try:
+            if backend is None:
+                t = _bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+            else:
+                with sdpa_kernel(backend):
+                    t = _bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        except RuntimeError:
+            continue
+        best = min(best, (t, name))
+    return best
+
+
+def measure(workload: str, batch: int, recipe: ism.Recipe, bandwidth: float) -> dict:
+    """Every column for one workload and batch (microseconds)."""
+    import qflash
+    shape = workload_shape(workload, batch)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
+               for _ in range(3))
+    row = dict(workload=workload, batch=batch)
+    row["sdpa"], row["sdpa_backend"] = sdpa_time(q, k, v)
+    s = torch.tensor([4.0 / 127], device="cuda")
+    q8, k8, v8 = ((x / s).round().clamp(-127, 127).to(torch.int8) for x in (q, k, v))
+    row["int8"] = _bench(lambda: qflash.attention_int8(q8, k8, v8, s, s, s, recipe=recipe, out_dtype=torch.float16))
+    static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
+    row["static"] = _bench(lambda: qflash.attention(q, k, v, recipe=recipe, static=static))
+    row["dynamic"] = _bench(lambda: qflash.attention(q, k, v, recipe=recipe))
+    elements = int(np.prod(shape))
+    row["floor"] = (3 * elements + 2 * elements) / bandwidth * 1e6
+    return row
+
+
+def sweep(workload: str, batch: int, recipe: ism.Recipe) -> list[dict]:
+    """Kernel-only time (precomputed int8 inputs and table) for each tile configuration."""
+    import qflash
+    from qflash import api, quantize as qz
+    from qflash.kernel import launch
+    from qflash.spec import KernelSpec, MaskKind, OutKind
+    shape = workload_shape(workload, batch)
+    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
+    (q8, s_q), (k8, s_k), (v8, s_v) = (qz.quantize(x, g) for x, g in
+                                       zip((q, k, v), (recipe.q_granularity, recipe.k_granularity,
+                                                       recipe.v_granularity)))
+    table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, shape[0], shape[1], shape[2])
+    spec = KernelSpec.build(recipe, shape[3], MaskKind.NONE, OutKind.FLOAT)
+    out = torch.empty(shape, device="cuda", dtype=torch.float16)
+    lut = api._lut(recipe.exp, "cuda")
+    rows = []
+    for block_m, warps, stages in itertools.product((64, 128), (4, 8), (1, 2, 3)):
+        if recipe.exp.kind == "lut_exp2" and stages > 1:
+            continue
+        try:
+            t = _bench(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, num_warps=warps,
+                                      num_stages=stages))
+        except Exception as err:  # out of resources for this tile: report and go on
+            t = float("nan")
+            print(f"  {workload} b={batch} {block_m}/{warps}/{stages}: {type(err).__name__}")
+        rows.append(dict(workload=workload, batch=batch, block_m=block_m, warps=warps, stages=stages, us=t))
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=["default", "qflash"], default="default")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument("--sweep", action="store_true", help="time tile configurations on A2 and A7 at b=256")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("qflash.benchmark needs a CUDA device")
+    recipe = ism.Recipe.default() if args.recipe == "default" else ism.Recipe.qflash()
+    if args.sweep:
+        for w in ("A2", "A7"):
+            for row in sweep(w, 256, recipe):
+                print(f"sweep {args.recipe} {w} b=256 block_m={row['block_m']} warps={row['warps']} "
+                      f"stages={row['stages']}: {row['us']:.1f} us")
+    bw = copy_bandwidth()
+    cases = [(w, int(b)) for w in args.workloads.split(",") for b in args.batches.split(",")]
+    cases += [c for c in EXTRA if c[0] in args.workloads.split(",")]
+    rows = [measure(w, b, recipe, bw) for w, b in cases]
+    print(f"\n{datetime.date.today()} {torch.cuda.get_device_name()} recipe={args.recipe} "
+          f"copy bandwidth {bw / 1e12:.2f} TB/s; times in us (median); ratio = time / sdpa")
+    print(f"{'wl':3s} {'b':>5s} {'sdpa':>8s} {'int8':>8s} {'static':>8s} {'dynamic':>8s} {'floor':>7s} "
+          f"{'r_int8':>7s} {'r_stat':>7s} {'r_dyn':>7s}  sdpa backend")
+    for r in rows:
+        print(f"{r['workload']:3s} {r['batch']:5d} {r['sdpa']:8.1f} {r['int8']:8.1f} {r['static']:8.1f} "
+              f"{r['dynamic']:8.1f} {r['floor']:7.1f} {r['int8'] / r['sdpa']:7.2f} {r['static'] / r['sdpa']:7.2f} "
+              f"{r['dynamic'] / r['sdpa']:7.2f}  {r['sdpa_backend']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""GPU-only checks (scripts/gpu_suite.sh): full-size workloads bit for bit, CUDA-graph replay
+with new inputs, torch.compile on the device. The other kernel tests also run there."""
+import numpy as np
+import pytest
+import torch
+
+import intsoftmax as ism
+import qflash
+from intsoftmax.workloads import WORKLOADS, qkv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+RECIPES = {"default": ism.Recipe.default(), "qflash": ism.Recipe.qflash()}
+
+
+def cuda(*arrays, dtype=torch.float32):
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to("cuda", dtype) for a in arrays)
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_workloads_bit_exact(workload, name):
+    recipe = RECIPES[name]
+    q, k, v = (x.astype(np.float16) for x in qkv(workload, "uniform", seed=7))
+    values, _ = qflash.attention_int(*cuda(q, k, v, dtype=torch.float16), recipe=recipe)
+    np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v).values)
+
+
+def test_batched_swin_bias_bit_exact():
+    q, k, v = (x.astype(np.float32) for x in qkv("A4", "gaussian", seed=1, batch=8))
+    rng = np.random.default_rng(1)
+    bias = (rng.normal(0, 1, (3, 49, 49)) + np.where(rng.random((64, 1, 49, 49)) < 0.2, -100.0, 0.0))
+    bias = bias.astype(np.float32)  # (windows, H, N, N), broadcast over the 8 images
+    q5, k5, v5 = (x.reshape(8, 64, 3, 49, 32) for x in (q, k, v))
+    values, _ = qflash.attention_int(*cuda(q5, k5, v5), attn_mask=cuda(bias)[0])
+    golden = ism.Recipe.default().attention_int(q5, k5, v5, attn_bias=bias)
+    np.testing.assert_array_equal(values.cpu().numpy(), golden.values)
+
+
+def test_cuda_graph_replay_with_new_inputs():
+    shape = (8, 6, 197, 64)
+    bufs = [torch.randn(shape, device="cuda", dtype=torch.float16) for _ in range(3)]
+    static = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=6, head_dim=64, device="cuda")
+    for kind in ("dynamic", "static"):
+        def step():
+            return qflash.attention(*bufs, static=static if kind == "static" else None)
+        step()  # compile and warm up outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+        for seed in range(3):
+            gen = torch.Generator(device="cuda").manual_seed(seed)
+            for b in bufs:
+                b.copy_(torch.randn(shape, device="cuda", dtype=torch.float16, generator=gen))
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, step()), f"{kind} replay {seed}"
+
+
+def test_torch_compile_fullgraph_on_the_device():
+    q, k, v = (torch.randn(8, 6, 197, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+
+    def block(q, k, v):
+        return qflash.attention(q * 1.5, k, v).float().sum(-1)
+
+    compiled = torch.compile(block, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), block(q, k, v))
