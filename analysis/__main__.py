@@ -16,8 +16,7 @@ def main() -> None:
             q, k, v = qkv(w, dist, seed=0)
             ref = float_attention(q, k, v)
             cols = [sqnr_db(ref, r.attention(q, k, v)) for r in recipes.values()]
-            (q8, sq), (k8, sk), (v8, sv) = Recipe.default().quantize_inputs(q, k, v)
-            ceil = sqnr_db(ref, float_attention(q8 * np.float64(sq), k8 * np.float64(sk), v8 * np.float64(sv)))
+            ceil = sqnr_db(ref, Recipe.default().quantized_reference(q, k, v))
             print(f"{dist:9s} {w:3s} " + " ".join(f"{c:8.2f}" for c in cols) + f"  {ceil:8.2f}")
 
 

@@ -19,6 +19,7 @@ from .exp import ExpStrategy, PolyExp2, QFlashExp2
 from .exp.base import OpCount
 from .bounds import softmax_error_bound
 from .granularity import Granularity, PerTensor, quantize
+from .metrics import float_attention
 from .plan import BIAS_MAX, MASKED_LOGIT, AttentionPlan, derive_plan
 from .fixedpoint import round_half_up
 from .strategy import from_dict
@@ -217,6 +218,12 @@ class Recipe:
         amax = amax or (None, None, None)
         return tuple(quantize(x, g, a) for x, g, a in
                      zip((q, k, v), (self.q_granularity, self.k_granularity, self.v_granularity), amax))
+
+    def quantized_reference(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, amax=None) -> np.ndarray:
+        """float64 attention on the dequantized INT8 inputs: what INT8 Q/K/V quantization alone
+        allows (the SQNR ceiling of every integer softmax with this recipe's granularities)."""
+        deq = [x8 * s.astype(np.float64) for x8, s in self.quantize_inputs(q, k, v, amax)]
+        return float_attention(*deq, attn_bias=attn_bias, attn_mask=attn_mask, scale=scale)
 
     def attention_int(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *, amax=None,
                       out_scale=None, check_limits: bool = True) -> IntAttention:

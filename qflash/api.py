@@ -35,6 +35,11 @@ def recipe_from_json(text: str) -> Recipe:
     return Recipe.from_json(text)
 
 
+@functools.lru_cache(maxsize=256)
+def _spec(recipe: Recipe, head_dim: int, mask_kind: MaskKind, out_kind: OutKind) -> KernelSpec:
+    return KernelSpec.build(recipe, head_dim, mask_kind, out_kind)
+
+
 @functools.lru_cache(maxsize=64)
 def _lut(strategy, device: str):
     table = getattr(strategy, "table", None)
@@ -185,14 +190,16 @@ def static_scales(recipe: Recipe | None, amax_q, amax_k, amax_v, *, heads: int, 
     s = [scales_from_amax(a)[0].reshape(1, -1, 1, 1) for a in arrays]
     plan = recipe.plan(s[0], s[1], scale, s[2])
     tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
-    dev = device if device is not None else (amax_q.device if isinstance(amax_q, torch.Tensor) else "cpu")
+    if device is None:  # where the ranges live, else the GPU when there is one
+        device = amax_q.device if isinstance(amax_q, torch.Tensor) else ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
     t = [torch.from_numpy(a).to(dev) for a in arrays]
     return StaticScales(recipe, t[0], t[1], t[2], torch.from_numpy(tab).to(dev), scale, heads)
 
 
 # -- implementations (plain functions; the torch.library ops wrap them) ---------------------------
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype):
-    spec = KernelSpec.build(recipe, call.D, call.mask_kind, out_kind)
+    spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
     launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call), lut=_lut(recipe.exp, str(q8.device)),
            batch2=call.B2, **_launch_config(spec))
@@ -203,7 +210,7 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     """INT8 inputs, V's scale and the constant table: measured (dynamic) or from static ranges."""
     q8, s_q = qz.quantize(_flat(q), recipe.q_granularity, amax_q)
     k8, s_k = qz.quantize(_flat(k), recipe.k_granularity, amax_k)
-    v8, s_v = qz.quantize(_flat(v), recipe.v_granularity, amax_v)
+    v8, s_v = qz.quantize(_flat(v), recipe.v_granularity, amax_v, keys_contiguous=True)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
     return q8, k8, v8, s_v, table
@@ -292,6 +299,9 @@ def attention(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = No
                                or not math.isclose(static.scale, call.scale)):
         raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
                          f"{static.recipe.name}; this call has heads={call.H}, scale={call.scale}, {recipe.name}")
+    if static is not None and static.table.device != q.device:
+        raise ValueError(f"static scales live on {static.table.device} but q is on {q.device}; "
+                         "pass device= to qflash.static_scales")
     return attention_impl(q, k, v, attn_mask, call.scale, recipe.to_json(), *statics)
 
 

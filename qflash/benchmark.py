@@ -81,33 +81,86 @@ def measure(workload: str, batch: int, recipe: ism.Recipe, bandwidth: float) -> 
     return row
 
 
-def sweep(workload: str, batch: int, recipe: ism.Recipe) -> list[dict]:
-    """Kernel-only time (precomputed int8 inputs and table) for each tile configuration."""
-    import qflash
+def kernel_only(workload: str, batch: int, recipe: ism.Recipe, configs=None) -> list[dict]:
+    """The fused kernel alone (int8 inputs and constant table prepared beforehand), for each
+    tile configuration ``(block_m, num_warps, num_stages)``; the default is the API's choice."""
     from qflash import api, quantize as qz
     from qflash.kernel import launch
     from qflash.spec import KernelSpec, MaskKind, OutKind
     shape = workload_shape(workload, batch)
     q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
-    (q8, s_q), (k8, s_k), (v8, s_v) = (qz.quantize(x, g) for x, g in
-                                       zip((q, k, v), (recipe.q_granularity, recipe.k_granularity,
-                                                       recipe.v_granularity)))
+    q8, s_q = qz.quantize(q, recipe.q_granularity)
+    k8, s_k = qz.quantize(k, recipe.k_granularity)
+    v8, s_v = qz.quantize(v, recipe.v_granularity, keys_contiguous=True)
     table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, shape[0], shape[1], shape[2])
     spec = KernelSpec.build(recipe, shape[3], MaskKind.NONE, OutKind.FLOAT)
     out = torch.empty(shape, device="cuda", dtype=torch.float16)
     lut = api._lut(recipe.exp, "cuda")
+    if configs is None:
+        cfg = api._launch_config(spec)
+        configs = [(cfg["block_m"], cfg["num_warps"], cfg["num_stages"])]
     rows = []
-    for block_m, warps, stages in itertools.product((64, 128), (4, 8), (1, 2, 3)):
-        if recipe.exp.kind == "lut_exp2" and stages > 1:
-            continue
+    for block_m, warps, stages in configs:
         try:
             t = _bench(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, num_warps=warps,
                                       num_stages=stages))
         except Exception as err:  # out of resources for this tile: report and go on
             t = float("nan")
-            print(f"  {workload} b={batch} {block_m}/{warps}/{stages}: {type(err).__name__}")
+            print(f"  {workload} b={batch} {block_m}/{warps}/{stages}: {type(err).__name__}: {str(err)[:80]}")
         rows.append(dict(workload=workload, batch=batch, block_m=block_m, warps=warps, stages=stages, us=t))
     return rows
+
+
+def sweep(workload: str, batch: int, recipe: ism.Recipe) -> list[dict]:
+    """Kernel-only time for each tile configuration."""
+    stages = (1,) if recipe.exp.kind == "lut_exp2" else (1, 2, 3)
+    return kernel_only(workload, batch, recipe, list(itertools.product((64, 128), (4, 8), stages)))
+
+
+#: Recipes whose kernel-only times attribute the cost: exp strategy, P width, accumulation rule.
+COST_RECIPES = {
+    "default (poly3, P11)": ism.Recipe.default(),
+    "poly3, P8": ism.Recipe(p_bits=8),
+    "poly2, P11": ism.Recipe(exp=ism.PolyExp2(degree=2)),
+    "poly2, P7": ism.Recipe(exp=ism.PolyExp2(degree=2), p_bits=7),
+    "shift-linear, P7": ism.Recipe(exp=ism.ShiftLinearExp2(), p_bits=7),
+    "lut k6, P8": ism.Recipe(exp=ism.LutExp2(interpolate=False), p_bits=8),
+    "qflash (paper)": ism.Recipe.qflash(),
+    "default, two-pass": ism.Recipe(accumulation=ism.TwoPass()),
+}
+
+
+def host_overhead(recipe: ism.Recipe, iters: int = 200) -> dict:
+    """Host time per call (microseconds) of each API path at A2, batch 1, with the GPU idle
+    between calls (synchronized), against CUDA-graph replay of the same call."""
+    import time
+
+    import qflash
+    shape = workload_shape("A2", 1)
+    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
+    s = torch.tensor([4.0 / 127], device="cuda")
+    q8, k8, v8 = ((x / s).round().clamp(-127, 127).to(torch.int8) for x in (q, k, v))
+    static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
+    calls = {
+        "int8": lambda: qflash.attention_int8(q8, k8, v8, s, s, s, recipe=recipe, out_dtype=torch.float16),
+        "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static),
+        "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe),
+        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v),
+    }
+    out = {}
+    for name, fn in calls.items():
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        host = (time.perf_counter() - t0) / iters * 1e6
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        out[name] = dict(host=host, graph=_bench(graph.replay))
+    return out
 
 
 def main(argv=None) -> None:
@@ -116,6 +169,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--sweep", action="store_true", help="time tile configurations on A2 and A7 at b=256")
+    parser.add_argument("--costs", action="store_true", help="kernel-only time of several recipes, A2 and A7 b=256")
+    parser.add_argument("--overhead", action="store_true", help="host time per call and CUDA-graph replay, b=1")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("qflash.benchmark needs a CUDA device")
@@ -125,6 +180,13 @@ def main(argv=None) -> None:
             for row in sweep(w, 256, recipe):
                 print(f"sweep {args.recipe} {w} b=256 block_m={row['block_m']} warps={row['warps']} "
                       f"stages={row['stages']}: {row['us']:.1f} us")
+    if args.costs:
+        for name, r in COST_RECIPES.items():
+            times = [kernel_only(w, 256, r)[0]["us"] for w in ("A2", "A7")]
+            print(f"kernel-only {name:22s} A2 b=256 {times[0]:7.1f} us   A7 b=256 {times[1]:7.1f} us")
+    if args.overhead:
+        for name, t in host_overhead(recipe).items():
+            print(f"b=1 A2 {name:8s}: host {t['host']:7.1f} us per call, CUDA-graph replay {t['graph']:6.1f} us")
     bw = copy_bandwidth()
     cases = [(w, int(b)) for w in args.workloads.split(",") for b in args.batches.split(",")]
     cases += [c for c in EXTRA if c[0] in args.workloads.split(",")]

@@ -59,7 +59,8 @@ def poly_exp2(u, ARGS: tl.constexpr):
     f = u & ((1 << F) - 1)
     h = tl.zeros_like(u) + ARGS[2 + DEG]
     for i in tl.static_range(DEG):
-        h = ARGS[1 + DEG - i] + ((h * f + (1 << (F - 1))) >> F)
+        # == C_i + ((h * f + 2**(F-1)) >> F), exactly (C_i * 2**F is a multiple of 2**F): one IMAD, one shift
+        h = (h * f + ((ARGS[1 + DEG - i] << F) + (1 << (F - 1)))) >> F
     return h >> q
 
 

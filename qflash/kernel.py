@@ -44,10 +44,11 @@ def _col(row_ptr, col: tl.constexpr):
 
 
 @triton.jit
-def _exp(t, pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1, lut, KIND: tl.constexpr, ARGS: tl.constexpr,
-         PRESCALED: tl.constexpr):
+def _exp(t, rc, lut, KIND: tl.constexpr, ARGS: tl.constexpr, PRESCALED: tl.constexpr):
     """``e ~= one * 2**(-t * c)`` for QK-unit distances ``t >= 0``: the shared prescale
-    (:func:`intsoftmax.exp.base.prescale`), then the strategy's integer exp."""
+    (:func:`intsoftmax.exp.base.prescale`), then the strategy's integer exp. ``rc`` holds the
+    row constants ``(pre_M, pre_l, pre_r, t_cap, u_max, exp_c0, exp_c1)`` shaped to broadcast with ``t``."""
+    pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1 = rc
     if PRESCALED:
         t = tl.minimum(t, t_cap) << pre_l
         u = tl.minimum(tl.umulhi(t, tl.broadcast_to(pre_M, t.shape)) >> pre_r, u_max)
@@ -57,14 +58,28 @@ def _exp(t, pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1, lut, KIND: tl.constexpr
 
 
 @triton.jit
+def _load(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """A 2-D tile load, masked only along the dimensions that can be padded (an always-true
+    mask would still cost vectorized loads)."""
+    if MASK_ROWS and MASK_COLS:
+        x = tl.load(ptrs, mask=rows_ok[:, None] & cols_ok[None, :], other=0)
+    elif MASK_ROWS:
+        x = tl.load(ptrs, mask=rows_ok[:, None], other=0)
+    elif MASK_COLS:
+        x = tl.load(ptrs, mask=cols_ok[None, :], other=0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
 def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                 D: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr):
-    """Integer logits of key tile ``j`` (BLOCK_M, TILE_N): ``Q8 . K8^T`` plus mask or bias;
-    keys past ``NK`` or past the tile's ``BLOCK_N`` (zero padding for the MMA) are masked."""
+                 D: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, PADDED: tl.constexpr):
+    """Integer logits of key tile ``j`` (BLOCK_M, TILE_N): ``Q8 . K8^T`` plus mask or bias. In a
+    padded tile, keys past ``NK`` or past ``BLOCK_N`` (zero padding for the MMA) are masked."""
     n = j + offs_n
     key_ok = (n < NK) & (offs_n < BLOCK_N)
-    k = tl.load(k_base + n[:, None] * skn + offs_d[None, :] * skd, mask=key_ok[:, None] & (offs_d[None, :] < D),
-                other=0)
+    k = _load(k_base + n[:, None] * skn + offs_d[None, :] * skd, key_ok, offs_d < D, PADDED, D < offs_d.shape[0])
     s = tl.dot(q, tl.trans(k), out_dtype=tl.int32)
     if MASK_KIND != MASK_NONE:
         ptrs = mask_base + offs_m[:, None] * smm + n[None, :] * smn
@@ -79,7 +94,9 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_
         else:
             b = tl.load(ptrs, mask=inside, other=0)
             s = tl.where(b == MASKED, MASKED, s + b)
-    return tl.where(key_ok[None, :], s, MASKED)
+    if PADDED:
+        s = tl.where(key_ok[None, :], s, MASKED)
+    return s
 
 
 @triton.jit
@@ -95,6 +112,42 @@ def _pv(p, v, P_BITS: tl.constexpr):
         pv = (tl.dot((p >> LO).to(tl.int8), v, out_dtype=tl.int32) << LO) + \
             tl.dot((p & ((1 << LO) - 1)).to(tl.int8), v, out_dtype=tl.int32)
     return pv
+
+
+@triton.jit
+def _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_n, offs_d,
+                 NQ, NK, rc, req_M, rel_M, headroom, bias_inv, lut,
+                 D: tl.constexpr, BLOCK_N: tl.constexpr, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
+                 PRESCALED: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, TWO_PASS: tl.constexpr,
+                 REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, PADDED: tl.constexpr):
+    """One key tile of the online loop; returns the new row state ``(m, l, acc)``."""
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
+                     D, BLOCK_N, MASK_KIND, PADDED)
+    if not TWO_PASS:
+        tile_max = tl.max(s, 1)
+        m_new = tl.where(tile_max > m, tile_max + headroom, m)
+        moved = (m_new > m) & (m > MASKED)
+        if tl.sum(moved.to(tl.int32), 0) > 0:  # release the old scale, per row (int64 products)
+            alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+            a = (alpha * rel_M).to(tl.int64)
+            half: tl.constexpr = 1 << (REL_SHIFT - 1)
+            acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
+            l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
+        m = m_new
+    rc2 = (rc[0][:, None], rc[1][:, None], rc[2][:, None], rc[3][:, None], rc[4][:, None], rc[5][:, None],
+           rc[6][:, None])
+    e = _exp(m[:, None] - s, rc2, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+    p = tl.minimum((e * req_M[:, None] + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, (1 << P_BITS) - 1)
+    if PADDED or MASK_KIND != MASK_NONE:  # masked keys carry no weight (full unmasked tiles have none)
+        p = tl.where(s > MASKED, p, 0)
+    l += tl.sum(p, 1)
+    # V as a (D, TILE_N) tile: keys are the MMA's K dim, and int8 MMAs want K contiguous, which
+    # V stored (B, H, D, N) gives (the quantization kernel writes it so)
+    key_ok = ((j + offs_n) < NK) & (offs_n < BLOCK_N)
+    vt = _load(v_base + offs_d[:, None] * svd + (j + offs_n)[None, :] * svn, offs_d < D, key_ok,
+               D < offs_d.shape[0], PADDED)
+    acc += _pv(p, tl.trans(vt), P_BITS)
+    return m, l, acc
 
 
 @triton.jit
@@ -117,62 +170,45 @@ def _qflash_fwd(
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
 
-    # per-row integer constants (a broadcast row when the table has one)
+    # per-row integer constants, (BLOCK_M,) vectors (a broadcast row when the table has one)
     trow = Tab + b * stb + h * sth + tl.minimum(offs_m, NQ - 1) * stm
-    pre_M = _col(trow, PRE_M)[:, None]
-    pre_l = _col(trow, PRE_L)[:, None]
-    pre_r = _col(trow, PRE_R)[:, None]
-    t_cap = _col(trow, T_CAP)[:, None]
-    u_max = _col(trow, U_MAX)[:, None]
-    rc0 = _col(trow, EXP_C0)[:, None]
-    rc1 = _col(trow, EXP_C1)[:, None]
-    req_M = _col(trow, REQ_M)[:, None]
-    rel_M = _col(trow, REL_M)[:, None]
-    headroom = _col(trow, HEADROOM)[:, None]
+    rc = (_col(trow, PRE_M), _col(trow, PRE_L), _col(trow, PRE_R), _col(trow, T_CAP), _col(trow, U_MAX),
+          _col(trow, EXP_C0), _col(trow, EXP_C1))
+    req_M = _col(trow, REQ_M)
+    rel_M = _col(trow, REL_M)
+    headroom = _col(trow, HEADROOM)
     bias_inv = _col(trow, BIAS_INV).to(tl.float32, bitcast=True)
 
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
-                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0)
+    q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
+              D < D_PAD)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
-    P_MAX: tl.constexpr = (1 << P_BITS) - 1
 
-    # row state as (BLOCK_M, 1) columns: reference max, sum of P, and the accumulator
-    m = tl.full((BLOCK_M, 1), MASKED, tl.int32)
-    l = tl.zeros((BLOCK_M, 1), tl.int32)
+    # row state: reference max, sum of P, accumulator
+    m = tl.full((BLOCK_M,), MASKED, tl.int32)
+    l = tl.zeros((BLOCK_M,), tl.int32)
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
     if TWO_PASS:  # the exact row max first (not software-pipelined: the pipeliner rejects this loop)
         for j in tl.range(0, NK, BLOCK_N, num_stages=1):
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                             D, BLOCK_N, MASK_KIND)
-            m = tl.maximum(m, tl.max(s, 1)[:, None])
-    for j in range(0, NK, BLOCK_N):
-        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                         D, BLOCK_N, MASK_KIND)
-        if not TWO_PASS:
-            tile_max = tl.max(s, 1)[:, None]
-            m_new = tl.where(tile_max > m, tile_max + headroom, m)
-            moved = (m_new > m) & (m > MASKED)
-            if tl.max(tl.max(moved.to(tl.int32), 1), 0) > 0:  # release the old scale of the rows that moved
-                alpha = _exp(tl.where(moved, m_new - m, 0), pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1, Lut,
-                             EXP_KIND, EXP_ARGS, PRESCALED)
-                a = (alpha * rel_M).to(tl.int64)
-                half: tl.constexpr = 1 << (REL_SHIFT - 1)
-                acc = tl.where(moved, ((acc.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), acc)
-                l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
-            m = m_new
-        e = _exp(m - s, pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1, Lut, EXP_KIND, EXP_ARGS, PRESCALED)
-        p = tl.minimum((e * req_M + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, P_MAX)
-        p = tl.where(s > MASKED, p, 0)
-        l += tl.sum(p, 1)[:, None]
-        n = j + offs_n
-        v = tl.load(v_base + n[:, None] * svn + offs_d[None, :] * svd,
-                    mask=((n < NK) & (offs_n < BLOCK_N))[:, None] & (offs_d[None, :] < D), other=0)
-        acc += _pv(p, v, P_BITS)
+                             D, BLOCK_N, MASK_KIND, True)
+            m = tl.maximum(m, tl.max(s, 1))
+    # full tiles need no padding (and, unmasked, no masking); the last partial tile does
+    n_full = (NK // BLOCK_N) * BLOCK_N if TILE_N == BLOCK_N else 0
+    for j in range(0, n_full, BLOCK_N):
+        m, l, acc = _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
+                                 offs_n, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
+                                 EXP_KIND, EXP_ARGS, PRESCALED, REQ_SHIFT, P_BITS, TWO_PASS, REL_SHIFT, MASK_KIND,
+                                 False)
+    for j in range(n_full, NK, BLOCK_N):
+        m, l, acc = _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
+                                 offs_n, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
+                                 EXP_KIND, EXP_ARGS, PRESCALED, REQ_SHIFT, P_BITS, TWO_PASS, REL_SHIFT, MASK_KIND,
+                                 True)
 
     # o = round(clamp(acc, +-128 l) * 2**F / l) through r = 2**54 // l (int64, one division per row)
-    l64 = l.to(tl.int64)
+    l64 = l.to(tl.int64)[:, None]
     r = tl.full((BLOCK_M, 1), 1 << 54, tl.int64) // tl.maximum(l64, 1)
     a64 = tl.minimum(tl.maximum(acc.to(tl.int64), -128 * l64), 128 * l64)
     o = (a64 * r + (1 << (53 - OUT_FRAC))) >> (54 - OUT_FRAC)

@@ -204,15 +204,21 @@ def amax(x: torch.Tensor, granularity) -> torch.Tensor:
     return out
 
 
-def quantize(x: torch.Tensor, granularity, amax_static=None) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(x: torch.Tensor, granularity, amax_static=None, keys_contiguous: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """INT8 ``x`` (B, H, N, D) by ``granularity`` on the device: ``(x8, s)``.
 
     ``s`` (float32) has shape (1,) per tensor, (B*H,) per head, or (B*H, N) per token / block.
     ``amax_static`` (float32, shape (1,) or (H,)) fixes per-tensor / per-head ranges: no reduction.
+    ``keys_contiguous``: store ``x8`` as (B, H, D, N) (returned as a (B, H, N, D) view), the
+    layout the kernel's P.V product reads fastest; rows are padded to 16 bytes for aligned loads.
     """
     B, H, N, D = x.shape
     kind = gran_kind(granularity)
-    x8 = torch.empty((B, H, N, D), dtype=torch.int8, device=x.device)
+    if keys_contiguous:
+        x8 = torch.empty((B, H, D, -(-N // 16) * 16), dtype=torch.int8, device=x.device)[..., :N].transpose(-1, -2)
+    else:
+        x8 = torch.empty((B, H, N, D), dtype=torch.int8, device=x.device)
     if kind >= 2:
         rows = granularity.size if kind == 3 else 32
         src = x8  # unused pointer

@@ -126,7 +126,7 @@ def test_static_scales_validate():
     with pytest.raises(ValueError, match="amax_q has 3 values; per_head"):
         qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerHead()), [1, 2, 3], 1.0, 1.0,
                              heads=2, head_dim=32)
-    static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=3, head_dim=32)
+    static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=3, head_dim=32, device=DEVICE)
     q, k, v = qkv()
     with pytest.raises(ValueError, match="static scales were built for"):
         qflash.attention(q, k, v, scale=0.5, static=static)

@@ -14,9 +14,7 @@ DEFAULT_TARGETS = {"uniform": (36.0, 36.5), "gaussian": (29.5, 30.0)}
 
 def ceiling_db(recipe, q, k, v):
     """SQNR of float attention on the dequantized INT8 inputs: what quantization alone allows."""
-    ref = ism.float_attention(q, k, v)
-    deq = [x8 * np.float64(s) for x8, s in recipe.quantize_inputs(q, k, v)]
-    return ism.sqnr_db(ref, ism.float_attention(*deq))
+    return ism.sqnr_db(ism.float_attention(q, k, v), recipe.quantized_reference(q, k, v))
 
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
@@ -65,7 +63,7 @@ def test_output_is_a_convex_combination_of_v(inputs, recipe):
         dead |= np.isneginf(np.broadcast_to(x.attn_bias, out.shape[:-1] + (x.k.shape[-2],))).all(-1)
     assert (res.values[dead] == 0).all()
     (_, _), (_, _), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
-    v_deq = np.broadcast_to(v8 * np.float64(s_v), x.v.shape)
+    v_deq = np.broadcast_to(v8 * s_v.astype(np.float64), x.v.shape)
     tol = 2.0**-recipe.out_frac_bits
     if not recipe.accumulation.two_pass:
         rescales = -(-x.k.shape[-2] // recipe.block_n) - 1

@@ -9,7 +9,7 @@ import intsoftmax as ism
 import qflash
 from intsoftmax.testing import attention_inputs, recipes
 
-from kernel_utils import combined_mask, n, needs_kernel, t
+from kernel_utils import DEVICE, combined_mask, n, needs_kernel, t
 
 pytestmark = needs_kernel
 # N up to 300 (1, 49 and 197 drawn often), every head dim; two (batch, head) slices keep the
@@ -75,11 +75,14 @@ def test_int8_inputs_and_int8_output(x, data):
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
     B, H = x.q.shape[:2]
 
-    def flat(s):
-        return s.reshape(-1) if s.shape[-2] == 1 else s.reshape(B * H, -1)
+    def flat(s, g):  # the API's scale shapes: (1,) per tensor, (B*H,) per head, (B*H, N) per row
+        if isinstance(g, ism.PerTensor):
+            return s.reshape(1)
+        s = np.broadcast_to(s, (B, H) + s.shape[2:])
+        return s.reshape(B * H) if isinstance(g, ism.PerHead) else s.reshape(B * H, -1)
 
-    args = [t(a) for a in (q8, k8, v8)] + [t(flat(np.broadcast_to(s, (B, H) + s.shape[2:])) if s.size > 1
-                                            else s.reshape(1)) for s in (s_q, s_k, s_v)]
+    grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
+    args = [t(a) for a in (q8, k8, v8)] + [t(flat(s, g)) for s, g in zip((s_q, s_k, s_v), grans)]
     golden = recipe.attention_int(x.q, x.k, x.v, scale=x.scale)
     out = qflash.attention_int8(*args, scale=x.scale, recipe=recipe)
     np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
@@ -95,7 +98,7 @@ def test_static_scales_equal_dynamic_scales_with_the_same_ranges():
     q, k, v = (rng.uniform(-3, 3, (2, 4, 49, 32)).astype(np.float32) for _ in range(3))
     recipe = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
     amax = [np.abs(x).max(axis=(0, 2, 3)) for x in (q, k)] + [np.abs(v).max()]
-    static = qflash.static_scales(recipe, *amax, heads=4, head_dim=32)
+    static = qflash.static_scales(recipe, *amax, heads=4, head_dim=32, device=DEVICE)
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe, static=static)
     gold = recipe.attention_int(q, k, v, amax=(amax[0].reshape(1, 4, 1, 1), amax[1].reshape(1, 4, 1, 1), amax[2]))
     np.testing.assert_array_equal(n(values), gold.values)
