@@ -12,6 +12,7 @@ from .fixedpoint import IntegerOverflowError
 from .granularity import Granularity, PerBlock, PerHead, PerTensor, PerToken, quantize
 from .metrics import float_attention, float_softmax, max_abs_error, max_rel_error, softmax_kl, sqnr_db
 from .recipe import IntAttention, Recipe
+from .select import select
 from .strategy import available as available_strategies
 
 __all__ = [
@@ -19,6 +20,6 @@ __all__ = [
     "ExactExp", "ExpStrategy", "IBertExp", "LutExp2", "PolyExp2", "QFlashExp2", "ShiftLinearExp2", "ShiftmaxExp",
     "IntegerOverflowError", "Granularity", "PerBlock", "PerHead", "PerTensor", "PerToken", "quantize",
     "float_attention", "float_softmax", "max_abs_error", "max_rel_error", "softmax_kl", "sqnr_db",
-    "IntAttention", "Recipe", "available_strategies",
+    "IntAttention", "Recipe", "available_strategies", "select",
 ]
 __version__ = "0.1.0"

@@ -97,7 +97,10 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
 
 
 def normalize(acc, l, frac_bits: int):
-    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``)."""
+    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``).
+
+    ``l < 2**54`` so the reciprocal is not 0 (only naive accumulation can get there; it raises)."""
+    check_range(l, NORM_SHIFT + 1, "l at normalisation (the reciprocal 2**54 // l needs l < 2**54)")
     r = (np.int64(1) << NORM_SHIFT) // np.maximum(l, 1)
     bound = INT8_ABS * l
     s = NORM_SHIFT - frac_bits

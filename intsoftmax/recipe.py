@@ -195,15 +195,28 @@ class Recipe:
         return self.exp.integer_only and self.accumulation.in_kernel
 
     def op_count(self) -> OpCount:
-        """Integer ops per score element: the shared pipeline plus the exp strategy.
+        """Integer ops per score element, as the kernel issues them: the shared pipeline, the exp
+        strategy, packing P for the MMA, and the extra row-max pass of two-pass rules.
 
-        Shared: ``t = m - L`` (1 add); prescale ``min, <<, umulhi, >>, min`` (prescaled
-        strategies: 1 mul, 2 shifts, 2 adds); requantization ``(e * req_M + h) >> s``, ``min``
-        (1 mul, 1 add, 1 shift, 1 add); the mask select and the row sum ``l`` (2 adds).
+        Shared: the tile's row max and ``t = m - L`` (2 adds); the prescale ``min, <<, umulhi,
+        >>, min`` (prescaled strategies: 1 mul, 2 shifts, 2 adds; raw ones: 1 min); the
+        requantization ``(e * req_M + h) >> s``, ``min`` (1 mul, 1 shift, 2 adds); the row sum
+        ``l`` (1 add). Packing P: one conversion for 7 bits, an offset and a conversion for 8, a
+        split (shift, and) and two conversions for 9-14 (conversions counted as adds). Two-pass:
+        one more row max. The MMAs are counted apart (:meth:`mma_count`).
         """
         prescaled = self.exp.input_unit_octaves() is not None
-        shared = OpCount(mul=1 + prescaled, shift=1 + 2 * prescaled, add=5 + 2 * prescaled)
-        return shared + self.exp.op_count()
+        prescale = OpCount(mul=1, shift=2, add=2) if prescaled else OpCount(add=1)
+        shared = OpCount(add=2) + prescale + OpCount(mul=1, shift=1, add=1) + OpCount(add=1)
+        pack = OpCount(add=1) if self.p_bits <= 7 else OpCount(add=2) if self.p_bits == 8 else \
+            OpCount(shift=1, add=3)
+        passes = OpCount(add=1) if self.accumulation.two_pass else OpCount()
+        return shared + self.exp.op_count() + pack + passes
+
+    def mma_count(self) -> int:
+        """int8 MMA passes over each score tile: Q.K^T, P.V (two for P wider than 8 bits) and the
+        second Q.K^T of two-pass rules."""
+        return 2 + (self.p_bits > 8) + self.accumulation.two_pass
 
     # -- golden model entry points -----------------------------------------------------------------
     def plan(self, s_q, s_k, scale: float, s_v=None, out_scale=None) -> AttentionPlan:

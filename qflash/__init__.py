@@ -5,5 +5,6 @@ its integer results equal :meth:`intsoftmax.Recipe.attention`'s bit for bit.
 """
 from . import ops  # noqa: F401  (registers the torch.library ops)
 from .api import StaticScales, attention, attention_int, attention_int8, static_scales
+from .nn import calibrate, patch  # vision transformers (never imports timm)
 
-__all__ = ["attention", "attention_int", "attention_int8", "static_scales", "StaticScales"]
+__all__ = ["attention", "attention_int", "attention_int8", "static_scales", "StaticScales", "patch", "calibrate"]

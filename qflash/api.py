@@ -149,55 +149,90 @@ def _mask5(attn_mask, call: Call):
 # -- static scales -----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, eq=False)
 class StaticScales:
-    """Calibrated INT8 ranges and the constant table derived from them once.
+    """Calibrated INT8 scales of a layer and the constant table derived from them once.
 
-    amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head).
-    table: the int32 constant table (:mod:`qflash.table`), valid for ``scale``.
+    amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head): the
+    ranges the float path quantizes with (None when built from int8 scales). table: the int32
+    constant table (:mod:`qflash.table`), valid for ``scale`` and ``out_scale``.
     """
 
     recipe: Recipe
-    amax_q: torch.Tensor
-    amax_k: torch.Tensor
-    amax_v: torch.Tensor
+    amax_q: torch.Tensor | None
+    amax_k: torch.Tensor | None
+    amax_v: torch.Tensor | None
     table: torch.Tensor
     scale: float
     heads: int
+    out_scale: float | None
 
 
-def static_scales(recipe: Recipe | None, amax_q, amax_k, amax_v, *, heads: int, head_dim: int,
-                  scale: float | None = None, device=None) -> StaticScales:
-    """Fix the INT8 ranges of a layer: the constants are derived once (on the host, by the golden
-    model's own derivation), so later calls do no reductions and no host work.
+def _per_layer(name: str, values, granularity, heads: int) -> np.ndarray:
+    a = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
+    a = a.reshape(-1)
+    want = heads if isinstance(granularity, PerHead) else 1
+    if a.size != want:
+        raise ValueError(f"{name} has {a.size} values; {granularity.name} needs {want}")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError(f"{name} must be finite and non-negative, got {a}")
+    return a
 
-    amax_*: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration.
+
+def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, *, heads: int, head_dim: int,
+                  scale: float | None = None, scales=None, out_scale: float | None = None,
+                  device=None) -> StaticScales:
+    """Fix the INT8 scales of a layer: the constants are derived once, on the host, by the golden
+    model's own derivation, so later calls do no reductions and no host work.
+
+    amax_q/k/v: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration;
+    the float path quantizes with ``s = amax / 127``. scales: instead of ranges, the int8 scales
+    ``(s_q, s_k, s_v)`` of pre-quantized inputs (:func:`attention_int8`). out_scale: bakes an
+    int8 output scale into the table. device: where the table lives (default: the GPU if any).
     """
     recipe = _recipe(recipe)
-    for g, name in ((recipe.q_granularity, "q"), (recipe.k_granularity, "k"), (recipe.v_granularity, "v")):
+    grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
+    for g, name in zip(grans, "qkv"):
         if not isinstance(g, (PerTensor, PerHead)):
             raise ValueError(f"static scales need per-tensor or per-head ranges; the recipe's {name} granularity "
                              f"is {g.name}, whose ranges change with every input")
+    if (scales is None) == (amax_q is None or amax_k is None or amax_v is None):
+        raise ValueError("give either amax_q, amax_k, amax_v (float inputs) or scales=(s_q, s_k, s_v) (int8 inputs)")
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    arrays = []
-    for name, a, g in (("amax_q", amax_q, recipe.q_granularity), ("amax_k", amax_k, recipe.k_granularity),
-                       ("amax_v", amax_v, recipe.v_granularity)):
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float32).reshape(-1)
-        want = heads if isinstance(g, PerHead) else 1
-        if a.size != want:
-            raise ValueError(f"{name} has {a.size} values; {g.name} needs {want}")
-        if not np.isfinite(a).all() or (a < 0).any():
-            raise ValueError(f"{name} must be finite and non-negative, got {a}")
-        arrays.append(a)
-    s = [scales_from_amax(a)[0].reshape(1, -1, 1, 1) for a in arrays]
-    plan = recipe.plan(s[0], s[1], scale, s[2])
+    if out_scale is not None and not 0 < float(out_scale) < math.inf:
+        raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float")
+    if scales is None:
+        amax = [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_q", "amax_k", "amax_v"), (amax_q, amax_k, amax_v),
+                                                              grans)]
+        s = [scales_from_amax(a)[0] for a in amax]
+    else:
+        amax = None
+        s = [_per_layer(n, x, g, heads) for n, x, g in zip(("s_q", "s_k", "s_v"), scales, grans)]
+    s = [x.reshape(1, -1, 1, 1) for x in s]
+    plan = recipe.plan(s[0], s[1], scale, s[2], out_scale)
     tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
-    if device is None:  # where the ranges live, else the GPU when there is one
-        device = amax_q.device if isinstance(amax_q, torch.Tensor) else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    t = [torch.from_numpy(a).to(dev) for a in arrays]
-    return StaticScales(recipe, t[0], t[1], t[2], torch.from_numpy(tab).to(dev), scale, heads)
+    amax_t = (None,) * 3 if amax is None else tuple(torch.from_numpy(a).to(dev) for a in amax)
+    return StaticScales(recipe, *amax_t, torch.from_numpy(tab).to(dev), scale, heads,
+                        None if out_scale is None else float(out_scale))
 
 
-# -- implementations (plain functions; the torch.library ops wrap them) ---------------------------
+def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_amax: bool) -> None:
+    if not isinstance(static, StaticScales):
+        raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
+    if static.recipe != recipe or static.heads != call.H or not math.isclose(static.scale, call.scale):
+        raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
+                         f"{static.recipe.name}; this call has heads={call.H}, scale={call.scale}, {recipe.name}")
+    if static.table.device != device:
+        raise ValueError(f"static scales live on {static.table.device} but the inputs are on {device}; "
+                         "pass device= to qflash.static_scales")
+    if needs_amax and static.amax_q is None:
+        raise ValueError("these static scales were built from int8 scales; float inputs need amax_q/k/v ranges")
+    if static.out_scale != out_scale:
+        raise ValueError(f"static scales bake out_scale={static.out_scale}; this call asks for {out_scale}")
+
+
+# -- implementations (no validation; the public functions and the torch.library ops validate) ----
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype):
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
@@ -208,34 +243,24 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
 
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
     """INT8 inputs, V's scale and the constant table: measured (dynamic) or from static ranges."""
-    q8, s_q = qz.quantize(_flat(q), recipe.q_granularity, amax_q)
-    k8, s_k = qz.quantize(_flat(k), recipe.k_granularity, amax_k)
-    v8, s_v = qz.quantize(_flat(v), recipe.v_granularity, amax_v, keys_contiguous=True)
+    static = None if amax_q is None else (amax_q, amax_k, amax_v)
+    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
     return q8, k8, v8, s_v, table
 
 
-def attention_impl(q, k, v, attn_mask, scale: float, recipe_json: str, amax_q=None, amax_k=None, amax_v=None,
-                   table=None):
-    recipe = recipe_from_json(recipe_json)
-    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
     q8, k8, v8, _, table = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
     return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype)
 
 
-def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
-                  static: StaticScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`attention`'s integer result before dequantization: ``(values, scale)`` with int32
-    ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32 ``scale`` per
-    ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values`` equals
-    :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
-    recipe = _recipe(recipe)
-    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
-    statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
-    q8, k8, v8, s_v, table = _quantized(recipe, call, q, k, v, *statics)
-    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32)
-    return values, s_v * 2.0**-recipe.out_frac_bits
+def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
+    if table is None:
+        table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
+    out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
+    return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), table, attn_mask, out_kind,
+                out_dtype if out_scale is None else torch.int8)
 
 
 def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale, out_dtype) -> None:
@@ -244,27 +269,38 @@ def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale, out
     for name, s, g in (("s_q", s_q, recipe.q_granularity), ("s_k", s_k, recipe.k_granularity),
                        ("s_v", s_v, recipe.v_granularity)):
         if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
-            raise TypeError(f"{name} must be a float32 tensor, got {getattr(s, 'dtype', type(s).__name__)}")
+            raise TypeError(f"{name} must be a float32 tensor, got {getattr(s, 'dtype', type(s).__name__)}; "
+                            "or pass static=qflash.static_scales(..., scales=...)")
         want = (1,) if isinstance(g, PerTensor) else (call.B * call.H,) if isinstance(g, PerHead) else \
             (call.B * call.H, call.NQ)
         if tuple(s.shape) != want:
             raise ValueError(f"{name} has shape {tuple(s.shape)}; {g.name} needs {want}")
         if s.device != call.device:
             raise ValueError(f"{name} is on {s.device} but the inputs are on {call.device}")
+    _check_out_scale(out_scale)
+
+
+def _check_out_scale(out_scale) -> None:
     if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
                                   or not 0 < out_scale < math.inf):
-        raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float, or None for float32 output")
+        raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float, or None for float output")
 
 
-def attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale: float, recipe_json: str,
-                        out_scale: float | None = None, out_dtype: torch.dtype = torch.float32):
+def attention_op_impl(q, k, v, attn_mask, scale, recipe_json, amax_q=None, amax_k=None, amax_v=None, table=None):
+    """Body of the ``qflash::attention`` op: validate, then run."""
+    recipe = recipe_from_json(recipe_json)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    return _attention(recipe, call, q, k, v, attn_mask, amax_q, amax_k, amax_v, table)
+
+
+def attention_int8_op_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale=None,
+                           out_dtype=torch.float32, table=None):
+    """Body of the ``qflash::attention_int8`` op: validate, then run."""
     recipe = recipe_from_json(recipe_json)
     call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
-    _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
-    table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
-    out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
-    return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), table, attn_mask, out_kind,
-                out_dtype if out_scale is None else torch.int8)
+    if table is None:
+        _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
+    return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table)
 
 
 # -- public functions ------------------------------------------------------------------------------
@@ -280,46 +316,65 @@ def attention(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = No
     and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True = attend) or an
     additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides, never
     expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. scale: default
-    1/sqrt(D). recipe: default :meth:`Recipe.default`. static: calibrated scales; without it
-    the INT8 ranges are measured on the device per call.
+    1/sqrt(D). recipe: default :meth:`Recipe.default`. static: calibrated scales
+    (:func:`static_scales`); without it the INT8 ranges are measured on the device per call.
     Returns a tensor of q's dtype and shape.
     """
     recipe = DEFAULT_RECIPE if recipe is None else recipe
-    statics = (None, None, None, None)
-    if static is not None:
-        if not isinstance(static, StaticScales):
-            raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
-        statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
+    if static is not None and not isinstance(static, StaticScales):
+        raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
+    statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         return torch.ops.qflash.attention(q, k, v, attn_mask, scale, recipe.to_json(), *statics)
     recipe = _recipe(recipe)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
-    if static is not None and (static.recipe != recipe or static.heads != call.H
-                               or not math.isclose(static.scale, call.scale)):
-        raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
-                         f"{static.recipe.name}; this call has heads={call.H}, scale={call.scale}, {recipe.name}")
-    if static is not None and static.table.device != q.device:
-        raise ValueError(f"static scales live on {static.table.device} but q is on {q.device}; "
-                         "pass device= to qflash.static_scales")
-    return attention_impl(q, k, v, attn_mask, call.scale, recipe.to_json(), *statics)
+    if static is not None:
+        _check_static(static, recipe, call, q.device, None, needs_amax=True)
+    return _attention(recipe, call, q, k, v, attn_mask, *statics)
 
 
-def attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
-                   out_scale: float | None = None, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
+                  static: StaticScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attention`'s integer result before dequantization: ``(values, scale)`` with int32
+    ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32 ``scale`` per
+    ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values`` equals
+    :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
+    recipe = _recipe(recipe)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    statics = (None,) * 4
+    if static is not None:
+        _check_static(static, recipe, call, q.device, None, needs_amax=True)
+        statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
+    q8, k8, v8, s_v, table = _quantized(recipe, call, q, k, v, *statics)
+    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32)
+    return values, s_v * 2.0**-recipe.out_frac_bits
+
+
+def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, scale=None, *,
+                   recipe: Recipe | None = None, out_scale: float | None = None,
+                   out_dtype: torch.dtype = torch.float32, static: StaticScales | None = None) -> torch.Tensor:
     """Integer attention on pre-quantized inputs ``x ~= x8 * s_x``.
 
-    q8, k8, v8: int8, shapes as in :func:`attention`. s_q, s_k, s_v: float32 scales matching the
-    recipe's granularities: shape (1,) per tensor, (B*H,) per head, (B*H, Nq) per token or
-    block (Q only). attn_mask: bool, float (nats) or int32 (QK units, ``MASKED_LOGIT`` = masked).
-    out_scale: None for a float output of ``out_dtype``, or the scale of an int8 output.
+    q8, k8, v8: int8, shapes as in :func:`attention` (V is read fastest when its keys are
+    contiguous, e.g. a transposed (B, H, D, N) tensor). s_q, s_k, s_v: float32 scales matching
+    the recipe's granularities: shape (1,) per tensor, (B*H,) per head, (B*H, Nq) per token or
+    block (Q only); or ``static=qflash.static_scales(recipe, scales=..., ...)``, whose table is
+    derived once (one kernel launch per call). attn_mask: bool, float (nats) or int32 (QK
+    units, ``MASKED_LOGIT`` = masked). out_scale: None for a float output of ``out_dtype``, or
+    the scale of an int8 output.
     """
     recipe = DEFAULT_RECIPE if recipe is None else recipe
+    table = None if static is None else static.table
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
         return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe.to_json(),
-                                               None if out_scale is None else float(out_scale), out_dtype)
+                                               None if out_scale is None else float(out_scale), out_dtype, table)
     recipe = _recipe(recipe)
     call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
-    return attention_int8_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, call.scale, recipe.to_json(), out_scale,
-                               out_dtype)
+    if static is None:
+        _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
+    else:
+        _check_out_scale(out_scale)
+        _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False)
+    return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table)

@@ -25,6 +25,7 @@ import triton.language as tl
 from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
 from .exp import exp_int
+from .launcher import launch as launch_kernel
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -229,11 +230,13 @@ def _qflash_fwd(
 
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64, num_warps: int = 4,
-           num_stages: int = 2):
+           num_stages: int = 2, launcher=launch_kernel, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
     of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind.
+    ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
+    with Triton's own ``kernel[grid](...)``).
     """
     B, H, NQ, D = q8.shape
     NK = k8.shape[2]
@@ -244,12 +247,12 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     tab_m = table.stride(1) if table.shape[1] > 1 else 0
     mstrides = mask.stride() if mask is not None else (0, 0, 0, 0, 0)
     grid = (triton.cdiv(NQ, block_m), B * H)
-    _qflash_fwd[grid](
-        q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
+    launcher(
+        _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
         tab_b, tab_h, tab_m, *mstrides,
         H, batch2, NQ, NK,
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, **spec.constexprs(),
+        enable_fp_fusion=False, **spec.constexprs(), **options,
     )
     return out

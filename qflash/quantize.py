@@ -2,11 +2,11 @@
 
 Three small kernels, each the twin of a NumPy function in ``intsoftmax``:
 
-* ``_amax_kernel``: per-tensor or per-head ``max |x|`` (atomic max on the float bits, which
-  order like the floats for non-negative values) - :meth:`Granularity.amax`;
+* ``_amax_kernel``: per-tensor or per-head ``max |x|`` of q, k and v in one launch (atomic max
+  on the float bits, which order like the floats for non-negative values) - :meth:`Granularity.amax`;
 * ``_quantize_kernel``: ``x8 = clip(floor(x * inv + 1/2), -127, 127)`` with ``inv = 127 / amax``
-  (IEEE division, no fused multiply-add); per-token and per-block ranges are reduced in the
-  same program - :func:`intsoftmax.granularity.quantize`;
+  (IEEE division, no fused multiply-add) for q, k and v in one launch; per-token and per-block
+  ranges are reduced in the same program - :func:`intsoftmax.granularity.quantize`;
 * ``_table_kernel``: every integer constant of the per-row table from the ranges -
   :func:`intsoftmax.plan.derive_plan` and :func:`qflash.table.host_table`.
 
@@ -24,6 +24,7 @@ import triton.language as tl
 
 from intsoftmax import exp, fixedpoint, plan
 
+from .launcher import launch
 from .table import NCOL, Col, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range(4))
@@ -65,46 +66,67 @@ def _fixed_multiplier(real):
 
 
 @triton.jit
-def _amax_kernel(X, Out, sxb, sxh, sxn, sxd, H, N, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr,
-                 PER_HEAD: tl.constexpr):
-    bh = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+def _amax_rows(X, Out, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
+    """``max |x|`` over ``rows`` of one ``(b, h)``, atomically maxed into ``*Out`` (float bits)."""
     cols = tl.arange(0, D_P2)
-    x = tl.load(X + (bh // H) * sxb + (bh % H) * sxh + rows[:, None] * sxn + cols[None, :] * sxd,
+    x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3],
                 mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
-    amax = tl.max(tl.max(tl.abs(x), 1), 0)
-    tl.atomic_max(Out + (bh if PER_HEAD else 0), amax.to(tl.int32, bitcast=True))
+    tl.atomic_max(Out, tl.max(tl.max(tl.abs(x), 1), 0).to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def _quantize_kernel(X, X8, Amax, S, sxb, sxh, sxn, sxd, s8b, s8h, s8n, s8d, sab, sah, ssb, ssh, ssn, H, N,
-                     D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr,
-                     GRAN: tl.constexpr):
-    """One program quantizes ``ROWS`` rows of one ``(b, h)`` (``ROWS`` = the block size for
-    per-block ranges). Per-tensor and per-head ranges are read from ``Amax`` (strides ``sab, sah``);
-    per-token and per-block ranges are reduced here. Scales ``s = amax / 127`` go to ``S``."""
+def _amax_kernel(XS, OUT, SX, NS, H, BH, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr,
+                 KINDS: tl.constexpr):
+    """Ranges of q, k, v in one launch (``program_id(2)`` picks the tensor): ``KINDS[i]`` is 0 per
+    tensor (into ``OUT[i, 0]``), 1 per head (into ``OUT[i, bh]``), or -1 (not needed here)."""
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    which = tl.program_id(2)
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    for i in tl.static_range(3):
+        if KINDS[i] >= 0:
+            if which == i:
+                _amax_rows(XS[i], OUT + i * BH + (bh if KINDS[i] == 1 else 0), SX[i], bh // H, bh % H, rows, NS[i],
+                           D, D_P2)
+
+
+@triton.jit
+def _quantize_rows(X, X8, Amax, S, sx, s8, sa, ss, b, h, block, N, D: tl.constexpr, D_P2: tl.constexpr,
+                   BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr):
+    """Quantize ``ROWS`` rows (block ``block``) of one ``(b, h)``; per-token and per-block ranges
+    are reduced here, per-tensor and per-head ones read from ``Amax`` (strides ``sa``). Scales
+    ``s = amax / 127`` go to ``S`` (strides ``ss``)."""
     r = tl.arange(0, BLOCK_R)
-    rows = tl.program_id(0) * ROWS + r
+    rows = block * ROWS + r
     cols = tl.arange(0, D_P2)
     inside = (rows[:, None] < N) & (r[:, None] < ROWS) & (cols[None, :] < D)
-    x = tl.load(X + b * sxb + h * sxh + rows[:, None] * sxn + cols[None, :] * sxd, mask=inside,
+    x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
                 other=0.0).to(tl.float32)
     if GRAN == GRAN_TOKEN:
         amax = tl.max(tl.abs(x), 1)[:, None]
     elif GRAN == GRAN_BLOCK:
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.max(tl.max(tl.abs(x), 1), 0)
     else:
-        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sab + h * sah)
+        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1])
     s, inv = _scale_inv(amax)
     x8 = tl.minimum(tl.maximum(tl.floor(x * inv + 0.5), -127.0), 127.0)
-    tl.store(X8 + b * s8b + h * s8h + rows[:, None] * s8n + cols[None, :] * s8d, x8.to(tl.int8), mask=inside)
+    tl.store(X8 + b * s8[0] + h * s8[1] + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8.to(tl.int8), mask=inside)
     ok = (rows < N) & (r < ROWS)
     if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
         ok = ok & (rows == 0)  # one scale per (b, h) / tensor
-    tl.store(S + b * ssb + h * ssh + rows * ssn, tl.reshape(s, (BLOCK_R,)), mask=ok)
+    tl.store(S + b * ss[0] + h * ss[1] + rows * ss[2], tl.reshape(s, (BLOCK_R,)), mask=ok)
+
+
+@triton.jit
+def _quantize_kernel(XS, X8S, AMAX, SS_, SX, S8, SA, SSS, NS, H, D: tl.constexpr, D_P2: tl.constexpr,
+                     BLOCK_RS: tl.constexpr, ROWS: tl.constexpr, GRANS: tl.constexpr):
+    """q, k, v to int8 in one launch (``program_id(2)`` picks the tensor)."""
+    bh = tl.program_id(1)
+    which = tl.program_id(2)
+    for i in tl.static_range(3):
+        if which == i:
+            if tl.program_id(0) * ROWS[i] < NS[i]:
+                _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], SX[i], S8[i], SA[i], SSS[i], bh // H, bh % H,
+                               tl.program_id(0), NS[i], D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i])
 
 
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
@@ -193,68 +215,72 @@ def _bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
     return heads, 1
 
 
-def amax(x: torch.Tensor, granularity) -> torch.Tensor:
-    """``max |x|`` per tensor (shape (1,)) or per ``(b, h)`` (shape (B*H,)), float32."""
-    B, H, N, D = x.shape
-    per_head = gran_kind(granularity) == 1
-    out = torch.zeros(B * H if per_head else 1, dtype=torch.float32, device=x.device)
-    block_r = 64
-    _amax_kernel[(triton.cdiv(N, block_r), B * H)](x, out.view(torch.int32), *x.stride(), H, N, D=D,
-                                                  D_P2=triton.next_power_of_2(D), BLOCK_R=block_r, PER_HEAD=per_head)
-    return out
+def _scale_strides(s: torch.Tensor, heads: int, per_row: bool) -> tuple[int, int, int]:
+    """``(stride_b, stride_h, stride_row)`` of a scale tensor (see :func:`quantize_qkv`)."""
+    if per_row:
+        return heads * s.shape[-1], s.shape[-1], 1
+    return (*_bh_strides(s, heads), 0)
 
 
-def quantize(x: torch.Tensor, granularity, amax_static=None, keys_contiguous: bool = False
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """INT8 ``x`` (B, H, N, D) by ``granularity`` on the device: ``(x8, s)``.
+def quantize_qkv(q, k, v, recipe, amax_static=None):
+    """INT8 q, k, v by the recipe's granularities, in one range launch (if any range must be
+    measured) and one quantization launch. Returns ``((q8, s_q), (k8, s_k), (v8, s_v))``.
 
-    ``s`` (float32) has shape (1,) per tensor, (B*H,) per head, or (B*H, N) per token / block.
-    ``amax_static`` (float32, shape (1,) or (H,)) fixes per-tensor / per-head ranges: no reduction.
-    ``keys_contiguous``: store ``x8`` as (B, H, D, N) (returned as a (B, H, N, D) view), the
-    layout the kernel's P.V product reads fastest; rows are padded to 16 bytes for aligned loads.
+    Scales (float32): shape (1,) per tensor, (B*H,) per head, (B*H, N) per token / block.
+    ``amax_static``: calibrated ``(amax_q, amax_k, amax_v)`` of shape (1,) or (H,): no reduction.
+    ``v8`` is stored (B, H, D, N) with 16-byte rows, the layout the P.V product reads fastest,
+    and returned as a (B, H, N, D) view.
     """
-    B, H, N, D = x.shape
-    kind = gran_kind(granularity)
-    if keys_contiguous:
-        x8 = torch.empty((B, H, D, -(-N // 16) * 16), dtype=torch.int8, device=x.device)[..., :N].transpose(-1, -2)
+    B, H, NQ, D = q.shape
+    NK = k.shape[2]
+    xs = (q, k, v)
+    grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
+    kinds = tuple(gran_kind(g) for g in grans)
+    dev = q.device
+    if amax_static is None and any(kd <= 1 for kd in kinds):
+        amax = torch.zeros((3, B * H), dtype=torch.float32, device=dev)
+        launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), B * H, 3),
+               xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, D=D,
+               D_P2=triton.next_power_of_2(D), BLOCK_R=64, KINDS=tuple(kd if kd <= 1 else -1 for kd in kinds))
+        amaxes = tuple(amax[i, : (B * H if kd == 1 else 1)] for i, kd in enumerate(kinds))
+    elif amax_static is None:
+        amaxes = (q.new_empty(1, dtype=torch.float32),) * 3  # unused pointers
     else:
-        x8 = torch.empty((B, H, N, D), dtype=torch.int8, device=x.device)
-    if kind >= 2:
-        rows = granularity.size if kind == 3 else 32
-        src = x8  # unused pointer
-        sab = sah = 0
-        s = torch.empty((B * H, N), dtype=torch.float32, device=x.device)
-        ss = (H * N, N, 1)
-    else:
-        rows = 32
-        src = amax(x, granularity) if amax_static is None else amax_static
-        sab, sah = _bh_strides(src, H)
-        s = torch.empty(src.numel(), dtype=torch.float32, device=x.device)
-        ss = (*_bh_strides(s, H), 0)
-    _quantize_kernel[(triton.cdiv(N, rows), B * H)](
-        x, x8, src, s, *x.stride(), *x8.stride(), sab, sah, *ss, H, N,
-        D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=triton.next_power_of_2(rows), ROWS=rows, GRAN=kind,
-        enable_fp_fusion=False)
-    return x8, s
+        amaxes = tuple(amax_static)
+    x8s = (torch.empty((B, H, NQ, D), dtype=torch.int8, device=dev),
+           torch.empty((B, H, NK, D), dtype=torch.int8, device=dev),
+           torch.empty((B, H, D, -(-NK // 16) * 16), dtype=torch.int8, device=dev)[..., :NK].transpose(-1, -2))
+    ns = (NQ, NK, NK)
+    scales = tuple(torch.empty((B * H, n), dtype=torch.float32, device=dev) if kd >= 2 else
+                   torch.empty(a.numel() if kd == 1 else 1, dtype=torch.float32, device=dev)
+                   for kd, a, n in zip(kinds, amaxes, ns))
+    rows = tuple(g.size if kd == 3 else 32 for g, kd in zip(grans, kinds))
+    launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
+           xs, x8s, amaxes, scales, tuple(x.stride() for x in xs), tuple(x8.stride() for x8 in x8s),
+           tuple(_bh_strides(a, H) for a in amaxes),
+           tuple(_scale_strides(s, H, kd >= 2) for s, kd in zip(scales, kinds)),
+           ns, H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
+           ROWS=rows, GRANS=kinds, enable_fp_fusion=False)
+    return tuple(zip(x8s, scales))
 
 
 def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
           out_scale: float | None = None) -> torch.Tensor:
     """The per-row constant table ``(T_B, T_M, NCOL)`` from device scales (float32, shapes as
-    :func:`quantize` returns them, or (H,) for static per-head scales)."""
+    :func:`quantize_qkv` returns them, or (H,) for static per-head scales)."""
     tb, tm = table_shape(recipe, batch, heads, nq)
-    tab = torch.zeros((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
+    tab = torch.empty((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
     strategy = recipe.exp
     k = strategy.native_per_nat()
     sqm = 1 if s_q.dim() == 2 else 0
     sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
     block = 64
-    _table_kernel[(triton.cdiv(tb * tm, block),)](
-        tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
-        heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
-        NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=strategy.u_max() if k is not None else 0,
-        ONE=strategy.one() if k is not None else 1, P_MAX=recipe.p_max, REL_SHIFT=recipe.accumulation.release_shift,
-        HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(), OUT_FRAC=recipe.out_frac_bits,
-        QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16), INT8_OUT=out_scale is not None, BLOCK=block,
-        enable_fp_fusion=False)
+    launch(_table_kernel, (triton.cdiv(tb * tm, block),),
+           tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
+           heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
+           NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=strategy.u_max() if k is not None else 0,
+           ONE=strategy.one() if k is not None else 1, P_MAX=recipe.p_max,
+           REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
+           OUT_FRAC=recipe.out_frac_bits, QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16),
+           INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
     return tab

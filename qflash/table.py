@@ -35,7 +35,7 @@ class Col(enum.IntEnum):
     DEQ = 13        # float32 bits of s_v * 2**-out_frac_bits (float output)
 
 
-NCOL = 16
+NCOL = len(Col)
 
 
 def table_shape(recipe, batch: int, heads: int, nq: int) -> tuple[int, int]:

@@ -102,3 +102,23 @@ def test_static_scales_equal_dynamic_scales_with_the_same_ranges():
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe, static=static)
     gold = recipe.attention_int(q, k, v, amax=(amax[0].reshape(1, 4, 1, 1), amax[1].reshape(1, 4, 1, 1), amax[2]))
     np.testing.assert_array_equal(n(values), gold.values)
+
+
+def test_int8_static_table_equals_per_call_table():
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.uniform(-2, 2, (2, 3, 40, 32)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default()
+    (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+    args = [t(a) for a in (q8, k8, v8)]
+    per_call = qflash.attention_int8(*args, *(t(x.reshape(1)) for x in (s_q, s_k, s_v)), recipe=recipe,
+                                     out_scale=0.01)
+    static = qflash.static_scales(recipe, scales=(s_q, s_k, s_v), heads=3, head_dim=32, out_scale=0.01,
+                                  device=DEVICE)
+    once = qflash.attention_int8(*args, recipe=recipe, out_scale=0.01, static=static)
+    np.testing.assert_array_equal(n(once), n(per_call))
+    np.testing.assert_array_equal(n(once), recipe.attention_int(q, k, v, out_scale=0.01).values)
+    with pytest.raises(ValueError, match="static scales bake out_scale=0.01"):
+        qflash.attention_int8(*args, recipe=recipe, static=static)
+    with pytest.raises(ValueError, match=r"s_k has 6 values; per_head\(\) needs 3"):
+        qflash.static_scales(recipe.replace(k_granularity=ism.PerHead()), scales=(s_q, np.ones(6), s_v), heads=3,
+                             head_dim=32, device=DEVICE)

@@ -1,0 +1,100 @@
+"""``calibrate(model, batches)``: fix the INT8 ranges of every patched attention module.
+
+Observers record ``max |x|`` of q, k and v per head over all the batches (the attention itself
+runs in float meanwhile, so every layer sees float activations). The per-head ranges go to each
+module's ``amax_q/k/v`` buffers: a per-tensor recipe uses their maximum, a per-head recipe uses
+them as they are, so one calibration serves every recipe, and it is saved and loaded with the
+state dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from .modules import AMAX, QAttentionBase, check_static
+
+
+class Observer:
+    """Running per-head ``max |x|`` of q, k, v (tensors of shape (H,) on the inputs' device)."""
+
+    def __init__(self):
+        self.amax = None
+
+    def observe(self, q, k, v) -> None:
+        # (..., H, N, D) -> (H,): reduce everything but the head axis
+        cur = [x.detach().abs().float().movedim(-3, 0).flatten(1).amax(1) for x in (q, k, v)]
+        self.amax = cur if self.amax is None else [torch.maximum(a, c) for a, c in zip(self.amax, cur)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` measured: the batch count and, per module path, the per-head
+    ``(amax_q, amax_k, amax_v)`` ranges (CPU float32 tensors of shape (H,))."""
+
+    batches: int
+    ranges: dict
+
+    def __str__(self) -> str:
+        lines = [f"qflash.calibrate: {len(self.ranges)} module(s), {self.batches} batch(es)"]
+        lines += [f"  {p}: amax q {q.max().item():.4g}, k {k.max().item():.4g}, v {v.max().item():.4g}"
+                  for p, (q, k, v) in self.ranges.items()]
+        return "\n".join(lines)
+
+
+def _default_forward(model, batch):
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
+    """Run ``model`` over ``batches`` and fix static per-head ranges in every patched module.
+
+    batches: an iterable of model inputs (a tensor, a tuple of positional arguments or a dict of
+    keyword arguments per batch; for ``(x, y)`` loaders pass ``(x for x, _ in loader)``).
+    forward: optional ``forward(model, batch)`` to call instead. The model runs in eval mode
+    under ``torch.no_grad()`` and its modes are restored afterwards. Afterwards every call uses
+    the static scales: no range reductions, no host synchronisation.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"calibrate expects a torch.nn.Module, got {type(model).__name__}")
+    mods = {name: m for name, m in model.named_modules() if isinstance(m, QAttentionBase)}
+    if not mods:
+        raise ValueError("calibrate found no qflash attention module in the model: call qflash.patch(model) first")
+    for name, m in mods.items():  # fail before running anything if a recipe cannot use static ranges
+        check_static(m.recipe, f"calibrate ({name or '<model>'})")
+    if isinstance(batches, torch.Tensor):
+        raise TypeError("batches must be an iterable of batches (e.g. a list of tensors), not one tensor; "
+                        "pass [x] to calibrate on a single batch")
+    forward = forward or _default_forward
+    observers = {name: Observer() for name in mods}
+    modes = [(m, m.training) for m in model.modules()]
+    count = 0
+    try:
+        for name, m in mods.items():
+            m.observer = observers[name]
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+                count += 1
+    finally:
+        for m in mods.values():
+            m.observer = None
+        for m, training in modes:
+            m.training = training
+    if count == 0:
+        raise ValueError("calibrate got no batches; pass a few representative input batches")
+    missing = [name for name, o in observers.items() if o.amax is None]
+    if missing:
+        raise ValueError(f"calibration never reached {missing}: the batches did not run through these attention "
+                         "modules; calibrate with inputs that use every patched module")
+    ranges = {}
+    for name, m in mods.items():
+        m.set_ranges(*observers[name].amax)
+        ranges[name] = tuple(getattr(m, n).detach().cpu().clone() for n in AMAX)
+    return Calibration(count, ranges)
