@@ -207,8 +207,14 @@ def pareto(study, path, note: str) -> pathlib.Path:
         ax.step(fx + [max(c.ops for c in panel.candidates) + 1], fy + [fy[-1]], where="post", color="black", lw=1.2)
         px = [c.ops + shift.get(c.recipe.accumulation.kind, 0.0) for c in panel.front]
         ax.scatter(px, fy, s=90, facecolors="none", edgecolors="black", lw=1.5, zorder=3)
-        for x, c in zip(px, panel.front):
-            ax.annotate(c.label, (x, c.sqnr_db), xytext=(5, 5), textcoords="offset points", fontsize=7.5)
+        # number the front points and list their labels in a corner: front points can sit close together
+        for i, (x, c) in enumerate(zip(px, panel.front), 1):
+            ax.annotate(str(i), (x, c.sqnr_db), xytext=(4, 4), textcoords="offset points", fontsize=8,
+                        fontweight="bold")
+        ax.text(0.98, 0.03, "\n".join(f"{i}: {c.label} ({c.ops} ops, {c.sqnr_db:.2f} dB)"
+                                      for i, c in enumerate(panel.front, 1)),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5,
+                bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.7"))
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("integer ops per score element (Recipe.op_count().total)\n"
                       "points of one cost: release left, lazy middle, two-pass right")

@@ -55,6 +55,15 @@ def test_odd_lengths(n_tokens, recipe):
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
 
+def test_long_odd_sequence():
+    """N = 577 (ViT-B at 384 px): ten key tiles, the last one padded, and many rescales."""
+    rng = np.random.default_rng(577)
+    q, k, v = (rng.normal(0, 2, (1, 1, 577, 16)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default()
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+
+
 def test_float_output_is_the_dequantized_integers():
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(0, 2, (2, 3, 49, 32)).astype(np.float32) for _ in range(3))
