@@ -181,10 +181,8 @@ def launch_overhead(recipe: ism.Recipe) -> dict:
 
 
 def host_overhead(recipe: ism.Recipe, iters: int = 200) -> dict:
-    """Host time per call (microseconds) of each API path at A2, batch 1, with the GPU idle
-    between calls (synchronized), against CUDA-graph replay of the same call."""
-    import time
-
+    """Host time per call (microseconds) of each API path at A2, batch 1 (:func:`_host_us`),
+    against the GPU time of the same call replayed from a CUDA graph."""
     import qflash
     shape = workload_shape("A2", 1)
     q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
@@ -198,13 +196,7 @@ def host_overhead(recipe: ism.Recipe, iters: int = 200) -> dict:
     }
     out = {}
     for name, fn in calls.items():
-        fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        host = (time.perf_counter() - t0) / iters * 1e6
-        torch.cuda.synchronize()
+        host = _host_us(fn, iters)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             fn()

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import intsoftmax as ism
 from intsoftmax.testing import check_softmax_bound, logit_rows, recipes

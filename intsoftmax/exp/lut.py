@@ -12,8 +12,6 @@ All int32; ``u_max = (E + 1) * 2**F``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..strategy import register
