@@ -125,10 +125,10 @@ def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str) -> Call
                             + (" or int32 in QK units" if what == "attention_int8" else ""))
         full = batch + (q.shape[-3], NQ, NK)
         try:
-            torch.broadcast_shapes(attn_mask.shape, full)
+            broadcasts = len(attn_mask.shape) <= len(full) and torch.broadcast_shapes(attn_mask.shape, full) == full
         except RuntimeError:
-            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to {full}") from None
-        if len(attn_mask.shape) > len(full) or torch.broadcast_shapes(attn_mask.shape, full) != full:
+            broadcasts = False
+        if not broadcasts:
             raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to {full}")
     return Call(batch, math.prod(batch), B2, q.shape[-3], NQ, NK, D, float(scale), mask_kind, q.device)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-import numpy as np
-
 from intsoftmax import Recipe
 
 from .exp import exp_spec
@@ -60,9 +58,7 @@ class KernelSpec:
         if head_dim not in HEAD_DIMS:
             raise ValueError(f"head dim {head_dim} is not supported; the kernel handles {HEAD_DIMS}")
         kind, args = exp_spec(recipe.exp)
-        consts = recipe.exp.plan(np.float64(1e-4)).consts  # the requantization shift is static
-        _, req_shift = recipe.exp.requant_constants(recipe.p_max, consts)
-        return cls(kind, args, recipe.exp.input_unit_octaves() is not None, int(req_shift), recipe.p_bits,
+        return cls(kind, args, recipe.exp.input_unit_octaves() is not None, recipe.exp.requant_shift(), recipe.p_bits,
                    recipe.accumulation.two_pass, recipe.accumulation.release_shift, recipe.block_n, head_dim,
                    MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
 

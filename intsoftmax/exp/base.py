@@ -113,10 +113,14 @@ class ExpStrategy(Strategy):
         """Per-row integer constants derived from ``c`` (octaves per QK unit, float64). Default: none."""
         return {}
 
+    def requant_shift(self) -> int:
+        """The requantization's binary point ``req_shift`` (the same for every scale)."""
+        return self.out_bits
+
     def requant_constants(self, p_max: int, consts):
         """``(req_M, req_shift)`` turning ``e`` (scale ``1/one``) into ``P`` (scale ``1/p_max``):
         ``P = min(p_max, (e * req_M + 2**(req_shift-1)) >> req_shift)``, ``e * req_M < 2**31``."""
-        return p_max, self.out_bits
+        return p_max, self.requant_shift()
 
     def golden(self, u, consts=None):
         """Integer-only evaluation; see the module docstring for the contract."""

@@ -55,6 +55,9 @@ class QFlashExp2(ExpStrategy):
         u_max = (32 * 2**self.mul_shift - 1) // M
         return {"R": R, "exp_M": M, "u_max": u_max, "c": c}
 
+    def requant_shift(self):
+        return self.mul_shift
+
     def requant_constants(self, p_max, consts):
         """The official ``req_M = round(P_max * sm_scale * 2**16)``: derived from ``c``, not from
         ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it).
@@ -62,7 +65,7 @@ class QFlashExp2(ExpStrategy):
         c = np.asarray(consts["c"], dtype=np.float64)
         cap = float((p_max + 1) << self.mul_shift)
         return round_half_up(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap)).astype(np.int64), \
-            self.mul_shift
+            self.requant_shift()
 
     def one_upper_bound(self):
         return R_MAX
