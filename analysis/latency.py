@@ -1,13 +1,13 @@
 """Study 7: GPU latency of the qflash kernel against PyTorch SDPA (only with a CUDA device).
 
-Reuses :func:`qflash.benchmark.measure` (SDPA fp16, the int8 API, static and dynamic
-scales, the memory floor); on a machine without CUDA the study reports why it was skipped.
+Reuses :func:`qflash.benchmark.measure_row` (SDPA fp16 and the default and fast recipes' int8,
+static and dynamic paths, GPU time by CUDA-graph replay); on a machine without CUDA the study
+reports why it was skipped.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from intsoftmax import Recipe
 from intsoftmax.workloads import WORKLOADS
 
 from .progress import quiet
@@ -17,8 +17,7 @@ from .progress import quiet
 class LatencyStudy:
     skipped: str | None  # why nothing was measured, or None
     device: str = ""
-    bandwidth: float = 0.0  # bytes per second of a device-to-device copy
-    rows: list = dataclasses.field(default_factory=list)  # dicts from qflash.benchmark.measure, plus "recipe"
+    rows: list = dataclasses.field(default_factory=list)  # dicts from qflash.benchmark.measure_row
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -37,34 +36,31 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def compute(quick: bool = False, progress=quiet) -> LatencyStudy:
-    """Every workload at batch 1 (quick: default recipe; full: batches 1 and 256, default and qflash)."""
+    """Every workload at batch 1 (quick) or at batches 1 and 256 (full)."""
     reason = cuda_unavailable_reason()
     if reason is not None:
         return LatencyStudy(skipped=reason)
     import torch
-    from qflash.benchmark import copy_bandwidth, measure
+    from qflash.benchmark import measure_row
 
-    recipes = {"default": Recipe.default()} if quick else {"default": Recipe.default(), "qflash": Recipe.qflash()}
-    batches = (1,) if quick else (1, 256)
-    cases = [(label, w, b) for label in recipes for b in batches for w in WORKLOADS]
-    bw = copy_bandwidth()
+    cases = [(w, b) for b in ((1,) if quick else (1, 256)) for w in WORKLOADS]
     rows = []
     with progress("gpu latency", len(cases)) as p:
-        for label, w, b in cases:
-            rows.append({"recipe": label, **measure(w, b, recipes[label], bw)})
+        for w, b in cases:
+            rows.append(measure_row(w, b, log=lambda _: None))
             p.step()
-    return LatencyStudy(None, torch.cuda.get_device_name(), bw, rows)
+    return LatencyStudy(None, torch.cuda.get_device_name(), rows)
 
 
 def markdown(study: LatencyStudy) -> str:
     if study.skipped:
         return f"Skipped: {study.skipped}. Run `python -m analysis latency` on a machine with a CUDA GPU."
-    lines = ["| recipe | workload | batch | SDPA fp16 (us) | int8 API (us) | static scales (us) | dynamic scales (us) "
-             "| memory floor (us) | dynamic / SDPA | SDPA backend |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| recipe | workload | batch | SDPA fp16 (us) | int8 (us) | static (us) | dynamic (us) | int8 / SDPA "
+             "| SDPA backend |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in study.rows:
-        lines.append(f"| {r['recipe']} | {r['workload']} | {r['batch']} | {r['sdpa']:.1f} | {r['int8']:.1f} | "
-                     f"{r['static']:.1f} | {r['dynamic']:.1f} | {r['floor']:.1f} | {r['dynamic'] / r['sdpa']:.2f} | "
-                     f"{r['sdpa_backend']} |")
-    return (f"{study.device}; device-to-device copy {study.bandwidth / 1e12:.2f} TB/s; medians of "
-            "`triton.testing.do_bench` (`qflash.benchmark.measure`), microseconds.\n\n" + "\n".join(lines))
+        for name, x in r["recipes"].items():
+            lines.append(f"| {name} | {r['workload']} | {r['batch']} | {r['sdpa_graph_us']:.1f} | "
+                         f"{x['int8_graph_us']:.1f} | {x['static_graph_us']:.1f} | {x['dynamic_graph_us']:.1f} | "
+                         f"{x['int8_graph_us'] / r['sdpa_graph_us']:.2f} | {r['sdpa_backend']} |")
+    return (f"{study.device}; GPU time by CUDA-graph replay (`qflash.benchmark.measure_row`), median "
+            "microseconds.\n\n" + "\n".join(lines))

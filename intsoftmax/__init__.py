@@ -6,7 +6,7 @@ anything runs. ``Recipe.attention`` is the golden model the ``qflash`` kernel
 matches bit for bit.
 """
 from .accumulation import AccumulationRule, LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass
-from .exp import (ExactExp, ExpStrategy, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2,
+from .exp import (ExactExp, ExpStrategy, FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2,
                   ShiftmaxExp)
 from .fixedpoint import IntegerOverflowError
 from .granularity import Granularity, PerBlock, PerHead, PerTensor, PerToken, quantize
@@ -17,7 +17,7 @@ from .strategy import available as available_strategies
 
 __all__ = [
     "AccumulationRule", "LazyRescale", "NaiveScaleAccumulation", "ScaleRelease", "TwoPass",
-    "ExactExp", "ExpStrategy", "IBertExp", "LutExp2", "PolyExp2", "QFlashExp2", "ShiftLinearExp2", "ShiftmaxExp",
+    "ExactExp", "ExpStrategy", "FusedExp2", "IBertExp", "LutExp2", "PolyExp2", "QFlashExp2", "ShiftLinearExp2", "ShiftmaxExp",
     "IntegerOverflowError", "Granularity", "PerBlock", "PerHead", "PerTensor", "PerToken", "quantize",
     "float_attention", "float_softmax", "max_abs_error", "max_rel_error", "softmax_kl", "sqnr_db",
     "IntAttention", "Recipe", "available_strategies", "select",

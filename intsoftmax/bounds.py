@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .exp.base import LOG2E, prescale_error_octaves
-from .golden import NORM_SHIFT
+from .golden import NORM_BITS
 from .plan import MASKED_LOGIT, AttentionPlan
 
 
@@ -43,6 +43,11 @@ def step_constants(recipe, plan: AttentionPlan):
     eps_req = np.abs(req - 1)
     eps_1 = (1 + eps_req) * (1 + eps_e) - 1
     h_1 = 0.5 + p_max / one * (1 + eps_req) * a_abs
+    if exp.fuses_requant:  # P straight from the strategy, rounded once (its abs bound has the 1/2)
+        ebp = exp.error_bound(plan.exp.consts, top=p_max)
+        eps_1 = ebp.rel
+        far_p = np.asarray(exp.t_cap(plan.exp.consts["M"], p_max), np.float64) * c
+        h_1 = ebp.abs_lsb + p_max * np.exp2(-far_p) * (1 + ebp.rel)
     rho = one / 2.0**recipe.accumulation.release_shift  # rel_M = floor(2**S / one)
     eps_2 = (1 + eps_e) * (1 + rho) - 1
     return eps_1, h_1, eps_2, a_abs / one
@@ -85,5 +90,7 @@ def softmax_error_bound(recipe, L, plan: AttentionPlan, frac_bits: int) -> np.nd
     p = np.divide(X, Xl, out=np.zeros_like(X), where=Xl > 0)
     denom = Xl - El
     core = np.divide(E + p * El, denom, out=np.full_like(X, np.inf), where=denom > 0)
-    norm = 2.0**-frac_bits * (0.5 + 2.0 ** (frac_bits - NORM_SHIFT) * (Xl + El))
+    # the rounding, plus the reciprocal's truncation acc 2**F (1/l - r 2**-(NORM_BITS+e)) <= acc 2**F / 2**(NORM_BITS+e),
+    # in probability units, with acc <= l and e = min(floor(log2 l), F + 3): below 2**(1-NORM_BITS) + l 2**(-NORM_BITS-3-F)
+    norm = 2.0**-frac_bits * 0.5 + 2.0 ** (1 - NORM_BITS) + (Xl + El) * 2.0 ** (-NORM_BITS - 3 - frac_bits)
     return np.where(Xl > 0, np.minimum(core + norm, 1.0), 0.0)

@@ -9,24 +9,29 @@ For each query row, key tiles of ``block_n`` keys are visited in order:
 3. ``t = m - L``; ``e = exp(t)`` (prescale + exp strategy); ``P = min(P_max,
    requant(e))``; ``l += sum P``; ``acc += P . V8`` (int32).
 
-Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row,
-``r = 2**NORM_SHIFT // l``: ``o = (acc * r + 2**(NORM_SHIFT-F-1)) >> (NORM_SHIFT-F)``
-(int64). ``acc`` is first clamped to ``[-128 l, 128 l]``, which only removes
-rounding excess (``|V8| <= 128``) and keeps ``acc * r < 2**61``. A row with
-``l = 0`` (every key masked) gives ``o = 0``. Every intermediate is checked
-against the width the kernel uses; an :class:`IntegerOverflowError` is raised,
+Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row:
+``e = min(floor(log2 l), F + 3)``, ``r = 2**(NORM_BITS + e) // l`` and
+``o = (acc * r + 2**(s-1)) >> s`` with ``s = NORM_BITS + e - F <= 33``, so the kernel spends one
+``IMAD.WIDE`` and a funnel shift per output. ``r`` keeps at least 16 bits (``l < 2**24``), which
+puts the truncation error below half an output LSB (``2**-F`` of V's scale). ``acc`` is first
+clamped to ``[-128 l, 128 l]``, which only removes rounding excess of the online rules
+(``|V8| <= 128``). A row with ``l = 0`` (every key masked) gives ``o = 0``. Every intermediate
+is checked against the width the kernel uses; an :class:`IntegerOverflowError` is raised,
 never a silent wrap.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .exp.base import evaluate
+from .exp.base import evaluate, prescale
 from .fixedpoint import INT32_MAX, check_range
 from .plan import MASKED_LOGIT, NORM_FRAC, AttentionPlan
 
-#: Binary point of the per-row reciprocal ``r = 2**NORM_SHIFT // l`` (relative error < 2**-23).
-NORM_SHIFT = 54
+#: Bits of the per-row reciprocal ``r = 2**(NORM_BITS + e) // l``.
+NORM_BITS = 30
+#: Every rule the kernel compiles keeps ``l`` below this (``128 N P_max < 2**31``); beyond it (naive
+#: accumulation only) the output is the exactly rounded ``acc 2**F / l``, in Python integers.
+NORM_L_LIMIT = 2**24
 #: Largest |int8| value (the int8 range is [-128, 127]).
 INT8_ABS = 128
 
@@ -51,6 +56,14 @@ def requantize_p(e, plan: AttentionPlan, p_max: int, valid, check_limits: bool =
     if check_limits:
         check_range(prod, 32, "requantization e * req_M")
     return np.where(valid, np.minimum(prod >> plan.req_shift, p_max), 0)
+
+
+def probabilities(exp, t, plan: AttentionPlan, p_max: int, valid, check_limits: bool = True):
+    """``P`` of keys at QK-unit distances ``t >= 0``: the exp then the requantization, or the
+    strategy's own ``P`` when it fuses the two; 0 for masked keys."""
+    if exp.fuses_requant:
+        return np.where(valid, exp.fused_p(prescale(t, plan.exp), plan.exp.consts, p_max), 0)
+    return requantize_p(evaluate(exp, t, plan.exp), plan, p_max, valid, check_limits)
 
 
 def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: bool = True):
@@ -78,8 +91,7 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
         alpha = evaluate(exp, np.where(moved, np.minimum(m_new - m, INT32_MAX), 0), plan.exp)
         acc = rule.rescale(acc, alpha, moved, plan.rel_M)
         l = rule.rescale(l, alpha, moved, plan.rel_M)
-        e = evaluate(exp, np.clip(m_new - Lt, 0, INT32_MAX), plan.exp)
-        P = requantize_p(e, plan, recipe.p_max, valid, check_limits)
+        P = probabilities(exp, np.clip(m_new - Lt, 0, INT32_MAX), plan, recipe.p_max, valid, check_limits)
         tile_l, tile_pv = P.sum(axis=-1, keepdims=True), pv(P, j0, j0 + recipe.block_n)
         if scale_k is None:
             l, acc = l + tile_l, acc + tile_pv
@@ -96,15 +108,28 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
     return acc, l
 
 
-def normalize(acc, l, frac_bits: int):
-    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``).
+def reciprocal(l, frac_bits: int):
+    """``(r, e)`` per row: ``e = min(floor(log2 l), F + 3)`` and ``r = 2**(NORM_BITS + e) // l``
+    (``r = 0``, ``e = 0`` where ``l = 0``); ``l < 2**24``."""
+    l = np.asarray(l, dtype=np.int64)
+    b = np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 l), exact
+    e = np.where(l > 0, np.minimum(b, frac_bits + 3), 0)
+    r = np.where(l > 0, (np.int64(1) << (NORM_BITS + e)) // np.maximum(l, 1), 0)
+    return r, e
 
-    ``l < 2**54`` so the reciprocal is not 0 (only naive accumulation can get there; it raises)."""
-    check_range(l, NORM_SHIFT + 1, "l at normalisation (the reciprocal 2**54 // l needs l < 2**54)")
-    r = (np.int64(1) << NORM_SHIFT) // np.maximum(l, 1)
+
+def normalize(acc, l, frac_bits: int):
+    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``)."""
+    acc, l = np.asarray(acc, dtype=np.int64), np.asarray(l, dtype=np.int64)
     bound = INT8_ABS * l
-    s = NORM_SHIFT - frac_bits
-    return (np.clip(acc, -bound, bound) * r + (np.int64(1) << (s - 1))) >> s
+    acc = np.clip(acc, -bound, bound)
+    if l.size and l.max() >= NORM_L_LIMIT:  # naive accumulation: exact rounding, Python integers
+        def exact(a, d):
+            return 0 if d == 0 else (2 * int(a) * 2**frac_bits + int(d)) // (2 * int(d))
+        return np.vectorize(exact, otypes=[np.int64])(acc, np.broadcast_to(l, acc.shape))
+    r, e = reciprocal(l, frac_bits)
+    s = NORM_BITS + e - frac_bits
+    return (acc * r + (np.int64(1) << (s - 1))) >> s
 
 
 def requantize_int8(o16, plan: AttentionPlan):

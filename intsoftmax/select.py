@@ -4,12 +4,13 @@ The catalog (:func:`catalog`) is every integer exp strategy worth comparing, cro
 with three P widths and three accumulation rules, plus the QFlash paper's recipe::
 
     exp:          shift_linear, shiftmax, ibert, poly2, poly3, poly4, lut6 (interpolated),
-                  lut6-mid (midpoint table), qflash_exp2
+                  lut6-mid (midpoint table), qflash_exp2, fused2, fused3 (exp2 fused with the
+                  requantization)
     p_bits:       7 (one int8 MMA), 8 (one MMA plus a column-sum correction), 11 (two MMAs)
     accumulation: release (ScaleRelease), lazy1 (LazyRescale(1)), two-pass (TwoPass)
 
 Everything else is the default recipe's (per-tensor INT8, ``block_n = 64``,
-``out_frac_bits = 8``). 82 recipes; evaluating all of them on one workload takes a
+``out_frac_bits = 8``). 100 recipes; evaluating all of them on one workload takes a
 couple of seconds on a CPU.
 
 *Cost* is the integer operations per score element, ``Recipe.op_count().total`` (the
@@ -31,7 +32,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from .accumulation import AccumulationRule, LazyRescale, ScaleRelease, TwoPass
-from .exp import IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
+from .exp import FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from .metrics import float_attention, sqnr_db
 from .recipe import Recipe
 from .workloads import DISTRIBUTIONS, WORKLOADS, qkv
@@ -47,6 +48,8 @@ CATALOG_EXPS = {
     "lut6": LutExp2(index_bits=6, interpolate=True),
     "lut6-mid": LutExp2(index_bits=6, interpolate=False),
     "qflash_exp2": QFlashExp2(),
+    "fused2": FusedExp2(degree=2),
+    "fused3": FusedExp2(degree=3),
 }
 #: P widths of the catalog: one int8 MMA, one uint8 MMA, two int8 MMAs.
 CATALOG_P_BITS = (7, 8, 11)
@@ -181,7 +184,7 @@ def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uni
     amplitude: the distribution's scale (default: U[-4, 4], sigma 2, outlier base sigma 1);
     the cheapest recipe at one amplitude can fail at another (QFlash's exp at small ones).
     candidates: recipes to choose from, a mapping label -> Recipe or an iterable of
-    Recipes; default: the built-in :func:`catalog` (82 recipes).
+    Recipes; default: the built-in :func:`catalog` (100 recipes).
 
     "Cheapest" means the fewest integer ops per score element
     (``Recipe.op_count().total``); ties go to fewer P bits, then to one pass over the

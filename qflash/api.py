@@ -24,6 +24,7 @@ from intsoftmax.granularity import PerHead, PerTensor, scales_from_amax
 
 from . import quantize as qz
 from .kernel import launch
+from .exp import LUT as LUT_KIND
 from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind
 from .table import host_table
 
@@ -46,10 +47,20 @@ def _lut(strategy, device: str):
     return None if table is None else torch.tensor(np.asarray(table), dtype=torch.int32, device=device)
 
 
+#: Register caps of two-pass kernels by head dim, measured on the H200 (docs/performance.md):
+#: 128 registers keep four programs of 4 warps on an SM, 96 five.
+MAXNREG = {16: 96, 32: 96, 64: 128}
+
+
 def _launch_config(spec: KernelSpec) -> dict:
-    """Tile sizes and warps per head dim (never per sequence length: no recompiles per N)."""
-    stages = 1 if spec.exp_kind == 4 else 2  # LUT gathers: Triton's pipeliner rejects them
-    return dict(block_m=64, num_warps=4, num_stages=stages)
+    """Tile sizes, warps, pipeline depth and register cap per head dim (never per sequence
+    length: no recompiles per N)."""
+    if spec.exp_kind == int(LUT_KIND):  # LUT gathers: Triton's pipeliner rejects them
+        return dict(block_m=64, num_warps=4, num_stages=1)
+    if not spec.two_pass:
+        return dict(block_m=64, num_warps=4, num_stages=2)
+    cap = MAXNREG.get(spec.head_dim)
+    return dict(block_m=64, block_n=64, num_warps=4, num_stages=3, **({"maxnreg": cap} if cap else {}))
 
 
 # -- validation ------------------------------------------------------------------------------------

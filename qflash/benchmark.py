@@ -1,154 +1,88 @@
-"""Latency of qflash against PyTorch SDPA (fp16), all measured in the same run.
+"""qflash against PyTorch SDPA (fp16), everything measured in the same run (CUDA only).
 
-``python -m qflash.benchmark`` prints the table of ``docs/performance.md``: workloads A1-A7
-at batch 1, 8 and 256 plus A2 at 1024, with columns
+``python -m qflash.benchmark --json docs/performance.json`` measures every row of
+:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1) and prints a table:
 
-* ``sdpa``: SDPA fp16, the best of its backends (default, flash, efficient, cuDNN);
-* ``int8``: :func:`qflash.attention_int8`, int8 Q/K/V with calibrated per-tensor scales (the
-  constant table derived once: one kernel launch per call), fp16 output;
-* ``static``: :func:`qflash.attention` fp16 in and out with calibrated (static) scales;
-* ``dynamic``: :func:`qflash.attention` with scales measured on the device per call;
-* ``floor``: int8 Q/K/V read once and fp16 output written once, at the copy bandwidth
-  measured in the same run;
+* SDPA fp16, the fastest of its backends: GPU time by CUDA-graph replay (``sdpa_graph_us``),
+  eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per call
+  (``sdpa_host_us``, calls queued back to back);
+* per recipe (``default``, ``fast``): :func:`qflash.attention_int8` on int8 Q/K/V with calibrated
+  per-tensor scales, by graph replay (``int8_graph_us``), eagerly and on the host; the float
+  paths by graph replay, with calibrated (``static_graph_us``) and measured (``dynamic_graph_us``)
+  scales; ``sqnr_db`` on the batch-1 rows: the dynamic float path on U[-4, 4] float32 inputs
+  (seed 0) against float64 attention.
 
-and the ratio of each qflash column to ``sdpa``. Times are ``triton.testing.do_bench``
-medians in microseconds. ``--sweep`` also times kernel tile configurations. The analysis
-report imports :func:`measure` for its GPU latency table.
+Then the QFlash paper's two headline comparisons: the unfused integer pipeline
+(:mod:`qflash.unfused`) beside the fused kernel, and energy per call from NVML's total-energy
+counter under graph replay, beside SDPA. Times are medians in microseconds; ratios are against
+SDPA's graph time of the same row. The table is printed last.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
+import json
+import math
+import subprocess
+import sys
+import time
 
 import numpy as np
 import torch
 
 import intsoftmax as ism
-from intsoftmax.workloads import WORKLOADS, workload_shape
+from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
-BATCHES = (1, 8, 256)
-EXTRA = (("A2", 1024),)
+RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
+#: LLM shapes (B, H, N, D), named like the workloads.
+LLM_SHAPES = {"L1": (2, 32, 4096, 128)}
+ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2)]
+#: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
+ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
+#: The unfused pipeline: the fast recipe's exp with 7-bit P (one int8 GEMM for P.V).
+UNFUSED_RECIPE = ism.Recipe(exp=ism.FusedExp2(degree=2), p_bits=7)
+UNFUSED_ROWS = [("A2", 8), ("A2", 256), ("A7", 256)]
 
 
-def _bench(fn) -> float:
+def shape_of(workload: str, batch: int) -> tuple:
+    return LLM_SHAPES[workload] if workload in LLM_SHAPES else workload_shape(workload, batch)
+
+
+# -- timing ----------------------------------------------------------------------------------------
+def graph_us(fn, min_us: float = 20000.0) -> float:
+    """Median GPU microseconds of one call, replayed from a CUDA graph holding enough calls to run
+    for about ``min_us`` (so launch gaps and event resolution vanish)."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    reps = int(min(max(min_us / max((time.perf_counter() - t0) * 1e6, 1.0), 1), 200))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(10):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / reps)
+    return float(np.median(times))
+
+
+def eager_us(fn) -> float:
+    """``triton.testing.do_bench`` median (an L2 flush before each call; host time can leak in)."""
     import triton.testing
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3)
 
 
-def copy_bandwidth(device="cuda") -> float:
-    """Bytes per second of a large device-to-device copy (bytes read plus bytes written)."""
-    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    us = _bench(lambda: dst.copy_(src))
-    return 2 * src.numel() / (us * 1e-6)
-
-
-def sdpa_time(q, k, v) -> tuple[float, str]:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    best = (float("inf"), "")
-    backends = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-                "cudnn": SDPBackend.CUDNN_ATTENTION}
-    for name, backend in backends.items():
-        try:
-            if backend is None:
-                t = _bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
-            else:
-                with sdpa_kernel(backend):
-                    t = _bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
-        except RuntimeError:
-            continue
-        best = min(best, (t, name))
-    return best
-
-
-def int8_inputs(q, k, v, recipe: ism.Recipe):
-    """Per-tensor int8 copies of q, k, v (scale 4/127; v with its keys contiguous, the layout the
-    kernel reads fastest) and their static scales."""
-    import qflash
-    s = 4.0 / 127
-    q8, k8 = ((x / s).round().clamp(-127, 127).to(torch.int8) for x in (q, k))
-    v8 = (v / s).round().clamp(-127, 127).to(torch.int8).transpose(-1, -2).contiguous().transpose(-1, -2)
-    static = qflash.static_scales(recipe, scales=(s, s, s), heads=q.shape[1], head_dim=q.shape[3], device="cuda")
-    return q8, k8, v8, static
-
-
-def measure(workload: str, batch: int, recipe: ism.Recipe, bandwidth: float) -> dict:
-    """Every column for one workload and batch (microseconds)."""
-    import qflash
-    shape = workload_shape(workload, batch)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
-               for _ in range(3))
-    row = dict(workload=workload, batch=batch)
-    row["sdpa"], row["sdpa_backend"] = sdpa_time(q, k, v)
-    q8, k8, v8, int8_static = int8_inputs(q, k, v, recipe)
-    row["int8"] = _bench(lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16,
-                                                       static=int8_static))
-    static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
-    row["static"] = _bench(lambda: qflash.attention(q, k, v, recipe=recipe, static=static))
-    row["dynamic"] = _bench(lambda: qflash.attention(q, k, v, recipe=recipe))
-    elements = int(np.prod(shape))
-    row["floor"] = (3 * elements + 2 * elements) / bandwidth * 1e6
-    return row
-
-
-def kernel_only(workload: str, batch: int, recipe: ism.Recipe, configs=None) -> list[dict]:
-    """The fused kernel alone (int8 inputs and constant table prepared beforehand), for each
-    tile configuration ``(block_m, num_warps, num_stages)``; the default is the API's choice."""
-    from qflash import api, quantize as qz
-    from qflash.kernel import launch
-    from qflash.spec import KernelSpec, MaskKind, OutKind
-    shape = workload_shape(workload, batch)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
-    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(q, k, v, recipe)
-    table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, shape[0], shape[1], shape[2])
-    spec = KernelSpec.build(recipe, shape[3], MaskKind.NONE, OutKind.FLOAT)
-    out = torch.empty(shape, device="cuda", dtype=torch.float16)
-    lut = api._lut(recipe.exp, "cuda")
-    if configs is None:
-        cfg = api._launch_config(spec)
-        configs = [(cfg["block_m"], cfg["num_warps"], cfg["num_stages"])]
-    rows = []
-    for config in configs:
-        block_m, warps, stages = config[:3]
-        extra = {"maxnreg": config[3]} if len(config) > 3 else {}
-        try:
-            t = _bench(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, num_warps=warps,
-                                      num_stages=stages, **extra))
-        except Exception as err:  # out of resources for this tile: report and go on
-            t = float("nan")
-            print(f"  {workload} b={batch} {block_m}/{warps}/{stages}: {type(err).__name__}: {str(err)[:80]}")
-        rows.append(dict(workload=workload, batch=batch, block_m=block_m, warps=warps, stages=stages,
-                         maxnreg=extra.get("maxnreg"), us=t))
-    return rows
-
-
-def sweep(workload: str, batch: int, recipe: ism.Recipe) -> list[dict]:
-    """Kernel-only time for each tile configuration."""
-    stages = (1,) if recipe.exp.kind == "lut_exp2" else (2, 3)
-    configs = list(itertools.product((64, 128), (4, 8), stages)) + [(64, 4, 3, r) for r in (128, 104, 96)]
-    return kernel_only(workload, batch, recipe, configs)
-
-
-#: Recipes whose kernel-only times attribute the cost: exp strategy, P width, accumulation rule.
-COST_RECIPES = {
-    "default (poly3, P11)": ism.Recipe.default(),
-    "poly3, P8": ism.Recipe(p_bits=8),
-    "poly2, P11": ism.Recipe(exp=ism.PolyExp2(degree=2)),
-    "poly2, P7": ism.Recipe(exp=ism.PolyExp2(degree=2), p_bits=7),
-    "shift-linear, P7": ism.Recipe(exp=ism.ShiftLinearExp2(), p_bits=7),
-    "lut k6, P8": ism.Recipe(exp=ism.LutExp2(interpolate=False), p_bits=8),
-    "qflash (paper)": ism.Recipe.qflash(),
-    "default, two-pass": ism.Recipe(accumulation=ism.TwoPass()),
-    "default, block_n 128": ism.Recipe(block_n=128),
-    "default, block_n 256": ism.Recipe(block_n=256),
-}
-
-
-def _host_us(fn, iters: int = 300) -> float:
-    """Host time per call in microseconds (the calls are queued, then synchronized once)."""
-    import time
+def host_us(fn, iters: int = 200) -> float:
+    """Host microseconds per call, calls queued back to back, then one synchronisation."""
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -159,106 +93,205 @@ def _host_us(fn, iters: int = 300) -> float:
     return us
 
 
-def launch_overhead(recipe: ism.Recipe) -> dict:
-    """Host time of one attention-kernel launch at A2 b=1: Triton's ``kernel[grid](...)`` against
-    :func:`qflash.launcher.launch` (the compiled binary, cached per specialization)."""
-    from qflash import api, quantize as qz
-    from qflash.kernel import launch
-    from qflash.launcher import launch as fast
-    shape = workload_shape("A2", 1)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
-    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(q, k, v, recipe)
-    table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, *shape[:3])
-    spec = api._spec(recipe, shape[3], api.MaskKind.NONE, api.OutKind.FLOAT)
-    out = torch.empty(shape, device="cuda", dtype=torch.float16)
-    cfg = api._launch_config(spec)
-
-    def triton_jit(kernel, grid, *args, **options):
-        kernel[grid](*args, **options)
-
-    return dict(triton_jit=_host_us(lambda: launch(spec, q8, k8, v8, table, out, launcher=triton_jit, **cfg)),
-                qflash_launcher=_host_us(lambda: launch(spec, q8, k8, v8, table, out, launcher=fast, **cfg)))
-
-
-def host_overhead(recipe: ism.Recipe, iters: int = 200) -> dict:
-    """Host time per call (microseconds) of each API path at A2, batch 1 (:func:`_host_us`),
-    against the GPU time of the same call replayed from a CUDA graph."""
-    import qflash
-    shape = workload_shape("A2", 1)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
-    q8, k8, v8, int8_static = int8_inputs(q, k, v, recipe)
-    static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
-    calls = {
-        "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16, static=int8_static),
-        "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static),
-        "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe),
-        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v),
-    }
-    out = {}
-    for name, fn in calls.items():
-        host = _host_us(fn, iters)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+def energy_mj(fn, seconds: float = 2.0) -> float:
+    """Millijoules per call: NVML's total-energy counter across graph replays lasting ``seconds``."""
+    import pynvml
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(20):
             fn()
-        out[name] = dict(host=host, graph=_bench(graph.replay))
+    g.replay()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    g.replay()
+    torch.cuda.synchronize()
+    replays = max(int(seconds / max(time.perf_counter() - t0, 1e-6)), 1)
+    e0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    for _ in range(replays):
+        g.replay()
+    torch.cuda.synchronize()
+    e1 = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    return (e1 - e0) / (replays * 20)
+
+
+# -- the calls measured ----------------------------------------------------------------------------
+def sdpa_backends():
+    from torch.nn.attention import SDPBackend
+    return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "cudnn": SDPBackend.CUDNN_ATTENTION}
+
+
+def sdpa_call(q, k, v, backend):
+    from torch.nn.attention import sdpa_kernel
+    f = torch.nn.functional.scaled_dot_product_attention
+
+    def call():
+        with sdpa_kernel(backend):
+            return f(q, k, v)
+    return call
+
+
+def best_sdpa(q, k, v):
+    """``(graph_us, name, call)`` of the fastest SDPA backend for these inputs."""
+    best = (math.inf, "", None)
+    for name, backend in sdpa_backends().items():
+        call = sdpa_call(q, k, v, backend)
+        try:
+            t = graph_us(call)
+        except RuntimeError:  # the backend does not take this shape
+            continue
+        best = min(best, (t, name, call), key=lambda x: x[0])
+    return best
+
+
+def int8_inputs(q, k, v, recipe: ism.Recipe, amax: float = 4.0):
+    """Per-tensor int8 copies of q, k, v at scale ``amax / 127`` (v with its keys contiguous, the
+    layout the kernel reads fastest) and their static scales."""
+    import qflash
+    s = amax / 127
+    q8, k8 = ((x / s).round().clamp(-127, 127).to(torch.int8) for x in (q, k))
+    v8 = (v / s).round().clamp(-127, 127).to(torch.int8).transpose(-1, -2).contiguous().transpose(-1, -2)
+    static = qflash.static_scales(recipe, scales=(s, s, s), heads=q.shape[1], head_dim=q.shape[3], device="cuda")
+    return q8, k8, v8, static
+
+
+def uniform(shape, seed: int = 0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    return tuple(torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
+                 for _ in range(3))
+
+
+def sqnr_db(workload: str, recipe: ism.Recipe) -> float:
+    """The dynamic float path on U[-4, 4] float32 inputs (seed 0, batch 1) against float64 attention."""
+    import qflash
+    q, k, v = qkv(workload, "uniform", seed=0) if workload in WORKLOADS else \
+        (np.random.default_rng(0).uniform(-4, 4, shape_of(workload, 1)) for _ in range(3))
+    out = qflash.attention(*(torch.from_numpy(x.astype(np.float32)).cuda() for x in (q, k, v)), recipe=recipe)
+    return float(ism.sqnr_db(ism.float_attention(q, k, v), out.double().cpu().numpy()))
+
+
+def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
+    """Every column of one row (see the module docstring)."""
+    import qflash
+    shape = shape_of(workload, batch)
+    q, k, v = uniform(shape)
+    t, backend, call = best_sdpa(q, k, v)
+    row = dict(workload=workload, batch=batch, shape=list(shape), sdpa_backend=backend, sdpa_graph_us=t,
+               sdpa_eager_us=eager_us(call), sdpa_host_us=host_us(call), recipes={})
+    for name, recipe in recipes.items():
+        q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
+        static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
+        calls = {
+            "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16, static=static8),
+            "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static),
+            "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe),
+        }
+        r = {f"{path}_graph_us": graph_us(fn) for path, fn in calls.items()}
+        r["int8_eager_us"] = eager_us(calls["int8"])
+        r["int8_host_us"] = host_us(calls["int8"])
+        if batch == 1 and workload in WORKLOADS:
+            r["sqnr_db"] = sqnr_db(workload, recipe)
+        row["recipes"][name] = r
+        del q8, k8, v8
+    log(format_row(row))
+    return row
+
+
+def energy_rows(log=print) -> list:
+    """mJ per call under graph replay: SDPA (fastest backend) and each recipe's int8 path."""
+    import qflash
+    out = []
+    for workload, batch in ENERGY_ROWS:
+        q, k, v = uniform(shape_of(workload, batch))
+        _, backend, call = best_sdpa(q, k, v)
+        row = dict(workload=workload, batch=batch, sdpa_backend=backend, sdpa_mj=energy_mj(call))
+        for name, recipe in RECIPES.items():
+            q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
+            row[f"{name}_mj"] = energy_mj(lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe,
+                                                                        out_dtype=torch.float16, static=static8))
+        log(f"energy {workload} b={batch}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_mj")))
+        out.append(row)
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", choices=["default", "qflash"], default="default")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--sweep", action="store_true", help="time tile configurations on A2 and A7 at b=256")
-    parser.add_argument("--costs", action="store_true", help="kernel-only time of several recipes, A2 and A7 b=256")
-    parser.add_argument("--overhead", action="store_true", help="host time per call and CUDA-graph replay, b=1")
-    parser.add_argument("--once", metavar="NAME", help="run one COST_RECIPES kernel a few times (for a profiler)")
-    parser.add_argument("--host-profile", action="store_true", help="cProfile of the API's host work at b=1")
-    parser.add_argument("--launch-overhead", action="store_true", help="host time of one kernel launch, two ways")
+def unfused_rows(log=print) -> list:
+    """The unfused pipeline against the fused kernel on the same int8 inputs and recipe (equal outputs)."""
+    import qflash
+    from qflash import unfused
+    out = []
+    for workload, batch in UNFUSED_ROWS:
+        q, k, v = uniform(shape_of(workload, batch))
+        q8, k8, v8, static8 = int8_inputs(q, k, v, UNFUSED_RECIPE)
+        buffers = unfused.make_buffers(q8)
+        fused = qflash.attention_int8(q8, k8, v8, recipe=UNFUSED_RECIPE, out_dtype=torch.float16, static=static8)
+        apart = unfused.attention_int8(q8, k8, v8, static8.table, UNFUSED_RECIPE, buffers=buffers)
+        row = dict(workload=workload, batch=batch, recipe=UNFUSED_RECIPE.name, equal=bool(torch.equal(fused, apart)),
+                   fused_graph_us=graph_us(lambda: qflash.attention_int8(q8, k8, v8, recipe=UNFUSED_RECIPE,
+                                                                         out_dtype=torch.float16, static=static8)),
+                   unfused_graph_us=graph_us(lambda: unfused.attention_int8(q8, k8, v8, static8.table, UNFUSED_RECIPE,
+                                                                            buffers=buffers)))
+        log(f"unfused {workload} b={batch}: fused {row['fused_graph_us']:.1f} us, unfused "
+            f"{row['unfused_graph_us']:.1f} us, outputs equal: {row['equal']}")
+        out.append(row)
+    return out
+
+
+def format_row(row: dict) -> str:
+    base = row["sdpa_graph_us"]
+    cells = [f"{row['workload']:3s} {row['batch']:5d} {base:8.1f}"]
+    for name, r in row["recipes"].items():
+        cells.append(f"{name} {r['int8_graph_us']:8.1f} ({r['int8_graph_us'] / base:4.2f}x) "
+                     f"stat {r['static_graph_us'] / base:4.2f}x dyn {r['dynamic_graph_us'] / base:4.2f}x"
+                     + (f" {r['sqnr_db']:5.2f} dB" if "sqnr_db" in r else ""))
+    return "  ".join(cells) + f"  [{row['sdpa_backend']}]"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qflash.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="write the results here (docs/performance.json)")
+    parser.add_argument("--rows", help="comma-separated workload:batch subset, e.g. A2:256,A7:256")
+    parser.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse HEAD)")
+    parser.add_argument("--no-extras", action="store_true", help="skip the energy and unfused comparisons")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("qflash.benchmark needs a CUDA device")
-    recipe = ism.Recipe.default() if args.recipe == "default" else ism.Recipe.qflash()
-    if args.launch_overhead:
-        for name, us in launch_overhead(recipe).items():
-            print(f"one attention-kernel launch, A2 b=1, {name:16s}: {us:7.1f} us host time")
-    if args.host_profile:
-        import cProfile
-        import pstats
-        host_overhead(recipe, iters=5)  # compile and warm up
-        cProfile.runctx("host_overhead(recipe, iters=100)", globals(), {"recipe": recipe, "host_overhead": host_overhead},
-                        "/tmp/qflash_host.prof")
-        pstats.Stats("/tmp/qflash_host.prof").sort_stats("tottime").print_stats(25)
-        return
-    if args.once:
-        for w in args.workloads.split(","):
-            kernel_only(w, int(args.batches.split(",")[-1]), COST_RECIPES[args.once])
-        return
-    if args.sweep:
-        for w in ("A2", "A7"):
-            for row in sweep(w, 256, recipe):
-                print(f"sweep {args.recipe} {w} b=256 block_m={row['block_m']} warps={row['warps']} "
-                      f"stages={row['stages']} maxnreg={row['maxnreg']}: {row['us']:.1f} us")
-    if args.costs:
-        for name, r in COST_RECIPES.items():
-            times = [kernel_only(w, 256, r)[0]["us"] for w in ("A2", "A7")]
-            print(f"kernel-only {name:22s} A2 b=256 {times[0]:7.1f} us   A7 b=256 {times[1]:7.1f} us")
-    if args.overhead:
-        for name, t in host_overhead(recipe).items():
-            print(f"b=1 A2 {name:8s}: host {t['host']:7.1f} us per call, CUDA-graph replay {t['graph']:6.1f} us")
-    bw = copy_bandwidth()
-    cases = [(w, int(b)) for w in args.workloads.split(",") for b in args.batches.split(",")]
-    cases += [c for c in EXTRA if c[0] in args.workloads.split(",")]
-    rows = [measure(w, b, recipe, bw) for w, b in cases]
-    print(f"\n{datetime.date.today()} {torch.cuda.get_device_name()} recipe={args.recipe} "
-          f"copy bandwidth {bw / 1e12:.2f} TB/s; times in us (median); ratio = time / sdpa")
-    print(f"{'wl':3s} {'b':>5s} {'sdpa':>8s} {'int8':>8s} {'static':>8s} {'dynamic':>8s} {'floor':>7s} "
-          f"{'r_int8':>7s} {'r_stat':>7s} {'r_dyn':>7s}  sdpa backend")
-    for r in rows:
-        print(f"{r['workload']:3s} {r['batch']:5d} {r['sdpa']:8.1f} {r['int8']:8.1f} {r['static']:8.1f} "
-              f"{r['dynamic']:8.1f} {r['floor']:7.1f} {r['int8'] / r['sdpa']:7.2f} {r['static'] / r['sdpa']:7.2f} "
-              f"{r['dynamic'] / r['sdpa']:7.2f}  {r['sdpa_backend']}")
+    rows = ROWS if not args.rows else [(w, int(b)) for w, b in (x.split(":") for x in args.rows.split(","))]
+    result = dict(date=str(datetime.date.today()), gpu=torch.cuda.get_device_name(), commit=args.commit or git_commit(),
+                  command="python -m qflash.benchmark" + (f" --json {args.json}" if args.json else "")
+                  + (f" --rows {args.rows}" if args.rows else ""),
+                  torch=torch.__version__, rows=[])
+
+    def save():  # after every row, so an interrupted run keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+
+    for w, b in rows:
+        result["rows"].append(measure_row(w, b))
+        save()
+    if not args.no_extras:
+        result["unfused"] = unfused_rows()
+        save()
+        result["energy"] = energy_rows()
+        save()
+    print(f"\n{result['date']} {result['gpu']} {result['commit'][:10]}; GPU time by CUDA-graph replay, us; "
+          "x = time / SDPA fp16 (same row)")
+    print(f"{'wl':3s} {'b':>5s} {'sdpa':>8s}  " + "  ".join(f"{n} int8 (x), static x, dynamic x" for n in RECIPES))
+    for row in result["rows"]:
+        print(format_row(row))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

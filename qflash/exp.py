@@ -15,10 +15,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from intsoftmax.exp import IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
+from intsoftmax.exp import FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
+from intsoftmax.exp.fused import guard_bits
+
+from .ptx import mul_wide_u32, shr_clamp
 
 # strategy kinds (constexpr globals, so the kernel can compare against them)
-SHIFT_LINEAR, SHIFTMAX, IBERT, POLY, LUT, QFLASH = (tl.constexpr(i) for i in range(6))
+SHIFT_LINEAR, SHIFTMAX, IBERT, POLY, LUT, QFLASH, FUSED = (tl.constexpr(i) for i in range(7))
 
 
 @triton.jit
@@ -87,6 +90,27 @@ def qflash_exp2(u, R, EXP_M, MUL_SHIFT: tl.constexpr):
 
 
 @triton.jit
+def fused_y(t, M, COEFS: tl.constexpr, F: tl.constexpr, R: tl.constexpr, PTX: tl.constexpr):
+    """:class:`intsoftmax.FusedExp2` steps 1-3 up to ``y = y0 >> q`` for distances ``t >= 0``
+    (int32) and the row multiplier ``M`` (uint32 bits); ``P = (y + 1) >> 1``."""
+    x = mul_wide_u32(t, M, PTX)
+    q = (x >> 32).to(tl.int32)
+    f = (x.to(tl.uint32) >> (32 - F)).to(tl.int32)
+    DEG: tl.constexpr = len(COEFS) - 1
+    h = tl.zeros_like(f) + COEFS[0]
+    for i in tl.static_range(DEG - 1):
+        h = (h * f + COEFS[i + 1]) >> F
+    return shr_clamp((h * f + COEFS[DEG]) >> (F + R - 1), q, PTX)  # the last step keeps one guard bit
+
+
+@triton.jit
+def fused_exp2(u, M, COEFS: tl.constexpr, F: tl.constexpr, R: tl.constexpr):
+    """:class:`intsoftmax.FusedExp2` at the scale of ``COEFS`` from distances ``0 <= u <= t_cap``
+    (the rescale factor of online rules, and the exhaustive test)."""
+    return (fused_y(u, M, COEFS, F, R, False) + 1) >> 1
+
+
+@triton.jit
 def exp_int(u, rc0, rc1, table, KIND: tl.constexpr, ARGS: tl.constexpr):
     """Dispatch to the strategy selected by ``KIND`` (constexpr: resolved at compile time)."""
     if KIND == SHIFT_LINEAR:
@@ -99,8 +123,10 @@ def exp_int(u, rc0, rc1, table, KIND: tl.constexpr, ARGS: tl.constexpr):
         e = poly_exp2(u, ARGS)
     elif KIND == LUT:
         e = lut_exp2(u, table, ARGS[0], ARGS[1], ARGS[2])
-    else:
+    elif KIND == QFLASH:
         e = qflash_exp2(u, rc0, rc1, ARGS[0])
+    else:
+        e = fused_exp2(u, rc0, ARGS[0], ARGS[1], ARGS[2])
     return e
 
 
@@ -119,5 +145,12 @@ def exp_spec(strategy) -> tuple[int, tuple]:
         return LUT, (strategy.frac_bits, strategy.index_bits, strategy.interpolate)
     if isinstance(strategy, QFlashExp2):
         return QFLASH, (strategy.mul_shift,)
+    if isinstance(strategy, FusedExp2):
+        return FUSED, fused_args(strategy, strategy.one())
     raise TypeError(f"the qflash kernel has no integer exp for {strategy.name}; "
                     "use one of the integer strategies in intsoftmax.available_strategies('exp')")
+
+
+def fused_args(strategy: FusedExp2, top: int) -> tuple:
+    """``(COEFS, F, R)`` constexprs of :class:`intsoftmax.FusedExp2` at output scale ``top``."""
+    return strategy.coefficients(top), strategy.frac_bits, guard_bits(top)

@@ -1,21 +1,29 @@
-"""The one fused kernel template: integer-only online attention, bit-exact with the golden model.
+"""The one fused kernel template: integer-only attention, bit-exact with the golden model.
 
 ``_qflash_fwd`` runs :func:`intsoftmax.golden.attention_core` on a GPU. One program owns
-``BLOCK_M`` query rows of one ``(batch, head)`` and walks the key tiles in order:
+``BLOCK_M`` query rows of one ``(batch, head)``:
 
 1. ``L = Q8 . K8^T`` (int8 MMA, int32), plus the mask or bias; padded and masked keys get
    ``MASKED_LOGIT``;
-2. online rules move the reference max (``m_new = L_max + headroom`` where the tile exceeds
-   it) and, for the rows that moved, release the scale of ``l`` and ``acc`` in int64;
-3. ``P = min(P_max, requant(exp(prescale(m - L))))`` in int32, then ``l += sum P`` and
-   ``acc += P . V8`` on the int8 MMA (``P`` split in two for more than 8 bits);
-4. ``o = round(acc * 2**F / l)`` through one int64 reciprocal per row; stored as int32,
-   requantized to int8, or dequantized (the only float op) to the output dtype.
+2. the reference max: two-pass rules take the exact row max first (a row that fits one tile
+   needs no extra pass); online rules move it tile by tile in the recipe's ``block_n`` tiles and
+   release the scale of ``l`` and ``acc`` (int64 products) for the rows that moved;
+3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them
+   (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``4 + degree`` instructions;
+   ``l += sum P``, ``acc += P . V8`` on the int8 MMA;
+4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
+   output); stored as int32, requantized to int8, or dequantized (the only float op).
 
-Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); the
-sequence lengths, batch and heads are runtime values. Every integer constant comes from the
-per-row table (:mod:`qflash.table`). Two-pass recipes first sweep the keys for the exact
-row max and never rescale.
+Two-pass integers do not depend on the tile order (integer sums are associative), so the
+kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in a ``TAIL_N`` (32) tile.
+``P`` reaches the MMA as an int8 (7 bits), as ``127 - P`` plus one constant MMA (8 bits, the
+offset form: no column sums), or split into ``(P + 128) >> 8`` and ``P``'s low byte over two
+accumulators (9-14 bits).
+
+Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); sequence
+lengths, batch and heads are runtime values. Every integer constant comes from the constant
+table (:mod:`qflash.table`): scalars for per-tensor and per-head scales, per-row vectors for
+per-token ones (``ROW_TABLE``).
 """
 from __future__ import annotations
 
@@ -24,24 +32,31 @@ import triton.language as tl
 
 from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
-from .exp import exp_int
-from .launcher import launch as launch_kernel
+from .exp import exp_int, fused_y
+from .launcher import interpreted, launch as launch_kernel
+from .ptx import mul_wide_s32, pack_s8, shr_funnel
 from .spec import MaskKind, OutKind
 from .table import Col
 
 # constexpr globals: the only kind a Triton kernel may read
 MASKED = tl.constexpr(MASKED_LOGIT)
 BIAS_LIMIT = tl.constexpr(BIAS_MAX)
+INT32_MIN = tl.constexpr(-(2**31))
 MASK_NONE, MASK_BOOL, MASK_FLOAT = (tl.constexpr(int(k)) for k in (MaskKind.NONE, MaskKind.BOOL, MaskKind.FLOAT))
 OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT8))
 (PRE_M, PRE_L, PRE_R, T_CAP, U_MAX, REQ_M, REL_M, HEADROOM, EXP_C0, EXP_C1, BIAS_INV, OUT_M, OUT_SHIFT,
  DEQ) = (tl.constexpr(int(c)) for c in Col)
+#: Width of the last key tiles of two-pass rules (the int8 MMA's smallest K).
+TAIL = tl.constexpr(32)
 
 
 @triton.jit
-def _col(row_ptr, col: tl.constexpr):
-    """One column of the constant table for this program's rows, shape (BLOCK_M,)."""
-    return tl.load(row_ptr + col)
+def _rows(x, ROW_TABLE: tl.constexpr):
+    """A per-row constant shaped to broadcast over a (BLOCK_M, N) tile (scalars already do)."""
+    if ROW_TABLE:
+        return x[:, None]
+    else:
+        return x
 
 
 @triton.jit
@@ -74,12 +89,14 @@ def _load(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constex
 
 
 @triton.jit
-def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                 D: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, PADDED: tl.constexpr):
-    """Integer logits of key tile ``j`` (BLOCK_M, TILE_N): ``Q8 . K8^T`` plus mask or bias. In a
-    padded tile, keys past ``NK`` or past ``BLOCK_N`` (zero padding for the MMA) are masked."""
+def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv,
+                 D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr, MASK_KIND: tl.constexpr,
+                 PADDED: tl.constexpr, ROW_TABLE: tl.constexpr):
+    """Integer logits of the key tile at ``j`` (BLOCK_M, TILE): ``Q8 . K8^T`` plus mask or bias.
+    In a padded tile, keys past ``NK`` or past ``WIDTH`` (zero padding for the MMA) are masked."""
+    offs_n = tl.arange(0, TILE)
     n = j + offs_n
-    key_ok = (n < NK) & (offs_n < BLOCK_N)
+    key_ok = (n < NK) & (offs_n < WIDTH)
     k = _load(k_base + n[:, None] * skn + offs_d[None, :] * skd, key_ok, offs_d < D, PADDED, D < offs_d.shape[0])
     s = tl.dot(q, tl.trans(k), out_dtype=tl.int32)
     if MASK_KIND != MASK_NONE:
@@ -89,7 +106,7 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_
             s = tl.where(tl.load(ptrs, mask=inside, other=0) != 0, s, MASKED)
         elif MASK_KIND == MASK_FLOAT:
             b = tl.load(ptrs, mask=inside, other=0.0).to(tl.float32)
-            y = tl.floor(b * bias_inv[:, None] + 0.5)  # the bias's input quantization
+            y = tl.floor(b * _rows(bias_inv, ROW_TABLE) + 0.5)  # the bias's input quantization
             y = tl.minimum(tl.maximum(y, -BIAS_LIMIT), BIAS_LIMIT).to(tl.int32)
             s = tl.where((b == float("-inf")) | (b != b), MASKED, s + y)
         else:
@@ -101,9 +118,92 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_
 
 
 @triton.jit
+def _tile_v(v_base, svn, svd, offs_d, j, NK, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
+            PADDED: tl.constexpr):
+    """V8 of the key tile at ``j`` as a (TILE, D_PAD) operand, zero past ``NK`` and ``WIDTH``. It is
+    read as a (D_PAD, TILE) tile: keys are the MMA's K dim, and int8 MMAs want K contiguous,
+    which V stored (B, H, D, N) gives (the quantization kernel writes it so)."""
+    offs_n = tl.arange(0, TILE)
+    key_ok = ((j + offs_n) < NK) & (offs_n < WIDTH)
+    vt = _load(v_base + offs_d[:, None] * svd + (j + offs_n)[None, :] * svn, offs_d < D, key_ok,
+               D < offs_d.shape[0], PADDED)
+    return tl.trans(vt)
+
+
+@triton.jit
+def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full,
+             D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr,
+             ROW_TABLE: tl.constexpr):
+    """Pass 1 of two-pass rules: the exact integer row max over every key."""
+    m = tl.full((BLOCK_M,), MASKED, tl.int32)
+    for j in range(0, n_full, BLOCK_N):
+        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
+                         BLOCK_N, BLOCK_N, MASK_KIND, False, ROW_TABLE)
+        m = tl.maximum(m, tl.max(s, 1))
+    for j in range(n_full, NK, TAIL):
+        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
+                         TAIL, TAIL, MASK_KIND, True, ROW_TABLE)
+        m = tl.maximum(m, tl.max(s, 1))
+    return m
+
+
+@triton.jit
+def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
+                   PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr,
+                   P_BITS: tl.constexpr, NEGATE: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
+    """``P`` of a tile of logits against the row references ``m`` (int32): the fused strategy
+    from its row multiplier ``fx = M`` and constants at ``P_max``, else the exp and the requantization.
+    ``NEGATE``: ``127 - P``."""
+    if FUSED:
+        y = fused_y(m[:, None] - s, fx, P_COEFS, P_F, P_R, PTX)
+        if NEGATE:
+            p = (254 - y) >> 1
+        else:
+            p = (y + 1) >> 1
+    else:
+        rc2 = (_rows(rc[0], ROW_TABLE), _rows(rc[1], ROW_TABLE), _rows(rc[2], ROW_TABLE), _rows(rc[3], ROW_TABLE),
+               _rows(rc[4], ROW_TABLE), _rows(rc[5], ROW_TABLE), _rows(rc[6], ROW_TABLE))
+        e = _exp(m[:, None] - s, rc2, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+        p = tl.minimum((e * _rows(req_M, ROW_TABLE) + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, (1 << P_BITS) - 1)
+        if NEGATE:
+            p = 127 - p
+    return p
+
+
+@triton.jit
+def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
+                   NQ, NK, rc, req_M, bias_inv, lut, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
+                   EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
+                   P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
+                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
+    """One key tile of pass 2 (reference fixed): ``l += sum P`` and the P.V MMAs. 8-bit ``P`` runs
+    as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and ``-sum P V``, corrected by
+    the caller and by a constant MMA here); 9-14 bits as ``P``'s low byte (a signed int8) and
+    ``(P + 128) >> 8``, the second MMA's result added 256 times."""
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, WIDTH, TILE,
+                     MASK_KIND, PADDED, ROW_TABLE)
+    NEGATE: tl.constexpr = P_BITS == 8
+    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                       NEGATE, ROW_TABLE, PTX)
+    if PADDED or MASK_KIND != MASK_NONE:  # masked keys carry no weight (full unmasked tiles have none)
+        p = tl.where(s > MASKED, p, 127 if NEGATE else 0)
+    l += tl.sum(p, 1)
+    v = _tile_v(v_base, svn, svd, offs_d, j, NK, D, WIDTH, TILE, PADDED)
+    if P_BITS <= 7:
+        acc = tl.dot(pack_s8(p, PTX), v, acc, out_dtype=tl.int32)
+    elif P_BITS == 8:  # sum P V = 127 sum V - sum (127 - P) V
+        acc = tl.dot(pack_s8(p, PTX), v, acc, out_dtype=tl.int32)
+        acc = tl.dot(tl.full(p.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
+    else:  # the low byte as a signed int8 into acc, the high part 256 times on top (one IMAD per output)
+        acc = tl.dot(p.to(tl.int8), v, acc, out_dtype=tl.int32)
+        acc += tl.dot(pack_s8((p + 128) >> 8, PTX), v, out_dtype=tl.int32) * 256
+    return l, acc
+
+
+@triton.jit
 def _pv(p, v, P_BITS: tl.constexpr):
-    """``P . V8`` on int8 MMAs: ``P`` as int8 (<= 7 bits), offset by 128 with a column-sum
-    correction (8 bits), or split as ``hi * 2**lo_bits + lo`` (9-14 bits)."""
+    """``P . V8`` of one tile for the online rules: ``P`` as int8 (<= 7 bits), offset by 128 with a
+    column-sum correction (8 bits), or split as ``hi * 2**lo_bits + lo`` (9-14 bits)."""
     if P_BITS <= 7:
         pv = tl.dot(p.to(tl.int8), v, out_dtype=tl.int32)
     elif P_BITS == 8:
@@ -116,39 +216,54 @@ def _pv(p, v, P_BITS: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_n, offs_d,
+def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
                  NQ, NK, rc, req_M, rel_M, headroom, bias_inv, lut,
-                 D: tl.constexpr, BLOCK_N: tl.constexpr, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
-                 PRESCALED: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, TWO_PASS: tl.constexpr,
-                 REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, PADDED: tl.constexpr):
-    """One key tile of the online loop; returns the new row state ``(m, l, acc)``."""
-    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                     D, BLOCK_N, MASK_KIND, PADDED)
-    if not TWO_PASS:
-        tile_max = tl.max(s, 1)
-        m_new = tl.where(tile_max > m, tile_max + headroom, m)
-        moved = (m_new > m) & (m > MASKED)
-        if tl.sum(moved.to(tl.int32), 0) > 0:  # release the old scale, per row (int64 products)
-            alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_KIND, EXP_ARGS, PRESCALED)
-            a = (alpha * rel_M).to(tl.int64)
-            half: tl.constexpr = 1 << (REL_SHIFT - 1)
-            acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
-            l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
-        m = m_new
-    rc2 = (rc[0][:, None], rc[1][:, None], rc[2][:, None], rc[3][:, None], rc[4][:, None], rc[5][:, None],
-           rc[6][:, None])
-    e = _exp(m[:, None] - s, rc2, lut, EXP_KIND, EXP_ARGS, PRESCALED)
-    p = tl.minimum((e * req_M[:, None] + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, (1 << P_BITS) - 1)
-    if PADDED or MASK_KIND != MASK_NONE:  # masked keys carry no weight (full unmasked tiles have none)
+                 D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_KIND: tl.constexpr,
+                 EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_COEFS: tl.constexpr,
+                 P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, REL_SHIFT: tl.constexpr,
+                 MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
+    """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc)``."""
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, BLOCK_N, TILE,
+                     MASK_KIND, PADDED, ROW_TABLE)
+    tile_max = tl.max(s, 1)
+    m_new = tl.where(tile_max > m, tile_max + headroom, m)
+    moved = (m_new > m) & (m > MASKED)
+    if tl.sum(moved.to(tl.int32), 0) > 0:  # release the old scale, per row (int64 products)
+        alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+        a = (alpha * rel_M).to(tl.int64)
+        half: tl.constexpr = 1 << (REL_SHIFT - 1)
+        acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
+        l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
+    m = m_new
+    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                       False, ROW_TABLE, PTX)
+    if PADDED or MASK_KIND != MASK_NONE:
         p = tl.where(s > MASKED, p, 0)
     l += tl.sum(p, 1)
-    # V as a (D, TILE_N) tile: keys are the MMA's K dim, and int8 MMAs want K contiguous, which
-    # V stored (B, H, D, N) gives (the quantization kernel writes it so)
-    key_ok = ((j + offs_n) < NK) & (offs_n < BLOCK_N)
-    vt = _load(v_base + offs_d[:, None] * svd + (j + offs_n)[None, :] * svn, offs_d < D, key_ok,
-               D < offs_d.shape[0], PADDED)
-    acc += _pv(p, tl.trans(vt), P_BITS)
+    acc += _pv(p, _tile_v(v_base, svn, svd, offs_d, j, NK, D, BLOCK_N, TILE, PADDED), P_BITS)
     return m, l, acc
+
+
+@triton.jit
+def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.constexpr):
+    """:func:`intsoftmax.golden.normalize`: ``o = (acc r + 2**(s-1)) >> s`` as
+    ``((acc r) >> (s - 1) + 1) >> 1``, one ``IMAD.WIDE``, a funnel shift (``s - 1 <= 32``), an add
+    and a shift per output. Per row: ``e = min(floor(log2 l), F + 3)`` read from ``l``'s float64
+    exponent, ``r = 2**(30 + e) // l`` from a float64 division floored and corrected by one (the
+    correctly rounded quotient may round up to the next integer). ``ROUNDING``: clamp ``acc`` to
+    ``+-128 l`` (a no-op unless online rescales rounded)."""
+    l64 = l.to(tl.int64)
+    lf = tl.maximum(l64, 1).to(tl.float64)
+    e = tl.minimum(((lf.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1023, OUT_FRAC + 3)
+    num = ((e + 30 + 1023) << 52).to(tl.float64, bitcast=True)
+    r = (num / lf).to(tl.int64)
+    r = tl.where(r * l64 > num.to(tl.int64), r - 1, r)
+    r = tl.where(l64 > 0, r, 0).to(tl.int32)
+    sh1 = (e + (29 - OUT_FRAC)).to(tl.int32)
+    if ROUNDING:
+        acc = tl.minimum(tl.maximum(acc, -128 * l[:, None]), 128 * l[:, None])
+    x = mul_wide_s32(acc, r[:, None], PTX)
+    return (shr_funnel(x, sh1[:, None], PTX) + 1) >> 1
 
 
 @triton.jit
@@ -158,27 +273,27 @@ def _qflash_fwd(
     stb, sth, stm, smb1, smb2, smh, smm, smn,
     H, B2, NQ, NK,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
-    EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, REQ_SHIFT: tl.constexpr,
-    P_BITS: tl.constexpr, TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr,
-    OUT_KIND: tl.constexpr, OUT_FRAC: tl.constexpr,
+    EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
+    P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
+    TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
+    OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, TILE_N)
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
 
-    # per-row integer constants, (BLOCK_M,) vectors (a broadcast row when the table has one)
-    trow = Tab + b * stb + h * sth + tl.minimum(offs_m, NQ - 1) * stm
-    rc = (_col(trow, PRE_M), _col(trow, PRE_L), _col(trow, PRE_R), _col(trow, T_CAP), _col(trow, U_MAX),
-          _col(trow, EXP_C0), _col(trow, EXP_C1))
-    req_M = _col(trow, REQ_M)
-    rel_M = _col(trow, REL_M)
-    headroom = _col(trow, HEADROOM)
-    bias_inv = _col(trow, BIAS_INV).to(tl.float32, bitcast=True)
+    # the integer constants: scalars (one table row per program), or per query row
+    trow = Tab + b * stb + h * sth
+    if ROW_TABLE:
+        trow = trow + tl.minimum(offs_m, NQ - 1) * stm
+    rc = (tl.load(trow + PRE_M), tl.load(trow + PRE_L), tl.load(trow + PRE_R), tl.load(trow + T_CAP),
+          tl.load(trow + U_MAX), tl.load(trow + EXP_C0), tl.load(trow + EXP_C1))
+    req_M = tl.load(trow + REQ_M)
+    bias_inv = tl.load(trow + BIAS_INV).to(tl.float32, bitcast=True)
 
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
@@ -186,61 +301,90 @@ def _qflash_fwd(
     v_base = V + b * svb + h * svh
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
-    # row state: reference max, sum of P, accumulator
-    m = tl.full((BLOCK_M,), MASKED, tl.int32)
     l = tl.zeros((BLOCK_M,), tl.int32)
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
-    if TWO_PASS:  # the exact row max first (not software-pipelined: the pipeliner rejects this loop)
-        for j in tl.range(0, NK, BLOCK_N, num_stages=1):
-            s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_n, offs_d, j, NQ, NK, bias_inv,
-                             D, BLOCK_N, MASK_KIND, True)
-            m = tl.maximum(m, tl.max(s, 1))
-    # full tiles need no padding (and, unmasked, no masking); the last partial tile does
-    n_full = (NK // BLOCK_N) * BLOCK_N if TILE_N == BLOCK_N else 0
-    for j in range(0, n_full, BLOCK_N):
-        m, l, acc = _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
-                                 offs_n, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                 EXP_KIND, EXP_ARGS, PRESCALED, REQ_SHIFT, P_BITS, TWO_PASS, REL_SHIFT, MASK_KIND,
-                                 False)
-    for j in range(n_full, NK, BLOCK_N):
-        m, l, acc = _attend_tile(q, j, m, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
-                                 offs_n, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                 EXP_KIND, EXP_ARGS, PRESCALED, REQ_SHIFT, P_BITS, TWO_PASS, REL_SHIFT, MASK_KIND,
-                                 True)
-
-    # o = round(clamp(acc, +-128 l) * 2**F / l) through r = 2**54 // l (int64, one division per row)
-    l64 = l.to(tl.int64)[:, None]
-    r = tl.full((BLOCK_M, 1), 1 << 54, tl.int64) // tl.maximum(l64, 1)
-    a64 = tl.minimum(tl.maximum(acc.to(tl.int64), -128 * l64), 128 * l64)
-    o = (a64 * r + (1 << (53 - OUT_FRAC))) >> (54 - OUT_FRAC)
+    n_full = (NK // BLOCK_N) * BLOCK_N
+    if TWO_PASS:
+        one_tile = NK <= BLOCK_N  # the tile's own max is the row max: no first pass
+        if one_tile:
+            s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
+                             BLOCK_N, BLOCK_N, MASK_KIND, True, ROW_TABLE)
+            m = tl.max(s, 1)
+        else:
+            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, D,
+                         BLOCK_M, BLOCK_N, MASK_KIND, ROW_TABLE)
+        fx = _rows(rc[5], ROW_TABLE)
+        if one_tile:
+            l, acc = _two_pass_tile(q, 0, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                          smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N,
+                                          BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                          MASK_KIND, True, ROW_TABLE, PTX)
+        else:
+            for j in range(0, n_full, BLOCK_N):
+                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
+                                              svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
+                                              BLOCK_N, BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F,
+                                              P_R, REQ_SHIFT, P_BITS, MASK_KIND, False, ROW_TABLE, PTX)
+            for j in range(n_full, NK, TAIL):
+                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
+                                              svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
+                                              TAIL, TAIL, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT,
+                                              P_BITS, MASK_KIND, True, ROW_TABLE, PTX)
+        if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
+            n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(NK - n_full, TAIL) * TAIL)
+            l = 127 * n_tiled - l
+            acc = -acc
+    else:
+        rel_M = tl.load(trow + REL_M)
+        headroom = tl.load(trow + HEADROOM)
+        m = tl.full((BLOCK_M,), MASKED, tl.int32)
+        fx = _rows(rc[5], ROW_TABLE)
+        # full tiles need no padding (and, unmasked, no masking); the last partial tile does
+        n_full = n_full if TILE_N == BLOCK_N else 0
+        for j in range(0, n_full, BLOCK_N):
+            m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
+                                     offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
+                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                     REL_SHIFT, MASK_KIND, False, ROW_TABLE, PTX)
+        for j in range(n_full, NK, BLOCK_N):
+            m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
+                                     offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
+                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                     REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX)
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
     out_mask = row_ok[:, None] & (offs_d[None, :] < D)
     if OUT_KIND == OUT_INT32:
-        tl.store(out_ptrs, o.to(tl.int32), mask=out_mask)
+        tl.store(out_ptrs, _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX), mask=out_mask)
     elif OUT_KIND == OUT_INT8:
-        out_M = _col(trow, OUT_M).to(tl.int64)[:, None]
-        out_shift = _col(trow, OUT_SHIFT).to(tl.int64)[:, None]
+        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX).to(tl.int64)
+        out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
+        out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
         rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
         o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
         tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
     else:
-        deq = _col(trow, DEQ).to(tl.float32, bitcast=True)[:, None]
+        deq = _rows(tl.load(trow + DEQ).to(tl.float32, bitcast=True), ROW_TABLE)
+        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
         tl.store(out_ptrs, (o.to(tl.float32) * deq).to(Out.dtype.element_ty), mask=out_mask)
 
 
-def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64, num_warps: int = 4,
-           num_stages: int = 2, launcher=launch_kernel, **options):
+def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
+           block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
     of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind.
+    ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
     """
     B, H, NQ, D = q8.shape
     NK = k8.shape[2]
-    block_n = spec.block_n if not spec.two_pass else 64
+    if spec.two_pass:
+        block_n = block_n or 64
+    else:
+        block_n = spec.block_n
     # table rows: one, per head (static scales), or per (batch, head); times Nq when per row
     tab_b = table.stride(0) * H if table.shape[0] == B * H and table.shape[0] > H else 0
     tab_h = table.stride(0) if table.shape[0] > 1 else 0
@@ -253,6 +397,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         tab_b, tab_h, tab_m, *mstrides,
         H, batch2, NQ, NK,
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, **spec.constexprs(), **options,
+        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), **spec.constexprs(),
+        **options,
     )
     return out

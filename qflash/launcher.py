@@ -18,11 +18,17 @@ from triton.runtime import driver
 _COMPILED: dict = {}
 
 
+def interpreted(kernel) -> bool:
+    """Whether ``kernel`` runs in the Triton interpreter (``TRITON_INTERPRET=1``), where inline PTX
+    cannot run and the kernels take their plain-Triton twin of each PTX helper."""
+    return getattr(kernel, "device_caches", None) is None
+
+
 def launch(kernel, grid, *args, **options):
     """``kernel[grid](*args, **options)``, through a cached compiled binary when compiled."""
-    caches = getattr(kernel, "device_caches", None)
-    if caches is None:  # the interpreter
+    if interpreted(kernel):
         return kernel[grid](*args, **options)
+    caches = kernel.device_caches
     device = driver.active.get_current_device()
     bound, specialization, _ = caches[device][4](*args, **options)
     key = (kernel, device, tuple(specialization), tuple(sorted(options.items())))

@@ -133,10 +133,12 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, SX, S8, SA, SSS, NS, H, D: tl.constexpr
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
                   NATIVE_PER_NAT: tl.constexpr, U_MAX: tl.constexpr, ONE: tl.constexpr, P_MAX: tl.constexpr,
                   REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr,
-                  QFLASH_MUL_SHIFT: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                  QFLASH_MUL_SHIFT: tl.constexpr, FUSED_T: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
     """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`).
-    ``NATIVE_PER_NAT = 0`` selects QFlash's raw constants (:meth:`intsoftmax.QFlashExp2.row_constants`),
-    otherwise the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`)."""
+    ``NATIVE_PER_NAT != 0`` selects the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`);
+    otherwise ``FUSED_T`` (the octaves of ``one``'s clamp, and unused) selects the fused exp's multiplier and clamp
+    (:class:`intsoftmax.FusedExp2`), and ``()`` QFlash's raw constants
+    (:meth:`intsoftmax.QFlashExp2.row_constants`)."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     b = idx // TM // H
     h = idx // TM % H
@@ -157,6 +159,18 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
         req_M = zero + P_MAX
         one = zero + ONE
         rc0 = zero
+        rc1 = zero
+    elif len(FUSED_T) > 0:  # the fused exp: M = round(c 2**32), t_cap = ceil(octaves 2**32 / M) per output scale
+        M = tl.minimum(tl.floor(nat * F64_LOG2E * 4294967296.0 + 0.5), 4294967295.0).to(tl.int64)
+        Md = tl.maximum(M, 1)
+        u_max = tl.where(M > 0, tl.minimum(((zero + (FUSED_T[0] << 32)) + Md - 1) // Md, 2147483647), 2147483647)
+        pre_M = zero
+        pre_l = zero
+        pre_r = zero
+        t_cap = zero
+        req_M = zero + P_MAX
+        one = zero + ONE
+        rc0 = M
         rc1 = zero
     else:  # QFlash: R = round(1/c), exp_M = round(c * 2**16), req_M = round(P_max * c * 2**16)
         c = nat * F64_LOG2E
@@ -279,8 +293,9 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
            tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
            NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=strategy.u_max() if k is not None else 0,
-           ONE=strategy.one() if k is not None else 1, P_MAX=recipe.p_max,
+           ONE=strategy.one() if k is not None or strategy.fuses_requant else 1, P_MAX=recipe.p_max,
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
            OUT_FRAC=recipe.out_frac_bits, QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16),
+           FUSED_T=(strategy.one().bit_length() + 2, recipe.p_max.bit_length() + 2) if strategy.fuses_requant else (),
            INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
     return tab

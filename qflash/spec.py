@@ -12,7 +12,7 @@ import enum
 
 from intsoftmax import Recipe
 
-from .exp import exp_spec
+from .exp import exp_spec, fused_args
 
 HEAD_DIMS = (16, 32, 64, 128)
 #: Smallest K dimension of an int8 ``tl.dot`` on sm_80/sm_90 (smaller tiles are zero-padded).
@@ -37,6 +37,7 @@ class KernelSpec:
     exp_kind: int
     exp_args: tuple
     prescaled: bool
+    p_args: tuple  # (COEFS, F, R) of a strategy that fuses the requantization, at P_max; () otherwise
     req_shift: int
     p_bits: int
     two_pass: bool
@@ -58,7 +59,9 @@ class KernelSpec:
         if head_dim not in HEAD_DIMS:
             raise ValueError(f"head dim {head_dim} is not supported; the kernel handles {HEAD_DIMS}")
         kind, args = exp_spec(recipe.exp)
-        return cls(kind, args, recipe.exp.input_unit_octaves() is not None, recipe.exp.requant_shift(), recipe.p_bits,
+        p_args = fused_args(recipe.exp, recipe.p_max) if recipe.exp.fuses_requant else ()
+        return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),
+                   recipe.p_bits,
                    recipe.accumulation.two_pass, recipe.accumulation.release_shift, recipe.block_n, head_dim,
                    MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
 
@@ -70,7 +73,9 @@ class KernelSpec:
         """The kernel's constexpr arguments (tile sizes aside)."""
         return dict(
             D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_KIND=self.exp_kind, EXP_ARGS=self.exp_args,
-            PRESCALED=self.prescaled, REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
+            PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_COEFS=self.p_args[0] if self.p_args else (0,),
+            P_F=self.p_args[1] if self.p_args else 0, P_R=self.p_args[2] if self.p_args else 0,
+            REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,
         )

@@ -27,8 +27,8 @@ class Col(enum.IntEnum):
     REQ_M = 5       # requantization multiplier e -> P
     REL_M = 6       # scale-release multiplier floor(2**S / one)
     HEADROOM = 7    # lazy-rescale headroom in QK units (0: plain running max)
-    EXP_C0 = 8      # strategy row constant (QFlash: R)
-    EXP_C1 = 9      # strategy row constant (QFlash: exp_M)
+    EXP_C0 = 8      # strategy row constant (QFlash: R; fused exp: M)
+    EXP_C1 = 9      # strategy row constant (QFlash: exp_M; fused exp: t_cap of P)
     BIAS_INV = 10   # float32 bits of 1 / nat_unit (float bias -> QK units)
     OUT_M = 11      # int8 output multiplier
     OUT_SHIFT = 12  # int8 output shift
@@ -58,11 +58,11 @@ def host_table(recipe, plan: AttentionPlan, batch: int, heads: int, nq: int, s_v
     """
     tb, tm = table_shape(recipe, batch, heads, nq)
     e = plan.exp
-    consts = e.consts
+    rc0, rc1 = recipe.exp.kernel_row_constants(e.consts, recipe.p_max)
     columns = {
         Col.PRE_M: e.pre_M, Col.PRE_L: e.pre_l, Col.PRE_R: e.pre_r, Col.T_CAP: e.t_cap,
         Col.U_MAX: e.u_max, Col.REQ_M: plan.req_M, Col.REL_M: plan.rel_M, Col.HEADROOM: plan.headroom,
-        Col.EXP_C0: consts.get("R"), Col.EXP_C1: consts.get("exp_M"),
+        Col.EXP_C0: rc0, Col.EXP_C1: rc1,
         Col.BIAS_INV: _f32_bits(plan.bias_inv), Col.OUT_M: plan.out_M, Col.OUT_SHIFT: plan.out_shift,
         Col.DEQ: None if s_v is None else _f32_bits(np.asarray(s_v, np.float32) * np.float32(2.0**-recipe.out_frac_bits)),
     }

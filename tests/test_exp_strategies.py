@@ -107,3 +107,38 @@ def test_invalid_strategies_raise(bad, exc):
     with pytest.raises(exc) as info:
         bad()
     assert not isinstance(info.value, AssertionError)
+
+
+FUSED = [ism.FusedExp2(degree=d) for d in (1, 2, 3, 4)] + [ism.FusedExp2(frac_bits=10)]
+
+
+@pytest.mark.parametrize("nat_unit", QFLASH_UNITS)
+@pytest.mark.parametrize("strategy", FUSED, ids=lambda s: s.name)
+def test_fused_bound_holds_and_is_tight(strategy, nat_unit):
+    report = check_exp_bound(strategy, nat_unit).check()
+    assert report.ratio >= 0.5, f"bound is loose: {report}"
+
+
+@pytest.mark.parametrize("p_bits", [7, 8, 11, 14])
+@pytest.mark.parametrize("strategy", FUSED, ids=lambda s: s.name)
+def test_fused_probabilities_round_the_exact_value(strategy, p_bits):
+    """P = round(P_max 2**(-t c')) within the stated bound, P(0) = P_max, non-increasing, 0 from t_cap on."""
+    p_max = 2**p_bits - 1
+    for nat_unit in QFLASH_UNITS + [1e-12, 0.3]:
+        consts = strategy.plan(np.float64(nat_unit)).consts
+        cap = int(strategy.t_cap(consts["M"], p_max))
+        t = np.unique(np.concatenate([np.arange(min(cap + 2, 200000)), np.linspace(0, 2**31 - 1, 4097).astype(np.int64)]))
+        P = strategy.fused_p(t, consts, p_max)
+        assert P[0] == p_max and P.min() >= 0 and (np.diff(P) <= 0).all()
+        if cap < 2**31 - 1:
+            assert (P[t >= cap] == 0).all()
+        exact = p_max * np.exp2(-t * (consts["M"] * 2.0**-32))
+        eb = strategy.error_bound(None, top=p_max)
+        assert (np.abs(P - exact) <= eb.rel * exact + eb.abs_lsb + 1e-9).all()
+
+
+def test_fused_multiplier_saturates_and_vanishes():
+    s = ism.FusedExp2()
+    big, tiny = s.plan(np.float64(10.0)).consts, s.plan(np.float64(1e-15)).consts
+    assert big["M"] == 2**32 - 1 and tiny["M"] == 0
+    assert (s.fused_p(np.array([0, 1, 2**31 - 1]), tiny, 255) == 255).all()  # every key weighs P_max

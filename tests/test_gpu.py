@@ -9,7 +9,7 @@ import qflash
 from intsoftmax.workloads import WORKLOADS, qkv
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-RECIPES = {"default": ism.Recipe.default(), "qflash": ism.Recipe.qflash()}
+RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(), "qflash": ism.Recipe.qflash()}
 
 
 def cuda(*arrays, dtype=torch.float32):
@@ -23,6 +23,17 @@ def test_workloads_bit_exact(workload, name):
     q, k, v = (x.astype(np.float16) for x in qkv(workload, "uniform", seed=7))
     values, _ = qflash.attention_int(*cuda(q, k, v, dtype=torch.float16), recipe=recipe)
     np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v).values)
+
+
+def test_large_bias_distances_bit_exact():
+    """Biases of -100 nats at small |q|, |k|: distances far past every clamp, where the fused exp's
+    shifts exceed 31 (PTX shifts give 0 there, the golden model clamps)."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.uniform(-0.5, 0.5, (2, 3, 197, 64)).astype(np.float32) for _ in range(3))
+    bias = np.where(rng.random((197, 197)) < 0.3, -100.0, rng.normal(0, 3, (197, 197))).astype(np.float32)
+    for recipe in RECIPES.values():
+        values, _ = qflash.attention_int(*cuda(q, k, v), attn_mask=cuda(bias)[0], recipe=recipe)
+        np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, attn_bias=bias).values)
 
 
 def test_batched_swin_bias_bit_exact():

@@ -31,7 +31,7 @@ def run_helper(strategy, consts):
     kind, args = exp_spec(strategy)
     lut = t(np.asarray(getattr(strategy, "table", [0]), np.int32))
     out = torch.empty(len(u), dtype=torch.int32, device=DEVICE)
-    rc = [int(np.asarray((consts or {}).get(name, 0))) for name in ("R", "exp_M")]
+    rc = [0 if x is None else int(np.asarray(x)) for x in strategy.kernel_row_constants(consts or {}, 127)]
     _apply[(triton.cdiv(len(u), 8192),)](t(u.astype(np.int32)), out, lut, len(u), *rc, kind, args, 8192)
     return n(out), strategy.golden(u, consts)
 
@@ -45,6 +45,14 @@ def test_helper_equals_golden_everywhere(strategy):
 @pytest.mark.parametrize("nat_unit", [(a / 127) ** 2 / 8 for a in (0.25, 4.0, 64.0)])
 def test_qflash_helper_equals_golden_everywhere(nat_unit):
     s = ism.QFlashExp2()
+    got, want = run_helper(s, s.plan(np.float64(nat_unit)).consts)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("nat_unit", [(a / 127) ** 2 / 8 for a in (0.25, 4.0, 64.0)])
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_fused_helper_equals_golden_everywhere(nat_unit, degree):
+    s = ism.FusedExp2(degree=degree)
     got, want = run_helper(s, s.plan(np.float64(nat_unit)).consts)
     np.testing.assert_array_equal(got, want)
 

@@ -19,7 +19,7 @@ def test_recipes_round_trip_through_json(recipe):
 def test_name_is_built_from_every_field():
     r = ism.Recipe.default()
     for field, value in [("p_bits", 9), ("block_n", 32), ("out_frac_bits", 3), ("exp", ism.LutExp2()),
-                         ("accumulation", ism.TwoPass()), ("q_granularity", ism.PerToken()),
+                         ("accumulation", ism.ScaleRelease()), ("q_granularity", ism.PerToken()),
                          ("k_granularity", ism.PerHead()), ("v_granularity", ism.PerHead())]:
         other = r.replace(**{field: value})
         assert other.name != r.name and other != r

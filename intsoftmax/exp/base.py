@@ -95,6 +95,8 @@ class ExpStrategy(Strategy):
 
     #: False for float reference strategies, which the kernel does not compile.
     integer_only: ClassVar[bool] = True
+    #: True when the strategy produces ``P`` itself (:meth:`fused_p`): no separate requantization.
+    fuses_requant: ClassVar[bool] = False
 
     # -- what subclasses define -------------------------------------------------
     def input_unit_octaves(self) -> float | None:
@@ -124,6 +126,16 @@ class ExpStrategy(Strategy):
 
     def golden(self, u, consts=None):
         """Integer-only evaluation; see the module docstring for the contract."""
+        raise NotImplementedError
+
+    def kernel_row_constants(self, consts, p_max: int):
+        """The two per-row integers the kernel's twin of this strategy reads (``EXP_C0``,
+        ``EXP_C1`` of :mod:`qflash.table`); ``None`` where unused."""
+        return None, None
+
+    def fused_p(self, u, consts, p_max: int):
+        """``P`` in ``[0, p_max]`` straight from the native input (strategies that fuse the
+        requantization, ``fuses_requant``)."""
         raise NotImplementedError
 
     def error_bound(self, consts=None) -> ErrorBound:

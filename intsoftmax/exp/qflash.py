@@ -58,6 +58,9 @@ class QFlashExp2(ExpStrategy):
     def requant_shift(self):
         return self.mul_shift
 
+    def kernel_row_constants(self, consts, p_max):
+        return consts["R"], consts["exp_M"]
+
     def requant_constants(self, p_max, consts):
         """The official ``req_M = round(P_max * sm_scale * 2**16)``: derived from ``c``, not from
         ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it).

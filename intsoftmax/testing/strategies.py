@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..accumulation import LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass
-from ..exp import ExactExp, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
+from ..exp import ExactExp, FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from ..granularity import PerBlock, PerHead, PerTensor, PerToken
 from ..plan import BIAS_MAX
 from ..recipe import Recipe
@@ -79,6 +79,7 @@ def exp_strategies(integer_only: bool = True) -> st.SearchStrategy:
         st.builds(LutExp2, index_bits=st.integers(2, 8), interpolate=st.booleans(), frac_bits=st.integers(8, 14),
                   out_bits=st.just(15)),
         st.builds(QFlashExp2),
+        st.builds(FusedExp2, degree=st.integers(1, 4), frac_bits=st.integers(10, 14)),
     ]
     if not integer_only:
         options.append(st.builds(ExactExp))

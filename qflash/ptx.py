@@ -1,0 +1,74 @@
+"""Single PTX instructions the compiler would not pick, each beside its plain-Triton twin.
+
+On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Triton interpreter
+(``PTX=False``, how CI runs the kernel) the twin computes the same integers. Why each exists:
+
+* :func:`mul_wide_u32`, :func:`mul_wide_s32`: a 32x32 -> 64-bit multiply is one ``IMAD.WIDE``,
+  but LLVM hoists the extension of a loop-invariant operand out of the loop and then multiplies
+  in 64 bits (five instructions);
+* :func:`shr_clamp`: PTX defines shifts by 32 or more as 0; LLVM calls them undefined, so the
+  kernel would otherwise need a clamp on the shift amount;
+* :func:`shr_funnel`: the low word of a 64-bit value shifted right by up to 32, one ``SHF``;
+* :func:`pack_s8`: four int32 to four saturated int8 in two ``I2IP`` (the compiler's truncating
+  conversion takes three byte permutes).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mul_wide_u32(a, b, PTX: tl.constexpr):
+    """``a * b`` (int64) for non-negative int32 ``a`` and the uint32 bits ``b`` (int32)."""
+    if PTX:
+        x = tl.inline_asm_elementwise("mul.wide.u32 $0, $1, $2;", "=l,r,r", [a, b], dtype=tl.int64, is_pure=True,
+                                      pack=1)
+    else:
+        x = a.to(tl.int64) * (b.to(tl.int64) & 0xFFFFFFFF)
+    return x
+
+
+@triton.jit
+def mul_wide_s32(a, b, PTX: tl.constexpr):
+    """``a * b`` (int64) for int32 ``a``, ``b``."""
+    if PTX:
+        x = tl.inline_asm_elementwise("mul.wide.s32 $0, $1, $2;", "=l,r,r", [a, b], dtype=tl.int64, is_pure=True,
+                                      pack=1)
+    else:
+        x = a.to(tl.int64) * b.to(tl.int64)
+    return x
+
+
+@triton.jit
+def shr_clamp(a, s, PTX: tl.constexpr):
+    """``a >> s`` for non-negative int32 ``a`` and any ``s >= 0``: 0 once ``s >= 32``."""
+    if PTX:
+        y = tl.inline_asm_elementwise("shr.u32 $0, $1, $2;", "=r,r,r", [a, s], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        y = a >> tl.minimum(s, 31)
+    return y
+
+
+@triton.jit
+def shr_funnel(x, s, PTX: tl.constexpr):
+    """The low word of ``x >> s`` (int64 ``x``, ``0 <= s <= 32``), as int32."""
+    if PTX:
+        y = tl.inline_asm_elementwise("shf.r.clamp.b32 $0, $1, $2, $3;", "=r,r,r,r",
+                                      [x.to(tl.int32), (x >> 32).to(tl.int32), s], dtype=tl.int32, is_pure=True,
+                                      pack=1)
+    else:
+        y = (x >> s).to(tl.int32)
+    return y
+
+
+@triton.jit
+def pack_s8(p, PTX: tl.constexpr):
+    """int32 in ``[-128, 127]`` to int8 (saturating, which leaves these values unchanged)."""
+    if PTX:
+        y = tl.inline_asm_elementwise(
+            "{ .reg .b32 t; cvt.pack.sat.s8.s32.b32 t, $4, $3, 0; cvt.pack.sat.s8.s32.b32 $0, $2, $1, t; }",
+            "=r,r,r,r,r", [p], dtype=tl.int8, is_pure=True, pack=4)
+    else:
+        y = tl.minimum(tl.maximum(p, -128), 127).to(tl.int8)
+    return y

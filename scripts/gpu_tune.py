@@ -1,0 +1,120 @@
+"""Kernel-only GPU time of recipes and tile configurations, by CUDA-graph replay, beside SDPA fp16
+(same run). Development tool: ``python3 scripts/gpu_tune.py [--check]`` on the GPU machine.
+``--check`` first compares each variant's integers with the golden model on a small A2 batch."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import numpy as np
+import torch
+
+import intsoftmax as ism
+from intsoftmax.workloads import workload_shape
+from qflash import api, quantize as qz
+from qflash.kernel import launch
+from qflash.spec import KernelSpec, MaskKind, OutKind
+
+
+def graph_us(fn, reps: int = 20) -> float:
+    """Median microseconds of one call, replayed from a CUDA graph of ``reps`` calls."""
+    fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(15):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / reps)
+    return float(np.median(times))
+
+
+def prepared(workload, batch, recipe):
+    shape = workload_shape(workload, batch)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen) for _ in range(3))
+    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(q, k, v, recipe)
+    table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, shape[0], shape[1], shape[2])
+    return (q, k, v), (q8, k8, v8), table
+
+
+def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=None):
+    (q, k, v), (q8, k8, v8), table = prepared(workload, batch, recipe)
+    spec = KernelSpec.build(recipe, q.shape[3], MaskKind.NONE, OutKind.FLOAT)
+    out = torch.empty(q.shape, device="cuda", dtype=torch.float16)
+    lut = api._lut(recipe.exp, "cuda")
+    extra = {} if maxnreg is None else {"maxnreg": maxnreg}
+    return graph_us(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, block_n=block_n,
+                                   num_warps=warps, num_stages=stages, **extra))
+
+
+def sdpa_time(workload, batch):
+    shape = workload_shape(workload, batch)
+    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
+    return graph_us(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+RECIPES = {
+    "default": ism.Recipe.default(),
+    "fast": ism.Recipe.fast(),
+    "d1p8": ism.Recipe(exp=ism.FusedExp2(degree=1), p_bits=8),
+    "d2p7": ism.Recipe(exp=ism.FusedExp2(degree=2), p_bits=7),
+    "d2p11": ism.Recipe(exp=ism.FusedExp2(degree=2)),
+    "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()),
+    "paper": ism.Recipe.qflash(),
+}
+
+
+def check(names):
+    for name in names:
+        r = RECIPES[name]
+        (q, k, v), _, _ = prepared("A2", 4, r)
+        vals, _ = api.attention_int(q, k, v, recipe=r)
+        gold = r.attention_int(*(x.float().cpu().numpy() for x in (q, k, v))).values
+        ok = np.array_equal(vals.cpu().numpy(), gold)
+        print(f"check {name}: {'bit-exact' if ok else 'MISMATCH'}", flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--check", action="store_true")
+    p.add_argument("--recipes", default="default,fast,d1p8,d2p7,d2p11,old-default,paper")
+    p.add_argument("--workloads", default="A2,A7,A4")
+    p.add_argument("--configs", default="64/64/4/2,64/32/4/2,64/128/4/2,128/64/8/2,64/64/4/3")
+    p.add_argument("--sweep", default="default,fast", help="recipes timed in every config (others: the first)")
+    a = p.parse_args(argv)
+    names = a.recipes.split(",")
+    if a.check:
+        check(names)
+    rows = []
+    for w in a.workloads.split(","):
+        base = sdpa_time(w, 256)
+        rows.append((w, "sdpa", "-", base, 1.0))
+        for name in names:
+            for cfg in a.configs.split(",") if name in a.sweep.split(",") else a.configs.split(",")[:1]:
+                bm, bn, warps, stages, *nreg = map(int, cfg.split("/"))
+                if not RECIPES[name].accumulation.two_pass and bn != 64:
+                    continue
+                try:
+                    t = kernel_time(w, 256, RECIPES[name], bm, bn, warps, stages, *nreg)
+                except Exception as err:  # a configuration out of resources: report, go on
+                    print(f"{w} {name} {cfg}: {type(err).__name__} {str(err)[:120]}", flush=True)
+                    continue
+                rows.append((w, name, cfg, t, t / base))
+                print(f"{w} b=256 {name:12s} {cfg:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
+    print("\nworkload recipe config us ratio")
+    for r in rows:
+        print(f"{r[0]} {r[1]:12s} {r[2]:12s} {r[3]:8.1f} {r[4]:5.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
