@@ -149,12 +149,16 @@ def best_sdpa(q, k, v):
 
 
 def int8_inputs(q, k, v, recipe: ism.Recipe, amax: float = 4.0):
-    """Per-tensor int8 copies of q, k, v at scale ``amax / 127`` (v with its keys contiguous, the
-    layout the kernel reads fastest) and their static scales."""
+    """Per-tensor int8 copies of q, k, v at scale ``amax / 127`` and their static scales; v is
+    stored (B, H, D, N) with rows of keys padded to 16 bytes, the layout the kernel reads fastest
+    (the one :func:`qflash.quantize.quantize_qkv` writes)."""
     import qflash
     s = amax / 127
     q8, k8 = ((x / s).round().clamp(-127, 127).to(torch.int8) for x in (q, k))
-    v8 = (v / s).round().clamp(-127, 127).to(torch.int8).transpose(-1, -2).contiguous().transpose(-1, -2)
+    B, H, N, D = v.shape
+    v8 = torch.zeros((B, H, D, -(-N // 16) * 16), dtype=torch.int8, device=v.device)[..., :N]
+    v8.copy_((v / s).round().clamp(-127, 127).to(torch.int8).transpose(-1, -2))
+    v8 = v8.transpose(-1, -2)
     static = qflash.static_scales(recipe, scales=(s, s, s), heads=q.shape[1], head_dim=q.shape[3], device="cuda")
     return q8, k8, v8, static
 

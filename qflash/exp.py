@@ -90,24 +90,27 @@ def qflash_exp2(u, R, EXP_M, MUL_SHIFT: tl.constexpr):
 
 
 @triton.jit
-def fused_y(t, M, COEFS: tl.constexpr, F: tl.constexpr, R: tl.constexpr, PTX: tl.constexpr):
+def fused_y(t, M, ARGS: tl.constexpr, PTX: tl.constexpr):
     """:class:`intsoftmax.FusedExp2` steps 1-3 up to ``y = y0 >> q`` for distances ``t >= 0``
-    (int32) and the row multiplier ``M`` (uint32 bits); ``P = (y + 1) >> 1``."""
+    (int32) and the row multiplier ``M`` (uint32 bits); ``P = (y + 1) >> 1``.
+    ``ARGS = (F, R, C_d, K_{d-1}, .., K_0)`` (:func:`fused_args`)."""
+    F: tl.constexpr = ARGS[0]
+    R: tl.constexpr = ARGS[1]
+    DEG: tl.constexpr = len(ARGS) - 3
     x = mul_wide_u32(t, M, PTX)
     q = (x >> 32).to(tl.int32)
     f = (x.to(tl.uint32) >> (32 - F)).to(tl.int32)
-    DEG: tl.constexpr = len(COEFS) - 1
-    h = tl.zeros_like(f) + COEFS[0]
+    h = tl.zeros_like(f) + ARGS[2]
     for i in tl.static_range(DEG - 1):
-        h = (h * f + COEFS[i + 1]) >> F
-    return shr_clamp((h * f + COEFS[DEG]) >> (F + R - 1), q, PTX)  # the last step keeps one guard bit
+        h = (h * f + ARGS[3 + i]) >> F
+    return shr_clamp((h * f + ARGS[2 + DEG]) >> (F + R - 1), q, PTX)  # the last step keeps one guard bit
 
 
 @triton.jit
-def fused_exp2(u, M, COEFS: tl.constexpr, F: tl.constexpr, R: tl.constexpr):
-    """:class:`intsoftmax.FusedExp2` at the scale of ``COEFS`` from distances ``0 <= u <= t_cap``
+def fused_exp2(u, M, ARGS: tl.constexpr):
+    """:class:`intsoftmax.FusedExp2` at the scale of ``ARGS`` from distances ``0 <= u <= t_cap``
     (the rescale factor of online rules, and the exhaustive test)."""
-    return (fused_y(u, M, COEFS, F, R, False) + 1) >> 1
+    return (fused_y(u, M, ARGS, False) + 1) >> 1
 
 
 @triton.jit
@@ -126,7 +129,7 @@ def exp_int(u, rc0, rc1, table, KIND: tl.constexpr, ARGS: tl.constexpr):
     elif KIND == QFLASH:
         e = qflash_exp2(u, rc0, rc1, ARGS[0])
     else:
-        e = fused_exp2(u, rc0, ARGS[0], ARGS[1], ARGS[2])
+        e = fused_exp2(u, rc0, ARGS)
     return e
 
 
@@ -152,5 +155,5 @@ def exp_spec(strategy) -> tuple[int, tuple]:
 
 
 def fused_args(strategy: FusedExp2, top: int) -> tuple:
-    """``(COEFS, F, R)`` constexprs of :class:`intsoftmax.FusedExp2` at output scale ``top``."""
-    return strategy.coefficients(top), strategy.frac_bits, guard_bits(top)
+    """``(F, R, C_d, K_{d-1}, .., K_0)``: the constexprs of :class:`intsoftmax.FusedExp2` at output scale ``top``."""
+    return (strategy.frac_bits, guard_bits(top), *strategy.coefficients(top))

@@ -149,13 +149,13 @@ def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, b
 
 @triton.jit
 def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
-                   PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr,
+                   PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr,
                    P_BITS: tl.constexpr, NEGATE: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """``P`` of a tile of logits against the row references ``m`` (int32): the fused strategy
     from its row multiplier ``fx = M`` and constants at ``P_max``, else the exp and the requantization.
     ``NEGATE``: ``127 - P``."""
     if FUSED:
-        y = fused_y(m[:, None] - s, fx, P_COEFS, P_F, P_R, PTX)
+        y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
         if NEGATE:
             p = (254 - y) >> 1
         else:
@@ -174,7 +174,7 @@ def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: t
 def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
                    NQ, NK, rc, req_M, bias_inv, lut, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
                    EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
-                   P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
+                   P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                    PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """One key tile of pass 2 (reference fixed): ``l += sum P`` and the P.V MMAs. 8-bit ``P`` runs
     as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and ``-sum P V``, corrected by
@@ -183,7 +183,7 @@ def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, WIDTH, TILE,
                      MASK_KIND, PADDED, ROW_TABLE)
     NEGATE: tl.constexpr = P_BITS == 8
-    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        NEGATE, ROW_TABLE, PTX)
     if PADDED or MASK_KIND != MASK_NONE:  # masked keys carry no weight (full unmasked tiles have none)
         p = tl.where(s > MASKED, p, 127 if NEGATE else 0)
@@ -219,8 +219,8 @@ def _pv(p, v, P_BITS: tl.constexpr):
 def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
                  NQ, NK, rc, req_M, rel_M, headroom, bias_inv, lut,
                  D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_KIND: tl.constexpr,
-                 EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_COEFS: tl.constexpr,
-                 P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, REL_SHIFT: tl.constexpr,
+                 EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr,
+                 REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, REL_SHIFT: tl.constexpr,
                  MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc)``."""
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, BLOCK_N, TILE,
@@ -235,7 +235,7 @@ def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, 
         acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
         l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
     m = m_new
-    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        False, ROW_TABLE, PTX)
     if PADDED or MASK_KIND != MASK_NONE:
         p = tl.where(s > MASKED, p, 0)
@@ -274,7 +274,7 @@ def _qflash_fwd(
     H, B2, NQ, NK,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
-    P_COEFS: tl.constexpr, P_F: tl.constexpr, P_R: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
+    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
 ):
@@ -317,18 +317,18 @@ def _qflash_fwd(
         if one_tile:
             l, acc = _two_pass_tile(q, 0, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
                                           smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                          BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                          BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                           MASK_KIND, True, ROW_TABLE, PTX)
         else:
             for j in range(0, n_full, BLOCK_N):
                 l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
                                               svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
-                                              BLOCK_N, BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F,
-                                              P_R, REQ_SHIFT, P_BITS, MASK_KIND, False, ROW_TABLE, PTX)
+                                              BLOCK_N, BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS,
+                                              REQ_SHIFT, P_BITS, MASK_KIND, False, ROW_TABLE, PTX)
             for j in range(n_full, NK, TAIL):
                 l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
                                               svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
-                                              TAIL, TAIL, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT,
+                                              TAIL, TAIL, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                                               P_BITS, MASK_KIND, True, ROW_TABLE, PTX)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(NK - n_full, TAIL) * TAIL)
@@ -344,12 +344,12 @@ def _qflash_fwd(
         for j in range(0, n_full, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                      REL_SHIFT, MASK_KIND, False, ROW_TABLE, PTX)
         for j in range(n_full, NK, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_COEFS, P_F, P_R, REQ_SHIFT, P_BITS,
+                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                      REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX)
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod

@@ -37,7 +37,7 @@ class KernelSpec:
     exp_kind: int
     exp_args: tuple
     prescaled: bool
-    p_args: tuple  # (COEFS, F, R) of a strategy that fuses the requantization, at P_max; () otherwise
+    p_args: tuple  # fused_args of a strategy that fuses the requantization, at P_max; () otherwise
     req_shift: int
     p_bits: int
     two_pass: bool
@@ -73,8 +73,7 @@ class KernelSpec:
         """The kernel's constexpr arguments (tile sizes aside)."""
         return dict(
             D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_KIND=self.exp_kind, EXP_ARGS=self.exp_args,
-            PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_COEFS=self.p_args[0] if self.p_args else (0,),
-            P_F=self.p_args[1] if self.p_args else 0, P_R=self.p_args[2] if self.p_args else 0,
+            PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,

@@ -20,7 +20,7 @@ import triton.language as tl
 
 from intsoftmax import Recipe
 
-from .exp import fused_y
+from .exp import fused_args, fused_y
 from .kernel import _normalize
 from .launcher import interpreted
 from .ptx import pack_s8
@@ -43,15 +43,14 @@ def _scores(Q, K, S, sq, sk, N, D: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _softmax(S, P, L, Tab, N, NP, ROWS: tl.constexpr, WIDTH: tl.constexpr, COEFS: tl.constexpr,
-             F: tl.constexpr, R: tl.constexpr, PTX: tl.constexpr):
+def _softmax(S, P, L, Tab, N, NP, ROWS: tl.constexpr, WIDTH: tl.constexpr, ARGS: tl.constexpr, PTX: tl.constexpr):
     """Rows of ``S`` to int8 ``P`` (row stride ``NP``, zero past ``N``) and ``l``."""
     bh = tl.program_id(1)
     m = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     n = tl.arange(0, WIDTH)
     inside = (m[:, None] < N) & (n[None, :] < N)
     s = tl.load(S + bh * N * N + m[:, None] * N + n[None, :], mask=inside, other=-(2**30))
-    p = (fused_y(tl.max(s, 1)[:, None] - s, tl.load(Tab + EXP_C0), COEFS, F, R, PTX) + 1) >> 1
+    p = (fused_y(tl.max(s, 1)[:, None] - s, tl.load(Tab + EXP_C0), ARGS, PTX) + 1) >> 1
     p = tl.where(n[None, :] < N, p, 0)
     tl.store(P + bh * N * NP + m[:, None] * NP + n[None, :], pack_s8(p, PTX), mask=(m[:, None] < N) & (n[None, :] < NP))
     tl.store(L + bh * N + m, tl.sum(p, 1), mask=m < N)
@@ -92,14 +91,13 @@ def attention_int8(q8, k8, v8, table, recipe: Recipe, out_dtype=torch.float16, b
     NP = P.shape[-1]
     out = torch.empty((B, H, N, D), dtype=out_dtype, device=q8.device)
     ptx = not interpreted(_scores)
-    coefs, f, r = recipe.exp.coefficients(recipe.p_max), recipe.exp.frac_bits, _guard(recipe)
     qf, kf = q8.reshape(B * H, N, D), k8.reshape(B * H, N, D)
     block = 64
     _scores[(triton.cdiv(N, block), triton.cdiv(N, block), B * H)](qf, kf, S, qf.stride()[:2], kf.stride()[:2], N, D=D,
                                                                   BLOCK=block)
     rows = 16
     _softmax[(triton.cdiv(N, rows), B * H)](S, P, L, table, N, NP, ROWS=rows, WIDTH=triton.next_power_of_2(NP),
-                                             COEFS=coefs, F=f, R=r, PTX=ptx)
+                                             ARGS=fused_args(recipe.exp, recipe.p_max), PTX=ptx)
     sv = (v8.stride(1), v8.stride(2), v8.stride(3))  # (batch x head, key, channel): B and H merge
     _weighted_sum[(triton.cdiv(N, 64), B * H)](P, v8.reshape(B * H, N, D), L, table, out.view(B * H, N, D), sv,
                                                 (N * D, D), N, NP, D=D, BLOCK_M=64, BLOCK_N=32,
@@ -116,7 +114,3 @@ def make_buffers(q8):
             torch.empty((B * H, N, NP), dtype=torch.int8, device=dev),
             torch.empty((B * H, N), dtype=torch.int32, device=dev))
 
-
-def _guard(recipe):
-    from intsoftmax.exp.fused import guard_bits
-    return guard_bits(recipe.p_max)
