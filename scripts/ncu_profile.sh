@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Profile the fused kernel with Nsight Compute on the GPU machine: one launch per named recipe
-# (qflash.benchmark.COST_RECIPES), A2 at batch 256. Prints pipe utilisation, occupancy and stalls.
+# Executed instructions per pipe, registers, occupancy and issue activity of the fused kernel
+# (Nsight Compute, one launch per recipe of scripts/gpu_tune.py, A2 at batch 256, the API's
+# launch configuration). On the GPU machine: scripts/ncu_profile.sh default fast
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+M=gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active
+M=$M,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
+for pipe in alu fmaheavy fmalite lsu uniform xu tensor; do M=$M,smsp__inst_executed_pipe_$pipe.sum; done
 for name in "$@"; do
   echo "=== $name"
-  ncu --clock-control none --kernel-name regex:_qflash_fwd --launch-skip 5 --launch-count 1 \
-      --section SpeedOfLight --section ComputeWorkloadAnalysis --section Occupancy --section WarpStateStats \
-      --section LaunchStats --section SchedulerStats \
-      python3 -m qflash.benchmark --once "$name" --workloads A2 --batches 256 2>&1 \
-    | grep -vE '^\s*$|==PROF==|----' | grep -E 'Pipe|Issue|Occupancy|Registers|Stall|Warp Cycles|Throughput|Duration|Eligible|Executed Ipc|Shared Memory Config|Block Limit|Threads|Waves' | head -60
+  ncu --clock-control none --kernel-name regex:_qflash_fwd --launch-skip 2 --launch-count 1 --metrics "$M" \
+      python3 scripts/gpu_tune.py --recipes "$name" --workloads A2 --configs 64/64/4/3/128 2>&1 \
+    | grep -E "gpu__|launch__|sm__|smsp__"
 done
