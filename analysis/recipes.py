@@ -19,7 +19,7 @@ def per_exp_recipes() -> dict[str, Recipe]:
 
 def report_recipes() -> dict[str, Recipe]:
     """qflash, default, then one recipe per exp strategy, skipping duplicates of the default
-    (``poly_exp2`` with its defaults *is* the default recipe)."""
+    (``fused_exp2`` with its defaults *is* the default recipe)."""
     out = {"qflash": Recipe.qflash(), "default": Recipe.default()}
     for kind, recipe in per_exp_recipes().items():
         if recipe not in out.values():

@@ -18,7 +18,7 @@ import triton.language as tl
 from intsoftmax.exp import FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from intsoftmax.exp.fused import guard_bits
 
-from .ptx import mul_wide_u32, shr_clamp
+from .ptx import mul_wide, shr_clamp
 
 # strategy kinds (constexpr globals, so the kernel can compare against them)
 SHIFT_LINEAR, SHIFTMAX, IBERT, POLY, LUT, QFLASH, FUSED = (tl.constexpr(i) for i in range(7))
@@ -97,7 +97,7 @@ def fused_y(t, M, ARGS: tl.constexpr, PTX: tl.constexpr):
     F: tl.constexpr = ARGS[0]
     R: tl.constexpr = ARGS[1]
     DEG: tl.constexpr = len(ARGS) - 3
-    x = mul_wide_u32(t, M, PTX)
+    x = mul_wide(t, M, True, PTX)
     q = (x >> 32).to(tl.int32)
     f = (x.to(tl.uint32) >> (32 - F)).to(tl.int32)
     h = tl.zeros_like(f) + ARGS[2]

@@ -34,7 +34,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
 from .exp import exp_int, fused_y
 from .launcher import interpreted, launch as launch_kernel
-from .ptx import mul_wide_s32, pack_s8, shr_funnel
+from .ptx import mul_wide, pack_s8, shr_funnel
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -262,7 +262,7 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
     sh1 = (e + (29 - OUT_FRAC)).to(tl.int32)
     if ROUNDING:
         acc = tl.minimum(tl.maximum(acc, -128 * l[:, None]), 128 * l[:, None])
-    x = mul_wide_s32(acc, r[:, None], PTX)
+    x = mul_wide(acc, r[:, None], False, PTX)
     return (shr_funnel(x, sh1[:, None], PTX) + 1) >> 1
 
 

@@ -3,7 +3,7 @@
 On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Triton interpreter
 (``PTX=False``, how CI runs the kernel) the twin computes the same integers. Why each exists:
 
-* :func:`mul_wide_u32`, :func:`mul_wide_s32`: a 32x32 -> 64-bit multiply is one ``IMAD.WIDE``,
+* :func:`mul_wide`: a 32x32 -> 64-bit multiply is one ``IMAD.WIDE``,
   but LLVM hoists the extension of a loop-invariant operand out of the loop and then multiplies
   in 64 bits (five instructions);
 * :func:`shr_clamp`: PTX defines shifts by 32 or more as 0; LLVM calls them undefined, so the
@@ -19,22 +19,14 @@ import triton.language as tl
 
 
 @triton.jit
-def mul_wide_u32(a, b, PTX: tl.constexpr):
-    """``a * b`` (int64) for non-negative int32 ``a`` and the uint32 bits ``b`` (int32)."""
+def mul_wide(a, b, UNSIGNED: tl.constexpr, PTX: tl.constexpr):
+    """``a * b`` (int64) for int32 ``a``, ``b``; ``UNSIGNED``: for a non-negative ``a`` and the uint32
+    bits ``b``."""
     if PTX:
-        x = tl.inline_asm_elementwise("mul.wide.u32 $0, $1, $2;", "=l,r,r", [a, b], dtype=tl.int64, is_pure=True,
-                                      pack=1)
-    else:
+        x = tl.inline_asm_elementwise("mul.wide.u32 $0, $1, $2;" if UNSIGNED else "mul.wide.s32 $0, $1, $2;",
+                                      "=l,r,r", [a, b], dtype=tl.int64, is_pure=True, pack=1)
+    elif UNSIGNED:
         x = a.to(tl.int64) * (b.to(tl.int64) & 0xFFFFFFFF)
-    return x
-
-
-@triton.jit
-def mul_wide_s32(a, b, PTX: tl.constexpr):
-    """``a * b`` (int64) for int32 ``a``, ``b``."""
-    if PTX:
-        x = tl.inline_asm_elementwise("mul.wide.s32 $0, $1, $2;", "=l,r,r", [a, b], dtype=tl.int64, is_pure=True,
-                                      pack=1)
     else:
         x = a.to(tl.int64) * b.to(tl.int64)
     return x

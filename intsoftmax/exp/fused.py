@@ -35,6 +35,7 @@ import numpy as np
 from ..fixedpoint import round_half_up
 from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
+from .poly import relative_minimax
 
 #: Largest row multiplier (``c' < 1`` octave per QK unit, an unsigned 32-bit ``IMAD.WIDE.U32`` operand).
 M_MAX = 2**32 - 1
@@ -49,22 +50,10 @@ def minimax_exp2_neg_coefficients(degree: int, frac_bits: int, grid: int = 8193)
     """Coefficients ``c_0 = 1, c_1..c_d`` of ``p(f) ~= 2**-(f + 2**-(F+1))`` on [0, 1) (the middle
     of each ``2**-F`` step of the truncated fraction), relative minimax with ``p(0) = 1`` and
     ``p(1) = 1/2``."""
-    from scipy.optimize import linprog
-
     f = np.linspace(0.0, 1.0, grid)
     y = np.exp2(-np.minimum(f + 2.0 ** -(frac_bits + 1), 1.0))
     y[0] = 1.0
-    powers = np.stack([f**i for i in range(1, degree + 1)], axis=1)
-    A_ub = np.block([[powers, -y[:, None]], [-powers, -y[:, None]]])  # |1 + powers c - y| <= t y
-    b_ub = np.concatenate([y - 1.0, 1.0 - y])
-    cost = np.zeros(degree + 1)
-    cost[-1] = 1.0
-    A_eq = np.concatenate([np.ones(degree), [0.0]])[None, :]
-    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[-0.5], bounds=[(None, None)] * degree + [(0, None)],
-                  method="highs")
-    if not res.success:  # pragma: no cover - HiGHS solves this small LP reliably
-        raise RuntimeError(f"minimax fit failed: {res.message}")
-    return (1.0, *map(float, res.x[:degree]))
+    return relative_minimax(f, y, degree)
 
 
 def guard_bits(top: int) -> int:

@@ -22,26 +22,32 @@ from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
 
 
+def relative_minimax(f, y, degree: int) -> tuple[float, ...]:
+    """Coefficients ``c_0 = 1, c_1..c_d`` of ``p(f) = 1 + c_1 f + .. + c_d f**d`` minimising
+    ``max |p(f) / y - 1|`` over the grid ``f`` (from 0 to 1) with ``p(1) = y[-1]``: a linear
+    programme (``scipy.optimize.linprog``, HiGHS)."""
+    from scipy.optimize import linprog
+
+    powers = np.stack([f**i for i in range(1, degree + 1)], axis=1)  # unknowns c_1..c_d, then t
+    # |1 + powers @ c - y| <= t * y  ->  two inequality rows per grid point
+    A_ub = np.block([[powers, -y[:, None]], [-powers, -y[:, None]]])
+    b_ub = np.concatenate([y - 1.0, 1.0 - y])
+    cost = np.zeros(degree + 1)
+    cost[-1] = 1.0
+    A_eq = np.concatenate([np.ones(degree), [0.0]])[None, :]
+    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[y[-1] - 1.0],
+                  bounds=[(None, None)] * degree + [(0, None)], method="highs")
+    if not res.success:  # pragma: no cover - HiGHS solves this small LP reliably
+        raise RuntimeError(f"minimax fit failed: {res.message}")
+    return (1.0, *map(float, res.x[:degree]))
+
+
 @functools.lru_cache(maxsize=None)
 def minimax_exp2_coefficients(degree: int, grid: int = 4097) -> tuple[float, ...]:
     """Real coefficients ``c_0 = 1, c_1..c_d`` of the relative-minimax fit of ``2**-f`` on [0, 1]
     with ``p(1) = 1/2`` (``c_1 + ... + c_d = -1/2``)."""
-    from scipy.optimize import linprog
-
     f = np.linspace(0.0, 1.0, grid)
-    g = np.exp2(-f)
-    powers = np.stack([f**i for i in range(1, degree + 1)], axis=1)  # unknowns c_1..c_d, then t
-    # |1 + powers @ c - g| <= t * g  ->  two inequality rows per grid point
-    A_ub = np.block([[powers, -g[:, None]], [-powers, -g[:, None]]])
-    b_ub = np.concatenate([g - 1.0, 1.0 - g])
-    cost = np.zeros(degree + 1)
-    cost[-1] = 1.0
-    A_eq = np.concatenate([np.ones(degree), [0.0]])[None, :]
-    res = linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[-0.5], bounds=[(None, None)] * degree + [(0, None)],
-                  method="highs")
-    if not res.success:  # pragma: no cover - HiGHS solves this small LP reliably
-        raise RuntimeError(f"minimax fit failed: {res.message}")
-    return (1.0, *map(float, res.x[:degree]))
+    return relative_minimax(f, np.exp2(-f), degree)
 
 
 @register("exp", "poly_exp2")
