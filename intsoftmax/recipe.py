@@ -124,8 +124,8 @@ class Recipe:
 
     @classmethod
     def default(cls) -> "Recipe":
-        """This project's accurate integer-only recipe, within 0.05 dB of what INT8 inputs allow on
-        A1-A7: the exact row max first (two-pass), then ``P`` straight from the logits by a
+        """This project's accurate integer-only recipe, within 0.1 dB of what INT8 inputs allow on
+        A1-A7 (0.04 dB on average, docs/results.md): the exact row max first (two-pass), then ``P`` straight from the logits by a
         degree-3 exp2 fused with the requantization, 11-bit P (two int8 MMAs), 8 output
         fractional bits. 8196 keys at most. (Scale release instead of two-pass gains 0.01-0.02 dB
         at a higher kernel cost: its rescales.)"""

@@ -200,7 +200,6 @@ def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
         if batch == 1 and workload in WORKLOADS:
             r["sqnr_db"] = sqnr_db(workload, recipe)
         row["recipes"][name] = r
-        del q8, k8, v8
     log(format_row(row))
     return row
 

@@ -9,16 +9,16 @@
    needs no extra pass); online rules move it tile by tile in the recipe's ``block_n`` tiles and
    release the scale of ``l`` and ``acc`` (int64 products) for the rows that moved;
 3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them
-   (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``4 + degree`` instructions;
+   (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
    ``l += sum P``, ``acc += P . V8`` on the int8 MMA;
 4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
    output); stored as int32, requantized to int8, or dequantized (the only float op).
 
 Two-pass integers do not depend on the tile order (integer sums are associative), so the
-kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in a ``TAIL_N`` (32) tile.
+kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in ``TAIL`` (32) key tiles.
 ``P`` reaches the MMA as an int8 (7 bits), as ``127 - P`` plus one constant MMA (8 bits, the
-offset form: no column sums), or split into ``(P + 128) >> 8`` and ``P``'s low byte over two
-accumulators (9-14 bits).
+offset form: no column sums), or as ``P``'s low byte and ``(P + 128) >> 8`` in two MMAs whose
+second result is added 256 times (9-14 bits).
 
 Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); sequence
 lengths, batch and heads are runtime values. Every integer constant comes from the constant
@@ -41,7 +41,6 @@ from .table import Col
 # constexpr globals: the only kind a Triton kernel may read
 MASKED = tl.constexpr(MASKED_LOGIT)
 BIAS_LIMIT = tl.constexpr(BIAS_MAX)
-INT32_MIN = tl.constexpr(-(2**31))
 MASK_NONE, MASK_BOOL, MASK_FLOAT = (tl.constexpr(int(k)) for k in (MaskKind.NONE, MaskKind.BOOL, MaskKind.FLOAT))
 OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT8))
 (PRE_M, PRE_L, PRE_R, T_CAP, U_MAX, REQ_M, REL_M, HEADROOM, EXP_C0, EXP_C1, BIAS_INV, OUT_M, OUT_SHIFT,
@@ -305,31 +304,28 @@ def _qflash_fwd(
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
     n_full = (NK // BLOCK_N) * BLOCK_N
     if TWO_PASS:
+        fx = _rows(rc[5], ROW_TABLE)
         one_tile = NK <= BLOCK_N  # the tile's own max is the row max: no first pass
         if one_tile:
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, ROW_TABLE)
-            m = tl.max(s, 1)
+            l, acc = _two_pass_tile(q, 0, tl.max(s, 1), fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                    smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N, BLOCK_N,
+                                    EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
+                                    ROW_TABLE, PTX)
         else:
             m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, D,
                          BLOCK_M, BLOCK_N, MASK_KIND, ROW_TABLE)
-        fx = _rows(rc[5], ROW_TABLE)
-        if one_tile:
-            l, acc = _two_pass_tile(q, 0, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                          smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                          BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                          MASK_KIND, True, ROW_TABLE, PTX)
-        else:
             for j in range(0, n_full, BLOCK_N):
-                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
-                                              svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
-                                              BLOCK_N, BLOCK_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS,
-                                              REQ_SHIFT, P_BITS, MASK_KIND, False, ROW_TABLE, PTX)
+                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
+                                        offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N, BLOCK_N,
+                                        EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND,
+                                        False, ROW_TABLE, PTX)
             for j in range(n_full, NK, TAIL):
-                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn,
-                                              svd, smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D,
-                                              TAIL, TAIL, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
-                                              P_BITS, MASK_KIND, True, ROW_TABLE, PTX)
+                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
+                                        offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, TAIL, TAIL, EXP_KIND,
+                                        EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
+                                        ROW_TABLE, PTX)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(NK - n_full, TAIL) * TAIL)
             l = 127 * n_tiled - l

@@ -133,11 +133,11 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, SX, S8, SA, SSS, NS, H, D: tl.constexpr
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
                   NATIVE_PER_NAT: tl.constexpr, U_MAX: tl.constexpr, ONE: tl.constexpr, P_MAX: tl.constexpr,
                   REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr,
-                  QFLASH_MUL_SHIFT: tl.constexpr, FUSED_T: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                  QFLASH_MUL_SHIFT: tl.constexpr, FUSED_OCTAVES: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
     """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`).
     ``NATIVE_PER_NAT != 0`` selects the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`);
-    otherwise ``FUSED_T`` (the octaves of ``one``'s clamp, and unused) selects the fused exp's multiplier and clamp
-    (:class:`intsoftmax.FusedExp2`), and ``()`` QFlash's raw constants
+    otherwise ``FUSED_OCTAVES > 0`` selects the fused exp's multiplier and the clamp of its
+    generic exp at ``one`` (:class:`intsoftmax.FusedExp2`), and 0 QFlash's raw constants
     (:meth:`intsoftmax.QFlashExp2.row_constants`)."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     b = idx // TM // H
@@ -160,10 +160,12 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
         one = zero + ONE
         rc0 = zero
         rc1 = zero
-    elif len(FUSED_T) > 0:  # the fused exp: M = round(c 2**32), t_cap = ceil(octaves 2**32 / M) per output scale
-        M = tl.minimum(tl.floor(nat * F64_LOG2E * 4294967296.0 + 0.5), 4294967295.0).to(tl.int64)
+    elif FUSED_OCTAVES > 0:  # the fused exp: M = round(c 2**32), u_max = ceil(octaves 2**32 / M)
+        # clamp in float to 2**33 (exact in any float width), then to 2**32 - 1 in integers
+        M = tl.minimum(tl.minimum(tl.floor(nat * F64_LOG2E * 4294967296.0 + 0.5), 8589934592.0).to(tl.int64),
+                       4294967295)
         Md = tl.maximum(M, 1)
-        u_max = tl.where(M > 0, tl.minimum(((zero + (FUSED_T[0] << 32)) + Md - 1) // Md, 2147483647), 2147483647)
+        u_max = tl.where(M > 0, tl.minimum(((zero + (FUSED_OCTAVES << 32)) + Md - 1) // Md, 2147483647), 2147483647)
         pre_M = zero
         pre_l = zero
         pre_r = zero
@@ -296,6 +298,6 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
            ONE=strategy.one() if k is not None or strategy.fuses_requant else 1, P_MAX=recipe.p_max,
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
            OUT_FRAC=recipe.out_frac_bits, QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16),
-           FUSED_T=(strategy.one().bit_length() + 2, recipe.p_max.bit_length() + 2) if strategy.fuses_requant else (),
+           FUSED_OCTAVES=strategy.clamp_octaves(strategy.one()) if strategy.fuses_requant else 0,
            INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
     return tab

@@ -28,7 +28,7 @@ class Col(enum.IntEnum):
     REL_M = 6       # scale-release multiplier floor(2**S / one)
     HEADROOM = 7    # lazy-rescale headroom in QK units (0: plain running max)
     EXP_C0 = 8      # strategy row constant (QFlash: R; fused exp: M)
-    EXP_C1 = 9      # strategy row constant (QFlash: exp_M; fused exp: t_cap of P)
+    EXP_C1 = 9      # strategy row constant (QFlash: exp_M)
     BIAS_INV = 10   # float32 bits of 1 / nat_unit (float bias -> QK units)
     OUT_M = 11      # int8 output multiplier
     OUT_SHIFT = 12  # int8 output shift

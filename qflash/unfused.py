@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from intsoftmax import Recipe
+from intsoftmax.plan import MASKED_LOGIT
 
 from .exp import fused_args, fused_y
 from .kernel import _normalize
@@ -27,6 +28,7 @@ from .ptx import pack_s8
 from .table import Col
 
 EXP_C0, DEQ = tl.constexpr(int(Col.EXP_C0)), tl.constexpr(int(Col.DEQ))
+MASKED = tl.constexpr(MASKED_LOGIT)
 
 
 @triton.jit
@@ -49,7 +51,7 @@ def _softmax(S, P, L, Tab, N, NP, ROWS: tl.constexpr, WIDTH: tl.constexpr, ARGS:
     m = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     n = tl.arange(0, WIDTH)
     inside = (m[:, None] < N) & (n[None, :] < N)
-    s = tl.load(S + bh * N * N + m[:, None] * N + n[None, :], mask=inside, other=-(2**30))
+    s = tl.load(S + bh * N * N + m[:, None] * N + n[None, :], mask=inside, other=MASKED)
     p = (fused_y(tl.max(s, 1)[:, None] - s, tl.load(Tab + EXP_C0), ARGS, PTX) + 1) >> 1
     p = tl.where(n[None, :] < N, p, 0)
     tl.store(P + bh * N * NP + m[:, None] * NP + n[None, :], pack_s8(p, PTX), mask=(m[:, None] < N) & (n[None, :] < NP))
@@ -98,8 +100,8 @@ def attention_int8(q8, k8, v8, table, recipe: Recipe, out_dtype=torch.float16, b
     rows = 16
     _softmax[(triton.cdiv(N, rows), B * H)](S, P, L, table, N, NP, ROWS=rows, WIDTH=triton.next_power_of_2(NP),
                                              ARGS=fused_args(recipe.exp, recipe.p_max), PTX=ptx)
-    sv = (v8.stride(1), v8.stride(2), v8.stride(3))  # (batch x head, key, channel): B and H merge
-    _weighted_sum[(triton.cdiv(N, 64), B * H)](P, v8.reshape(B * H, N, D), L, table, out.view(B * H, N, D), sv,
+    vf = v8.reshape(B * H, N, D)  # a view: B and H merge for the layouts qflash writes
+    _weighted_sum[(triton.cdiv(N, 64), B * H)](P, vf, L, table, out.view(B * H, N, D), vf.stride(),
                                                 (N * D, D), N, NP, D=D, BLOCK_M=64, BLOCK_N=32,
                                                 OUT_FRAC=recipe.out_frac_bits, PTX=ptx)
     return out

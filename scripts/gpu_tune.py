@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 
 import numpy as np

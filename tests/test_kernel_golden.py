@@ -55,6 +55,17 @@ def test_odd_lengths(n_tokens, recipe):
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
 
+@pytest.mark.parametrize("amplitude", [30.0, 300.0])
+def test_large_inputs_saturate_the_fused_multiplier(amplitude):
+    """At amplitude 300 a QK unit is worth ~26 octaves: the fused exp's multiplier saturates at
+    2**32 - 1, and the device derivation must saturate exactly as the host does."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.normal(0, amplitude, (1, 2, 100, 16)).astype(np.float32) for _ in range(3))
+    for recipe in (ism.Recipe.default(), ism.Recipe.fast()):
+        values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+        np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+
+
 def test_long_odd_sequence():
     """N = 577 (ViT-B at 384 px): ten key tiles, the last one padded, and many rescales."""
     rng = np.random.default_rng(577)

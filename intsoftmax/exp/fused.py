@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..fixedpoint import round_half_up
+from ..fixedpoint import check_range, round_half_up
 from ..strategy import register
 from .base import ErrorBound, ExpStrategy, OpCount, check_bits
 from .poly import relative_minimax
@@ -99,11 +99,16 @@ class FusedExp2(ExpStrategy):
         return consts["M"] - (consts["M"] >= 2**31) * 2**32, None
 
     @staticmethod
-    def t_cap(M, top: int):
-        """``ceil((bits(top) + 2) 2**32 / M)`` (int64, capped at ``2**31 - 1``): from there ``P`` is 0."""
+    def clamp_octaves(top: int) -> int:
+        """``bits(top) + 2``: from this many octaves on the output at scale ``top`` is 0."""
+        return int(top).bit_length() + 2
+
+    @classmethod
+    def t_cap(cls, M, top: int):
+        """``ceil(clamp_octaves(top) 2**32 / M)`` (int64, capped at ``2**31 - 1``): from there ``P`` is 0."""
         M = np.asarray(M, dtype=np.int64)
-        octaves = int(top).bit_length() + 2
-        return np.where(M > 0, np.minimum(-((-(np.int64(octaves) << 32)) // np.maximum(M, 1)), T_CAP_MAX), T_CAP_MAX)
+        octaves = np.int64(cls.clamp_octaves(top)) << 32
+        return np.where(M > 0, np.minimum(-((-octaves) // np.maximum(M, 1)), T_CAP_MAX), T_CAP_MAX)
 
     # -- golden ----------------------------------------------------------------------------
     def scaled(self, t, M, top: int):
@@ -118,11 +123,7 @@ class FusedExp2(ExpStrategy):
     def top_fraction(self, f, top: int):
         """``H ~= S 2**-f`` (``S = top 2**R``) by Horner on the ``F``-bit fraction ``f``; the kernel
         shifts its last step by ``R - 1`` more (``y0 = H >> (R-1)``, the same integers)."""
-        C = self.coefficients(top)
-        h = np.full_like(np.asarray(f, dtype=np.int64), C[0])
-        for k in C[1:]:
-            h = (h * f + k) >> self.frac_bits
-        return h
+        return _horner(self.coefficients(top), f, self.frac_bits)
 
     def golden(self, u, consts=None):
         return self.scaled(u, consts["M"], self.one())
@@ -167,17 +168,22 @@ def _check_shape(coefs, degree, frac_bits, top):
     """Every ``f``: ``y0`` within ``[0, 2 top]``, non-increasing, ``y0(f_max) >= y0(0) / 2``, and
     ``|h f| + K < 2**31`` (the kernel's int32 Horner)."""
     F, R = frac_bits, guard_bits(top)
-    f = np.arange(1 << F, dtype=np.int64)
-    h = np.full_like(f, coefs[0])
-    for k in coefs[1:]:
-        prod = h * f + k
-        if np.abs(prod).max() >= 2**31:  # pragma: no cover - S < 2**17 rules it out
-            raise ValueError(f"fused exp2 Horner overflows int32 at top={top}")
-        h = prod >> F
-    h = h >> (R - 1)
+    h = _horner(coefs, np.arange(1 << F, dtype=np.int64), F, check=True) >> (R - 1)
     ok = h[0] == 2 * top and h.max() <= 2 * top and (np.diff(h) <= 0).all() and 2 * h[-1] >= h[0]
     if not ok:  # pragma: no cover - the fit guarantees it; a new degree or width must keep it
         raise ValueError(f"fused exp2 (degree={degree}, frac_bits={frac_bits}) is not monotone at top={top}")
+
+
+def _horner(coefs, f, frac_bits: int, check: bool = False):
+    """``h = C_d``, then ``h = (h f + K_i) >> F`` (int64 holding the kernel's int32 values);
+    ``check``: raise if a product leaves int32."""
+    h = np.full_like(np.asarray(f, dtype=np.int64), coefs[0])
+    for k in coefs[1:]:
+        prod = h * f + k
+        if check:
+            check_range(prod, 32, "fused exp2 Horner product")
+        h = prod >> frac_bits
+    return h
 
 
 def _multiplier_error(consts) -> float:
