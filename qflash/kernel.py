@@ -10,15 +10,17 @@
    release the scale of ``l`` and ``acc`` (int64 products) for the rows that moved;
 3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them
    (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
-   ``l += sum P``, ``acc += P . V8`` on the int8 MMA;
+   ``acc += P . V8`` and ``l += sum P`` on the int8 MMA;
 4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
    output); stored as int32, requantized to int8, or dequantized (the only float op).
 
 Two-pass integers do not depend on the tile order (integer sums are associative), so the
 kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in ``TAIL`` (32) key tiles.
 ``P`` reaches the MMA as an int8 (7 bits), as ``127 - P`` plus one constant MMA (8 bits, the
-offset form: no column sums), or as ``P``'s low byte and ``(P + 128) >> 8`` in two MMAs whose
-second result is added 256 times (9-14 bits).
+offset form: no column sums), or as ``P mod 128`` and ``P >> 7`` in two MMAs whose second result
+is added 128 times (9-14 bits); the same operands against a tile of ones give ``l = sum P``.
+Keys past ``NK`` in a padded tile read zero rows of K and carry ``P = 0``; V is read 16 keys at a
+time where its storage allows (:func:`readable_keys`).
 
 Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); sequence
 lengths, batch and heads are runtime values. Every integer constant comes from the constant
@@ -34,7 +36,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
 from .exp import exp_int, fused_y
 from .launcher import interpreted, launch as launch_kernel
-from .ptx import mul_wide, pack_s8, shr_funnel
+from .ptx import mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -90,9 +92,10 @@ def _load(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constex
 @triton.jit
 def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv,
                  D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr, MASK_KIND: tl.constexpr,
-                 PADDED: tl.constexpr, ROW_TABLE: tl.constexpr):
+                 PADDED: tl.constexpr, MASK_PAD: tl.constexpr, ROW_TABLE: tl.constexpr):
     """Integer logits of the key tile at ``j`` (BLOCK_M, TILE): ``Q8 . K8^T`` plus mask or bias.
-    In a padded tile, keys past ``NK`` or past ``WIDTH`` (zero padding for the MMA) are masked."""
+    In a padded tile, keys past ``NK`` or past ``WIDTH`` (zero padding for the MMA) read zero
+    rows of K, and ``MASK_PAD`` masks them (their logit is 0 otherwise)."""
     offs_n = tl.arange(0, TILE)
     n = j + offs_n
     key_ok = (n < NK) & (offs_n < WIDTH)
@@ -111,19 +114,21 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ
         else:
             b = tl.load(ptrs, mask=inside, other=0)
             s = tl.where(b == MASKED, MASKED, s + b)
-    if PADDED:
+    if PADDED and MASK_PAD:
         s = tl.where(key_ok[None, :], s, MASKED)
     return s
 
 
 @triton.jit
-def _tile_v(v_base, svn, svd, offs_d, j, NK, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
+def _tile_v(v_base, svn, svd, offs_d, j, NK_V, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
             PADDED: tl.constexpr):
-    """V8 of the key tile at ``j`` as a (TILE, D_PAD) operand, zero past ``NK`` and ``WIDTH``. It is
+    """V8 of the key tile at ``j`` as a (TILE, D_PAD) operand, zero past ``NK_V`` and ``WIDTH``. It is
     read as a (D_PAD, TILE) tile: keys are the MMA's K dim, and int8 MMAs want K contiguous,
-    which V stored (B, H, D, N) gives (the quantization kernel writes it so)."""
+    which V stored (B, H, D, N) gives (the quantization kernel writes it so). ``NK_V``: the keys
+    readable in V's storage, ``NK`` rounded up to 16 where the rows allow (16-byte loads; the
+    keys past ``NK`` then carry ``P = 0``), else ``NK``."""
     offs_n = tl.arange(0, TILE)
-    key_ok = ((j + offs_n) < NK) & (offs_n < WIDTH)
+    key_ok = ((j + offs_n) < NK_V) & (offs_n < WIDTH)
     vt = _load(v_base + offs_d[:, None] * svd + (j + offs_n)[None, :] * svn, offs_d < D, key_ok,
                D < offs_d.shape[0], PADDED)
     return tl.trans(vt)
@@ -137,26 +142,35 @@ def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, b
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
     for j in range(0, n_full, BLOCK_N):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
-                         BLOCK_N, BLOCK_N, MASK_KIND, False, ROW_TABLE)
+                         BLOCK_N, BLOCK_N, MASK_KIND, False, True, ROW_TABLE)
         m = tl.maximum(m, tl.max(s, 1))
     for j in range(n_full, NK, TAIL):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
-                         TAIL, TAIL, MASK_KIND, True, ROW_TABLE)
+                         TAIL, TAIL, MASK_KIND, True, True, ROW_TABLE)
         m = tl.maximum(m, tl.max(s, 1))
     return m
 
 
 @triton.jit
-def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
+def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
                    PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr,
-                   P_BITS: tl.constexpr, NEGATE: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
-    """``P`` of a tile of logits against the row references ``m`` (int32): the fused strategy
-    from its row multiplier ``fx = M`` and constants at ``P_max``, else the exp and the requantization.
-    ``NEGATE``: ``127 - P``."""
+                   P_BITS: tl.constexpr, NEGATE: tl.constexpr, MASKING: tl.constexpr, PACKED: tl.constexpr,
+                   ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
+    """``P`` of a tile of logits against the row references ``m`` (int32), 0 where ``MASKING`` and
+    not ``ok``: the fused strategy from its row multiplier ``fx = M`` and constants at ``P_max``,
+    else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused, 7 bits): as
+    the int8 MMA operand, rounded four at a time; (fused, 9-14 bits) as the two int8 operands
+    ``(lo, hi)`` of ``P = 128 hi + lo`` (:func:`~qflash.ptx.split_half`)."""
     if FUSED:
         y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
+        if MASKING:
+            y = tl.where(ok, y, 0)
         if NEGATE:
             p = (254 - y) >> 1
+        elif PACKED and P_BITS <= 7:
+            p = pack_half_round(y, PTX)
+        elif PACKED:
+            p = split_half(y + 1, PTX)
         else:
             p = (y + 1) >> 1
     else:
@@ -164,6 +178,8 @@ def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: t
                _rows(rc[4], ROW_TABLE), _rows(rc[5], ROW_TABLE), _rows(rc[6], ROW_TABLE))
         e = _exp(m[:, None] - s, rc2, lut, EXP_KIND, EXP_ARGS, PRESCALED)
         p = tl.minimum((e * _rows(req_M, ROW_TABLE) + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, (1 << P_BITS) - 1)
+        if MASKING:
+            p = tl.where(ok, p, 0)
         if NEGATE:
             p = 127 - p
     return p
@@ -171,31 +187,49 @@ def _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: t
 
 @triton.jit
 def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
-                   NQ, NK, rc, req_M, bias_inv, lut, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
+                   NQ, NK, NK_V, rc, req_M, bias_inv, lut, D: tl.constexpr, TILE: tl.constexpr,
                    EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                    PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
-    """One key tile of pass 2 (reference fixed): ``l += sum P`` and the P.V MMAs. 8-bit ``P`` runs
-    as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and ``-sum P V``, corrected by
-    the caller and by a constant MMA here); 9-14 bits as ``P``'s low byte (a signed int8) and
-    ``(P + 128) >> 8``, the second MMA's result added 256 times."""
-    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, WIDTH, TILE,
-                     MASK_KIND, PADDED, ROW_TABLE)
+    """One key tile of pass 2 (reference fixed): the P.V MMAs into ``acc`` (BLOCK_M, D_PAD) and
+    ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against ones (its 16 columns are equal).
+    8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and
+    ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14 bits as ``P``'s low
+    seven bits and ``P >> 7``, the second MMA's result added 128 times.
+    Masking: a user mask's keys by their logit; padding keys (zero rows of K, garbage or zero
+    columns of V) by their index."""
+    USER_MASK: tl.constexpr = MASK_KIND != MASK_NONE
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, TILE, TILE,
+                     MASK_KIND, PADDED, USER_MASK, ROW_TABLE)
+    if USER_MASK:
+        ok = s > MASKED
+    else:
+        ok = (j + tl.arange(0, TILE) < NK)[None, :]
     NEGATE: tl.constexpr = P_BITS == 8
-    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                       NEGATE, ROW_TABLE, PTX)
-    if PADDED or MASK_KIND != MASK_NONE:  # masked keys carry no weight (full unmasked tiles have none)
-        p = tl.where(s > MASKED, p, 127 if NEGATE else 0)
-    l += tl.sum(p, 1)
-    v = _tile_v(v_base, svn, svd, offs_d, j, NK, D, WIDTH, TILE, PADDED)
+    PACKED: tl.constexpr = FUSED and not NEGATE
+    p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                       NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
+    v = _tile_v(v_base, svn, svd, offs_d, j, NK_V, D, TILE, TILE, PADDED)
+    ones = tl.full((TILE, 16), 1, tl.int8)
     if P_BITS <= 7:
-        acc = tl.dot(pack_s8(p, PTX), v, acc, out_dtype=tl.int32)
+        p8 = p if PACKED else pack_s8(p, PTX)
+        acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
+        l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     elif P_BITS == 8:  # sum P V = 127 sum V - sum (127 - P) V
-        acc = tl.dot(pack_s8(p, PTX), v, acc, out_dtype=tl.int32)
+        p8 = pack_s8(p, PTX)
+        acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         acc = tl.dot(tl.full(p.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
-    else:  # the low byte as a signed int8 into acc, the high part 256 times on top (one IMAD per output)
-        acc = tl.dot(p.to(tl.int8), v, acc, out_dtype=tl.int32)
-        acc += tl.dot(pack_s8((p + 128) >> 8, PTX), v, out_dtype=tl.int32) * 256
+        l = tl.dot(p8, ones, l, out_dtype=tl.int32)
+    else:  # P = 128 hi + lo: the second MMA's result added 128 times (one IMAD per output)
+        if PACKED:
+            lo, hi = p
+        else:
+            lo = pack_s8(p & 127, PTX)
+            hi = pack_s8(p >> 7, PTX)
+        acc = tl.dot(lo, v, acc, out_dtype=tl.int32)
+        acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
+        l = tl.dot(lo, ones, l, out_dtype=tl.int32)
+        l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
     return l, acc
 
 
@@ -223,7 +257,7 @@ def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, 
                  MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc)``."""
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, BLOCK_N, TILE,
-                     MASK_KIND, PADDED, ROW_TABLE)
+                     MASK_KIND, PADDED, True, ROW_TABLE)
     tile_max = tl.max(s, 1)
     m_new = tl.where(tile_max > m, tile_max + headroom, m)
     moved = (m_new > m) & (m > MASKED)
@@ -234,10 +268,8 @@ def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, 
         acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
         l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
     m = m_new
-    p = _probabilities(s, m, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                       False, ROW_TABLE, PTX)
-    if PADDED or MASK_KIND != MASK_NONE:
-        p = tl.where(s > MASKED, p, 0)
+    p = _probabilities(s, m, s > MASKED, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+                       P_BITS, False, PADDED or MASK_KIND != MASK_NONE, False, ROW_TABLE, PTX)
     l += tl.sum(p, 1)
     acc += _pv(p, _tile_v(v_base, svn, svd, offs_d, j, NK, D, BLOCK_N, TILE, PADDED), P_BITS)
     return m, l, acc
@@ -248,15 +280,19 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
     """:func:`intsoftmax.golden.normalize`: ``o = (acc r + 2**(s-1)) >> s`` as
     ``((acc r) >> (s - 1) + 1) >> 1``, one ``IMAD.WIDE``, a funnel shift (``s - 1 <= 32``), an add
     and a shift per output. Per row: ``e = min(floor(log2 l), F + 3)`` read from ``l``'s float64
-    exponent, ``r = 2**(30 + e) // l`` from a float64 division floored and corrected by one (the
-    correctly rounded quotient may round up to the next integer). ``ROUNDING``: clamp ``acc`` to
+    exponent, ``r = 2**(30 + e) // l`` (at most ``2**30``) from the hardware's float64 reciprocal
+    refined by one Newton step (relative error ~``2**-40``, so the product is within one of the
+    quotient), then corrected to the floor exactly in int64. ``ROUNDING``: clamp ``acc`` to
     ``+-128 l`` (a no-op unless online rescales rounded)."""
     l64 = l.to(tl.int64)
     lf = tl.maximum(l64, 1).to(tl.float64)
     e = tl.minimum(((lf.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1023, OUT_FRAC + 3)
     num = ((e + 30 + 1023) << 52).to(tl.float64, bitcast=True)
-    r = (num / lf).to(tl.int64)
-    r = tl.where(r * l64 > num.to(tl.int64), r - 1, r)
+    inv = rcp_f64(lf, PTX)
+    inv = inv + inv * (1.0 - lf * inv)
+    r = (num * inv).to(tl.int64)
+    n64 = num.to(tl.int64)
+    r = tl.where(r * l64 > n64, r - 1, tl.where((r + 1) * l64 <= n64, r + 1, r))
     r = tl.where(l64 > 0, r, 0).to(tl.int32)
     sh1 = (e + (29 - OUT_FRAC)).to(tl.int32)
     if ROUNDING:
@@ -270,7 +306,7 @@ def _qflash_fwd(
     Q, K, V, Out, Tab, Mask, Lut,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn,
-    H, B2, NQ, NK,
+    H, B2, NQ, NK, NK_V,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
@@ -300,37 +336,39 @@ def _qflash_fwd(
     v_base = V + b * svb + h * svh
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
-    l = tl.zeros((BLOCK_M,), tl.int32)
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
     n_full = (NK // BLOCK_N) * BLOCK_N
     if TWO_PASS:
+        l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
         fx = _rows(rc[5], ROW_TABLE)
         one_tile = NK <= BLOCK_N  # the tile's own max is the row max: no first pass
         if one_tile:
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
-                             BLOCK_N, BLOCK_N, MASK_KIND, True, ROW_TABLE)
-            l, acc = _two_pass_tile(q, 0, tl.max(s, 1), fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                    smm, smn, offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N, BLOCK_N,
-                                    EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
-                                    ROW_TABLE, PTX)
+                             BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE)
+            l2, acc = _two_pass_tile(q, 0, tl.max(s, 1), fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                     smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
+                                     EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
+                                     ROW_TABLE, PTX)
         else:
             m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, D,
                          BLOCK_M, BLOCK_N, MASK_KIND, ROW_TABLE)
             for j in range(0, n_full, BLOCK_N):
-                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
-                                        offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, BLOCK_N, BLOCK_N,
-                                        EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND,
-                                        False, ROW_TABLE, PTX)
+                l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
+                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
+                                         EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND,
+                                         False, ROW_TABLE, PTX)
             for j in range(n_full, NK, TAIL):
-                l, acc = _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
-                                        offs_m, offs_d, NQ, NK, rc, req_M, bias_inv, Lut, D, TAIL, TAIL, EXP_KIND,
-                                        EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
-                                        ROW_TABLE, PTX)
+                l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
+                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, TAIL, EXP_KIND,
+                                         EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
+                                         ROW_TABLE, PTX)
+        l = tl.max(l2, 1)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(NK - n_full, TAIL) * TAIL)
             l = 127 * n_tiled - l
             acc = -acc
     else:
+        l = tl.zeros((BLOCK_M,), tl.int32)
         rel_M = tl.load(trow + REL_M)
         headroom = tl.load(trow + HEADROOM)
         m = tl.full((BLOCK_M,), MASKED, tl.int32)
@@ -365,6 +403,20 @@ def _qflash_fwd(
         tl.store(out_ptrs, (o.to(tl.float32) * deq).to(Out.dtype.element_ty), mask=out_mask)
 
 
+def readable_keys(v8) -> int:
+    """Keys of ``v8`` (a (B, H, N, D) view) the kernel may read per row: ``N`` rounded up to 16
+    when each row of keys is contiguous, 16-byte aligned and followed in its storage by the
+    padding (as :func:`qflash.quantize.quantize_qkv` stores V), so the kernel loads 16 keys at a
+    time; else ``N``. Only tensor metadata is read."""
+    B, H, N, D = v8.shape
+    n16 = -(-N // 16) * 16
+    sb, sh, sn, sd = v8.stride()
+    if n16 == N or sn != 1 or sd % 16 or v8.data_ptr() % 16 or (D > 1 and sd < n16):
+        return N
+    last = v8.storage_offset() + (B - 1) * sb + (H - 1) * sh + (D - 1) * sd + n16
+    return n16 if last <= v8.untyped_storage().nbytes() else N
+
+
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
@@ -391,7 +443,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
         tab_b, tab_h, tab_m, *mstrides,
-        H, batch2, NQ, NK,
+        H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), **spec.constexprs(),
         **options,

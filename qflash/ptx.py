@@ -10,7 +10,13 @@ On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Trit
   kernel would otherwise need a clamp on the shift amount;
 * :func:`shr_funnel`: the low word of a 64-bit value shifted right by up to 32, one ``SHF``;
 * :func:`pack_s8`: four int32 to four saturated int8 in two ``I2IP`` (the compiler's truncating
-  conversion takes three byte permutes).
+  conversion takes three byte permutes);
+* :func:`pack_half_round`: ``(y + 1) >> 1`` of four bytes at once after packing them (three
+  instructions per four values instead of two per value);
+* :func:`split_half`: ``(y + 1) >> 1`` of up to 14 bits as two int8 MMA operands, its low seven
+  bits and the rest, in four byte permutes, a shift and a mask per four values;
+* :func:`rcp_f64`: the hardware's approximate float64 reciprocal (``div.rn.f64`` brings a
+  slow-path subroutine the kernel does not need: its callers correct the quotient exactly).
 """
 from __future__ import annotations
 
@@ -64,3 +70,45 @@ def pack_s8(p, PTX: tl.constexpr):
     else:
         y = tl.minimum(tl.maximum(p, -128), 127).to(tl.int8)
     return y
+
+
+@triton.jit
+def pack_half_round(y, PTX: tl.constexpr):
+    """``(y + 1) >> 1`` as int8 for int32 ``y`` in ``[0, 254]``: four ``y`` packed as unsigned bytes,
+    then one add, shift and mask for all four (``y + 1 <= 255`` carries into no neighbour)."""
+    if PTX:
+        p = tl.inline_asm_elementwise(
+            "{ .reg .b32 t; cvt.pack.sat.u8.s32.b32 t, $4, $3, 0; cvt.pack.sat.u8.s32.b32 t, $2, $1, t; "
+            "add.u32 t, t, 0x01010101; shr.u32 t, t, 1; and.b32 $0, t, 0x7F7F7F7F; }",
+            "=r,r,r,r,r", [y], dtype=tl.int8, is_pure=True, pack=4)
+    else:
+        p = ((y + 1) >> 1).to(tl.int8)
+    return p
+
+
+@triton.jit
+def split_half(z, PTX: tl.constexpr):
+    """``(lo, hi)`` int8 with ``(z >> 1) = 128 hi + lo``, ``lo`` in ``[0, 127]``, for int32 ``z`` in
+    ``[0, 2**15)``: ``hi`` is ``z``'s second byte and ``lo`` its first shifted right by one, so
+    the bytes are gathered (two permutes pair up two values' bytes, two more sort them into the
+    low and high bytes of four) and one shift and mask finish ``lo``."""
+    if PTX:
+        lo, hi = tl.inline_asm_elementwise(
+            "{ .reg .b32 a, b, c; prmt.b32 a, $2, $3, 0x5140; prmt.b32 b, $4, $5, 0x5140; prmt.b32 c, a, b, 0x5410; "
+            "prmt.b32 $1, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $0, c, 0x7F7F7F7F; }",
+            "=r,=r,r,r,r,r", [z], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
+    else:
+        lo = ((z >> 1) & 127).to(tl.int8)
+        hi = (z >> 8).to(tl.int8)
+    return lo, hi
+
+
+@triton.jit
+def rcp_f64(x, PTX: tl.constexpr):
+    """About ``1 / x`` (float64, relative error below ``2**-20``; one ``MUFU.RCP64H``)."""
+    if PTX:
+        r = tl.inline_asm_elementwise("rcp.approx.ftz.f64 $0, $1;", "=d,d", [x], dtype=tl.float64, is_pure=True,
+                                      pack=1)
+    else:
+        r = 1.0 / x
+    return r

@@ -7,6 +7,7 @@ import triton.language as tl
 
 import intsoftmax as ism
 from qflash.exp import exp_int, exp_spec
+from qflash.kernel import _normalize
 
 from kernel_utils import DEVICE, n, needs_kernel, t
 
@@ -60,3 +61,30 @@ def test_fused_helper_equals_golden_everywhere(nat_unit, degree):
 def test_float_strategies_are_not_compiled():
     with pytest.raises(TypeError, match="no integer exp for exact_exp"):
         exp_spec(ism.ExactExp())
+
+
+@triton.jit
+def _normalize_rows(ACC, L, OUT, OUT_FRAC: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D)
+    acc = tl.load(ACC + rows[:, None] * D + cols[None, :])
+    tl.store(OUT + rows[:, None] * D + cols[None, :], _normalize(acc, tl.load(L + rows), False, OUT_FRAC, PTX))
+
+
+PTX = tl.constexpr(DEVICE != "cpu")
+
+
+@pytest.mark.parametrize("frac_bits", [8, 16])
+def test_normalize_equals_golden(frac_bits):
+    """The kernel's per-row reciprocal (a float64 estimate corrected to the floor) equals the golden
+    model's at every power of two and its neighbours, small l, and random l below ``2**24``."""
+    rng = np.random.default_rng(frac_bits)
+    edges = [v for k in range(25) for v in (2**k - 1, 2**k, 2**k + 1) if 0 <= v < ism.golden.NORM_L_LIMIT]
+    l = np.concatenate([np.arange(0, 300), edges, rng.integers(1, ism.golden.NORM_L_LIMIT, 1000)]).astype(np.int64)
+    l = np.concatenate([l, np.ones((-len(l)) % 64, np.int64)])
+    D = 32
+    acc = rng.integers(-128, 129, (len(l), D)) * l[:, None] // 128
+    acc[:, 0], acc[:, 1] = 128 * l, -128 * l
+    out = torch.empty((len(l), D), dtype=torch.int32, device=DEVICE)
+    _normalize_rows[(len(l) // 64,)](t(acc.astype(np.int32)), t(l.astype(np.int32)), out, frac_bits, D, 64)
+    np.testing.assert_array_equal(n(out), ism.golden.normalize(acc, l[:, None], frac_bits))

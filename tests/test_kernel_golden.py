@@ -142,3 +142,35 @@ def test_int8_static_table_equals_per_call_table():
     with pytest.raises(ValueError, match=r"s_k has 6 values; per_head\(\) needs 3"):
         qflash.static_scales(recipe.replace(k_granularity=ism.PerHead()), scales=(s_q, np.ones(6), s_v), heads=3,
                              head_dim=32, device=DEVICE)
+
+
+@pytest.mark.parametrize("n_tokens", [5, 49, 197])
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8)],
+                         ids=["default", "fast", "fast_p8"])
+def test_v_padding_carries_no_weight(n_tokens, recipe):
+    """V stored (B, H, D, N padded to 16) with junk in the padding, as a (B, H, N, D) view: the
+    kernel reads the padding 16 keys at a time (readable_keys) and must give it no weight."""
+    rng = np.random.default_rng(n_tokens)
+    q, k, v = (rng.uniform(-4, 4, (1, 2, n_tokens, 32)).astype(np.float32) for _ in range(3))
+    (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+    n16 = -(-n_tokens // 16) * 16
+    store = rng.integers(-128, 128, (1, 2, 32, n16)).astype(np.int8)
+    store[..., :n_tokens] = np.swapaxes(v8, -1, -2)
+    v_view = t(store)[..., :n_tokens].transpose(-1, -2)
+    assert qflash.kernel.readable_keys(v_view) == n16
+    scales = [t(np.asarray(s, np.float32).reshape(1)) for s in (s_q, s_k, s_v)]
+    out = qflash.attention_int8(t(q8), t(k8), v_view, *scales, recipe=recipe, out_scale=0.01)
+    np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, out_scale=0.01).values)
+
+
+def test_readable_keys_only_from_padded_storage():
+    from qflash.kernel import readable_keys
+    padded = torch.zeros((2, 3, 32, 64), dtype=torch.int8)
+    assert readable_keys(padded[..., :49].transpose(-1, -2)) == 64  # rounded up to 16: 64
+    assert readable_keys(padded[..., :33].transpose(-1, -2)) == 48
+    assert readable_keys(padded[..., :48].transpose(-1, -2)) == 48
+    tight = torch.zeros((2, 3, 32, 49), dtype=torch.int8)  # rows of 49 keys: no 16-byte rows
+    assert readable_keys(tight.transpose(-1, -2)) == 49
+    assert readable_keys(torch.zeros((2, 3, 49, 32), dtype=torch.int8)) == 49  # keys not contiguous
+    short = torch.zeros((2 * 3 * 32 - 1) * 64 + 49, dtype=torch.int8)  # storage ends at the last key: 64 would overrun
+    assert readable_keys(short.as_strided((2, 3, 49, 32), (3 * 32 * 64, 32 * 64, 1, 64))) == 49
