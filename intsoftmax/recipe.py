@@ -128,13 +128,15 @@ class Recipe:
         A1-A7 (0.04 dB on average, docs/results.md): the exact row max first (two-pass), then ``P`` straight from the logits by a
         degree-3 exp2 fused with the requantization, 11-bit P (two int8 MMAs), 8 output
         fractional bits. 8196 keys at most. (Scale release instead of two-pass gains 0.01-0.02 dB
-        at a higher kernel cost: its rescales.)"""
+        at a higher kernel cost: its rescales.) Kernel budget: 17.8 integer instructions per score
+        element in the main loop on the H200 (docs/performance.md)."""
         return cls()
 
     @classmethod
     def fast(cls) -> "Recipe":
         """The fastest recipe above 34 dB on A2 U[-4, 4] (34.2-34.6 dB over seeds 0-3): the
-        default with a degree-2 exp2 and 7-bit ``P`` (one int8 MMA). 132104 keys at most."""
+        default with a degree-2 exp2 and 7-bit ``P`` (one int8 MMA). 132104 keys at most. Kernel
+        budget: 12.3 integer instructions per score element in the main loop."""
         return cls(exp=FusedExp2(degree=2), p_bits=7)
 
     # -- identity ----------------------------------------------------------------------------
