@@ -247,16 +247,20 @@ class Recipe:
         return tuple(quantize(x, g, a) for x, g, a in
                      zip((q, k, v), (self.q_granularity, self.k_granularity, self.v_granularity), amax))
 
-    def quantized_reference(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, amax=None) -> np.ndarray:
+    def quantized_reference(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, amax=None,
+                            is_causal: bool = False) -> np.ndarray:
         """float64 attention on the dequantized INT8 inputs: what INT8 Q/K/V quantization alone
         allows (the SQNR ceiling of every integer softmax with this recipe's granularities)."""
         deq = [x8 * s.astype(np.float64) for x8, s in self.quantize_inputs(q, k, v, amax)]
+        attn_mask = causal_mask(q.shape[-2], k.shape[-2], attn_bias, attn_mask) if is_causal else attn_mask
         return float_attention(*deq, attn_bias=attn_bias, attn_mask=attn_mask, scale=scale)
 
-    def attention_int(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *, amax=None,
-                      out_scale=None, check_limits: bool = True) -> IntAttention:
+    def attention_int(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *, is_causal: bool = False,
+                      amax=None, out_scale=None, check_limits: bool = True) -> IntAttention:
         """Golden integer attention on float arrays shaped (..., N, D); see :meth:`attention`.
 
+        ``is_causal``: query ``i`` attends to keys ``j <= i`` (SDPA's top-left-aligned lower
+        triangle; not combined with a mask or bias, as in SDPA).
         ``amax``: static ``(amax_q, amax_k, amax_v)`` instead of measuring them.
         ``out_scale``: int8 output at this (static) scale instead of the ``out_frac_bits``
         fixed-point output. ``check_limits=False`` lets naive accumulation run until it
@@ -264,6 +268,8 @@ class Recipe:
         """
         q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         nq, nk, d = _check_shapes(q, k, v)
+        if is_causal:
+            attn_mask = causal_mask(nq, nk, attn_bias, attn_mask)
         if check_limits:
             self.check_seq_len(nk)
         scale = _check_scale(scale, d)
@@ -286,7 +292,8 @@ class Recipe:
 
         q: (..., Nq, D), k: (..., Nk, D), v: (..., Nk, Dv) float arrays.
         attn_bias: additive float bias (nats) broadcastable to (..., Nq, Nk);
-        ``-inf`` entries mask their key. attn_mask: boolean, True = attend.
+        ``-inf`` entries mask their key. attn_mask: boolean, True = attend. ``is_causal=True``
+        (keyword): query ``i`` attends to keys ``j <= i``, instead of a mask or bias.
         scale: logit scale (default ``1/sqrt(D)``). A row with every key masked gives 0.
         Keyword arguments go to :meth:`attention_int`.
         """
@@ -364,6 +371,15 @@ def _check_scale(scale, d: int) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
         raise ValueError(f"scale={scale!r}: must be a finite positive number (default 1/sqrt(D))")
     return float(scale)
+
+
+def causal_mask(nq: int, nk: int, attn_bias=None, attn_mask=None) -> np.ndarray:
+    """SDPA's ``is_causal`` mask, (Nq, Nk) boolean: query ``i`` attends to keys ``j <= i`` (aligned at
+    the top left, as ``torch.ones(Nq, Nk).tril()``); SDPA takes no mask or bias beside it."""
+    if attn_bias is not None or attn_mask is not None:
+        raise ValueError("is_causal=True takes no attn_mask or attn_bias (as in SDPA); "
+                         "pass the causal mask combined with yours as attn_mask instead")
+    return np.tril(np.ones((nq, nk), dtype=bool))
 
 
 def _check_mask(mask, nq, nk):

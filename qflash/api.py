@@ -89,7 +89,27 @@ def _recipe(recipe) -> Recipe:
     return recipe
 
 
-def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str) -> Call:
+def _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask) -> None:
+    """SDPA's arguments that qflash takes but does not change: no dropout (an inference op), no
+    autograd, a causal flag without a mask, GQA only when asked for."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or dropout_p != 0:
+        raise ValueError(f"dropout_p={dropout_p!r}: qflash is an inference op; pass dropout_p=0.0 "
+                         "(e.g. run the model in eval mode)")
+    for name, flag in (("is_causal", is_causal), ("enable_gqa", enable_gqa)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if is_causal and attn_mask is not None:
+        raise ValueError("is_causal=True takes no attn_mask (as in SDPA); pass the causal mask combined with "
+                         "yours as attn_mask instead")
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in (q, k, v, attn_mask)):
+        raise ValueError("qflash attention is inference-only (integer ops have no gradient); call it under "
+                         "torch.no_grad() or torch.inference_mode(), or pass detached tensors")
+    if enable_gqa:
+        raise ValueError("enable_gqa=True: grouped K/V heads are not supported yet; repeat K and V to the "
+                         "query heads (k.repeat_interleave(H // H_kv, dim=-3)) and pass enable_gqa=False")
+
+
+def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_causal: bool = False) -> Call:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -119,7 +139,7 @@ def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str) -> Call
         raise ValueError(f"scale={scale!r}: must be a finite positive float (default 1/sqrt(D))")
     batch = tuple(q.shape[:-3])
     B2 = batch[1] if len(batch) == 2 else 1
-    mask_kind = MaskKind.NONE
+    mask_kind = MaskKind.CAUSAL if is_causal else MaskKind.NONE
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor):
             raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
@@ -297,18 +317,19 @@ def _check_out_scale(out_scale) -> None:
         raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float, or None for float output")
 
 
-def attention_op_impl(q, k, v, attn_mask, scale, recipe_json, amax_q=None, amax_k=None, amax_v=None, table=None):
+def attention_op_impl(q, k, v, attn_mask, scale, is_causal, recipe_json, amax_q=None, amax_k=None, amax_v=None,
+                      table=None):
     """Body of the ``qflash::attention`` op: validate, then run."""
     recipe = recipe_from_json(recipe_json)
-    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     return _attention(recipe, call, q, k, v, attn_mask, amax_q, amax_k, amax_v, table)
 
 
-def attention_int8_op_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_json, out_scale=None,
+def attention_int8_op_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, is_causal, recipe_json, out_scale=None,
                            out_dtype=torch.float32, table=None):
     """Body of the ``qflash::attention_int8`` op: validate, then run."""
     recipe = recipe_from_json(recipe_json)
-    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
+    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8", is_causal)
     if table is None:
         _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
     return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table)
@@ -319,40 +340,48 @@ def attention_int8_op_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe_j
 DEFAULT_RECIPE = Recipe.default()
 
 
-def attention(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
-              static: StaticScales | None = None) -> torch.Tensor:
-    """Integer-only attention with SDPA semantics: ``softmax(q k^T * scale + mask) v``.
+def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, *,
+              recipe: Recipe | None = None, static: StaticScales | None = None) -> torch.Tensor:
+    """Integer-only attention with SDPA's signature and semantics: ``softmax(q k^T * scale + mask) v``.
 
-    q, k, v: float16 / bfloat16 / float32, shape (B, H, N, D) or (B1, B2, H, N, D) (e.g. batch
-    and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True = attend) or an
-    additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides, never
-    expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. scale: default
-    1/sqrt(D). recipe: default :meth:`Recipe.default`. static: calibrated scales
-    (:func:`static_scales`); without it the INT8 ranges are measured on the device per call.
-    Returns a tensor of q's dtype and shape.
+    query, key, value: float16 / bfloat16 / float32, shape (B, H, N, D) or (B1, B2, H, N, D)
+    (e.g. batch and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True =
+    attend) or an additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides,
+    never expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. dropout_p:
+    0 only (an inference op). is_causal: query i attends to keys j <= i (SDPA's top-left
+    alignment), without a mask tensor; key tiles past a row block's diagonal are skipped.
+    scale: default 1/sqrt(D). enable_gqa: not supported yet (raises; repeat K and V). recipe:
+    default :meth:`Recipe.default`. static: calibrated scales (:func:`static_scales`); without
+    it the INT8 ranges are measured on the device per call. Inputs may not require grad with
+    grad enabled. Returns a tensor of query's dtype and shape.
     """
+    q, k, v = query, key, value
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     if static is not None and not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
     statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
+    _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        return torch.ops.qflash.attention(q, k, v, attn_mask, scale, recipe.to_json(), *statics)
+        return torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
     recipe = _recipe(recipe)
-    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     if static is not None:
         _check_static(static, recipe, call, q.device, None, needs_amax=True)
     return _attention(recipe, call, q, k, v, attn_mask, *statics)
 
 
-def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None = None,
+def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                  *, recipe: Recipe | None = None,
                   static: StaticScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`attention`'s integer result before dequantization: ``(values, scale)`` with int32
-    ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32 ``scale`` per
-    ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values`` equals
-    :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
+    """:func:`attention`'s integer result before dequantization (same arguments): ``(values,
+    scale)`` with int32 ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32
+    ``scale`` per ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values``
+    equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
+    q, k, v = query, key, value
     recipe = _recipe(recipe)
-    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention")
+    _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask)
+    call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
         _check_static(static, recipe, call, q.device, None, needs_amax=True)
@@ -362,8 +391,8 @@ def attention_int(q, k, v, attn_mask=None, scale=None, *, recipe: Recipe | None 
     return values, s_v * 2.0**-recipe.out_frac_bits
 
 
-def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, scale=None, *,
-                   recipe: Recipe | None = None, out_scale: float | None = None,
+def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dropout_p=0.0, is_causal=False,
+                   scale=None, enable_gqa=False, *, recipe: Recipe | None = None, out_scale: float | None = None,
                    out_dtype: torch.dtype = torch.float32, static: StaticScales | None = None) -> torch.Tensor:
     """Integer attention on pre-quantized inputs ``x ~= x8 * s_x``.
 
@@ -372,17 +401,20 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, sca
     the recipe's granularities: shape (1,) per tensor, (B*H,) per head, (B*H, Nq) per token or
     block (Q only); or ``static=qflash.static_scales(recipe, scales=..., ...)``, whose table is
     derived once (one kernel launch per call). attn_mask: bool, float (nats) or int32 (QK
-    units, ``MASKED_LOGIT`` = masked). out_scale: None for a float output of ``out_dtype``, or
-    the scale of an int8 output.
+    units, ``MASKED_LOGIT`` = masked). dropout_p, is_causal, scale, enable_gqa: as in
+    :func:`attention`. out_scale: None for a float output of ``out_dtype``, or the scale of an
+    int8 output.
     """
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     table = None if static is None else static.table
+    _check_sdpa_flags(q8, k8, v8, dropout_p, is_causal, enable_gqa, attn_mask)
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
-        return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, recipe.to_json(),
-                                               None if out_scale is None else float(out_scale), out_dtype, table)
+        return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, is_causal,
+                                               recipe.to_json(), None if out_scale is None else float(out_scale),
+                                               out_dtype, table)
     recipe = _recipe(recipe)
-    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8")
+    call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8", is_causal)
     if static is None:
         _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
     else:

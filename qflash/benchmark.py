@@ -1,7 +1,7 @@
 """qflash against PyTorch SDPA (fp16), everything measured in the same run (CUDA only).
 
 ``python -m qflash.benchmark --json docs/performance.json`` measures every row of
-:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1) and prints a table:
+:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, and L1 causal as "L1c") and prints a table:
 
 * SDPA fp16, the fastest of its backends: GPU time by CUDA-graph replay (``sdpa_graph_us``),
   eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per call
@@ -34,9 +34,10 @@ import intsoftmax as ism
 from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
-#: LLM shapes (B, H, N, D), named like the workloads.
-LLM_SHAPES = {"L1": (2, 32, 4096, 128)}
-ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2)]
+#: LLM shapes (B, H, N, D), named like the workloads; "L1c" is L1 with ``is_causal=True``.
+LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128)}
+CAUSAL = {"L1c"}
+ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2)]
 #: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
 ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
 #: The unfused pipeline runs the fast recipe (7-bit P: one int8 GEMM for P.V).
@@ -125,21 +126,21 @@ def sdpa_backends():
             "cudnn": SDPBackend.CUDNN_ATTENTION}
 
 
-def sdpa_call(q, k, v, backend):
+def sdpa_call(q, k, v, backend, is_causal=False):
     from torch.nn.attention import sdpa_kernel
     f = torch.nn.functional.scaled_dot_product_attention
 
     def call():
         with sdpa_kernel(backend):
-            return f(q, k, v)
+            return f(q, k, v, is_causal=is_causal)
     return call
 
 
-def best_sdpa(q, k, v):
+def best_sdpa(q, k, v, is_causal=False):
     """``(graph_us, name, call)`` of the fastest SDPA backend for these inputs."""
     best = (math.inf, "", None)
     for name, backend in sdpa_backends().items():
-        call = sdpa_call(q, k, v, backend)
+        call = sdpa_call(q, k, v, backend, is_causal)
         try:
             t = graph_us(call)
         except RuntimeError:  # the backend does not take this shape
@@ -182,17 +183,21 @@ def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
     """Every column of one row (see the module docstring)."""
     import qflash
     shape = shape_of(workload, batch)
+    causal = workload in CAUSAL
     q, k, v = uniform(shape)
-    t, backend, call = best_sdpa(q, k, v)
+    t, backend, call = best_sdpa(q, k, v, causal)
     row = dict(workload=workload, batch=batch, shape=list(shape), sdpa_backend=backend, sdpa_graph_us=t,
                sdpa_eager_us=eager_us(call), sdpa_host_us=host_us(call), recipes={})
+    if causal:
+        row["is_causal"] = True
     for name, recipe in recipes.items():
         q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
         static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
         calls = {
-            "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16, static=static8),
-            "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static),
-            "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe),
+            "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16, static=static8,
+                                                  is_causal=causal),
+            "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal),
+            "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
         }
         r = {f"{path}_graph_us": graph_us(fn) for path, fn in calls.items()}
         r["int8_eager_us"] = eager_us(calls["int8"])

@@ -43,7 +43,8 @@ from .table import Col
 # constexpr globals: the only kind a Triton kernel may read
 MASKED = tl.constexpr(MASKED_LOGIT)
 BIAS_LIMIT = tl.constexpr(BIAS_MAX)
-MASK_NONE, MASK_BOOL, MASK_FLOAT = (tl.constexpr(int(k)) for k in (MaskKind.NONE, MaskKind.BOOL, MaskKind.FLOAT))
+MASK_NONE, MASK_BOOL, MASK_FLOAT, MASK_CAUSAL = (tl.constexpr(int(k)) for k in
+                                                 (MaskKind.NONE, MaskKind.BOOL, MaskKind.FLOAT, MaskKind.CAUSAL))
 OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT8))
 (PRE_M, PRE_L, PRE_R, T_CAP, U_MAX, REQ_M, REL_M, HEADROOM, EXP_C0, EXP_C1, BIAS_INV, OUT_M, OUT_SHIFT,
  DEQ) = (tl.constexpr(int(c)) for c in Col)
@@ -101,7 +102,9 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ
     key_ok = (n < NK) & (offs_n < WIDTH)
     k = _load(k_base + n[:, None] * skn + offs_d[None, :] * skd, key_ok, offs_d < D, PADDED, D < offs_d.shape[0])
     s = tl.dot(q, tl.trans(k), out_dtype=tl.int32)
-    if MASK_KIND != MASK_NONE:
+    if MASK_KIND == MASK_CAUSAL:  # by index: query i attends to keys j <= i
+        s = tl.where(n[None, :] <= offs_m[:, None], s, MASKED)
+    elif MASK_KIND != MASK_NONE:
         ptrs = mask_base + offs_m[:, None] * smm + n[None, :] * smn
         inside = (offs_m[:, None] < NQ) & key_ok[None, :]
         if MASK_KIND == MASK_BOOL:
@@ -135,16 +138,17 @@ def _tile_v(v_base, svn, svd, offs_d, j, NK_V, D: tl.constexpr, WIDTH: tl.conste
 
 
 @triton.jit
-def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full,
-             D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr,
-             ROW_TABLE: tl.constexpr):
-    """Pass 1 of two-pass rules: the exact integer row max over every key."""
+def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, n_end,
+             D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FULL_MASK: tl.constexpr,
+             MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr):
+    """Pass 1 of two-pass rules: the exact integer row max over every key (full tiles below
+    ``n_full``, masked by ``FULL_MASK``; 32-key tiles up to ``n_end``)."""
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
     for j in range(0, n_full, BLOCK_N):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
-                         BLOCK_N, BLOCK_N, MASK_KIND, False, True, ROW_TABLE)
+                         BLOCK_N, BLOCK_N, FULL_MASK, False, True, ROW_TABLE)
         m = tl.maximum(m, tl.max(s, 1))
-    for j in range(n_full, NK, TAIL):
+    for j in range(n_full, n_end, TAIL):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
                          TAIL, TAIL, MASK_KIND, True, True, ROW_TABLE)
         m = tl.maximum(m, tl.max(s, 1))
@@ -337,7 +341,15 @@ def _qflash_fwd(
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
-    n_full = (NK // BLOCK_N) * BLOCK_N
+    # keys [0, n_full) in full tiles (masked only by a user mask), the rest up to n_end in
+    # masked tiles; causal rows skip the keys past their block's last row
+    if MASK_KIND == MASK_CAUSAL:
+        n_end = tl.minimum(NK, pid_m * BLOCK_M + BLOCK_M)
+        n_full = tl.minimum(pid_m * BLOCK_M + 1, NK) // BLOCK_N * BLOCK_N
+    else:
+        n_end = NK
+        n_full = (NK // BLOCK_N) * BLOCK_N
+    FULL_MASK: tl.constexpr = MASK_NONE if MASK_KIND == MASK_CAUSAL else MASK_KIND
     if TWO_PASS:
         l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
         fx = _rows(rc[5], ROW_TABLE)
@@ -350,21 +362,21 @@ def _qflash_fwd(
                                      EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
                                      ROW_TABLE, PTX)
         else:
-            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, D,
-                         BLOCK_M, BLOCK_N, MASK_KIND, ROW_TABLE)
+            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, n_end,
+                         D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE)
             for j in range(0, n_full, BLOCK_N):
                 l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
                                          smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                         EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND,
+                                         EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, FULL_MASK,
                                          False, ROW_TABLE, PTX)
-            for j in range(n_full, NK, TAIL):
+            for j in range(n_full, n_end, TAIL):
                 l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
                                          smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, TAIL, EXP_KIND,
                                          EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
                                          ROW_TABLE, PTX)
         l = tl.max(l2, 1)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
-            n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(NK - n_full, TAIL) * TAIL)
+            n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(n_end - n_full, TAIL) * TAIL)
             l = 127 * n_tiled - l
             acc = -acc
     else:
@@ -373,14 +385,15 @@ def _qflash_fwd(
         headroom = tl.load(trow + HEADROOM)
         m = tl.full((BLOCK_M,), MASKED, tl.int32)
         fx = _rows(rc[5], ROW_TABLE)
-        # full tiles need no padding (and, unmasked, no masking); the last partial tile does
+        # full tiles need no padding (and, unmasked, no masking); the last partial tile does.
+        # Tiles start at multiples of block_n, as the golden model's (online integers depend on them)
         n_full = n_full if TILE_N == BLOCK_N else 0
         for j in range(0, n_full, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
                                      TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                     REL_SHIFT, MASK_KIND, False, ROW_TABLE, PTX)
-        for j in range(n_full, NK, BLOCK_N):
+                                     REL_SHIFT, FULL_MASK, False, ROW_TABLE, PTX)
+        for j in range(n_full, n_end, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
                                      TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,

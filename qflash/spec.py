@@ -24,6 +24,7 @@ class MaskKind(enum.IntEnum):
     BOOL = 1   # True = attend
     FLOAT = 2  # additive bias in nats, quantized on load: floor(b * bias_inv + 1/2)
     INT = 3    # additive bias already in QK units (int32), MASKED_LOGIT = masked
+    CAUSAL = 4  # is_causal: query i attends to keys j <= i (no mask tensor; key tiles past the diagonal skipped)
 
 
 class OutKind(enum.IntEnum):

@@ -69,10 +69,10 @@ def test_torch_compile_fullgraph():
 def test_registered_ops_pass_opcheck():
     q, k, v = qkv((1, 2, 17, 16))
     json = ism.Recipe.default().to_json()
-    torch.library.opcheck(torch.ops.qflash.attention.default, (q, k, v, None, 0.25, json))
+    torch.library.opcheck(torch.ops.qflash.attention.default, (q, k, v, None, 0.25, False, json))
     q8 = (q * 10).to(torch.int8)
     s = torch.ones(1, device=DEVICE)
-    torch.library.opcheck(torch.ops.qflash.attention_int8.default, (q8, q8, q8, s, s, s, None, 0.25, json))
+    torch.library.opcheck(torch.ops.qflash.attention_int8.default, (q8, q8, q8, s, s, s, None, 0.25, False, json))
 
 
 @pytest.mark.parametrize("call, exc, match", [
@@ -131,3 +131,30 @@ def test_static_scales_validate():
     with pytest.raises(ValueError, match="static scales were built for"):
         qflash.attention(q, k, v, scale=0.5, static=static)
     assert qflash.attention(q, k, v, static=static).shape == q.shape
+
+
+def test_sdpa_signature_positions_and_flags():
+    """SDPA's positional order (attn_mask, dropout_p, is_causal, scale, enable_gqa); what qflash
+    cannot do raises, naming the fix."""
+    q, k, v = (t(np.random.default_rng(i).normal(0, 1, (1, 2, 40, 32)).astype(np.float32)) for i in range(3))
+    by_name = qflash.attention(q, k, v, scale=0.3)
+    assert torch.equal(qflash.attention(q, k, v, None, 0.0, False, 0.3), by_name)
+    with pytest.raises(ValueError, match=r"dropout_p=0.1: qflash is an inference op"):
+        qflash.attention(q, k, v, None, 0.1)
+    with pytest.raises(ValueError, match="is_causal=True takes no attn_mask"):
+        qflash.attention(q, k, v, torch.ones((40, 40), dtype=torch.bool, device=DEVICE), is_causal=True)
+    with pytest.raises(TypeError, match="is_causal must be a bool"):
+        qflash.attention(q, k, v, is_causal=1)
+    with pytest.raises(ValueError, match="enable_gqa=True: grouped K/V heads are not supported yet"):
+        qflash.attention(q, k, v, enable_gqa=True)
+    causal = qflash.attention(q, k, v, is_causal=True)
+    mask = torch.ones((40, 40), dtype=torch.bool, device=DEVICE).tril()
+    assert torch.equal(causal, qflash.attention(q, k, v, attn_mask=mask))
+
+
+def test_inputs_that_require_grad_are_rejected():
+    q = t(np.ones((1, 1, 8, 16), np.float32)).requires_grad_()
+    with pytest.raises(ValueError, match="inference-only"):
+        qflash.attention(q, q, q)
+    with torch.no_grad():
+        assert qflash.attention(q, q, q).shape == q.shape

@@ -175,3 +175,16 @@ def test_sequence_length_beyond_the_limit_is_rejected():
     k = np.ones((1, 1, n, 16))
     with pytest.raises(ValueError, match=f"sequence length {n} exceeds"):
         recipe.attention(q, k, k)
+
+
+def test_is_causal_is_the_lower_triangle_aligned_top_left():
+    rng = np.random.default_rng(11)
+    q = rng.normal(0, 1, (1, 2, 6, 16))
+    k, v = (rng.normal(0, 1, (1, 2, 9, 16)) for _ in range(2))
+    recipe = ism.Recipe.default()
+    tril = np.tril(np.ones((6, 9), bool))
+    assert np.array_equal(recipe.attention(q, k, v, is_causal=True), recipe.attention(q, k, v, attn_mask=tril))
+    assert np.array_equal(recipe.quantized_reference(q, k, v, is_causal=True),
+                          recipe.quantized_reference(q, k, v, attn_mask=tril))
+    with pytest.raises(ValueError, match="is_causal=True takes no attn_mask or attn_bias"):
+        recipe.attention(q, k, v, attn_mask=tril, is_causal=True)

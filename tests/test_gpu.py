@@ -76,3 +76,26 @@ def test_torch_compile_fullgraph_on_the_device():
 
     compiled = torch.compile(block, fullgraph=True)
     assert torch.equal(compiled(q, k, v), block(q, k, v))
+
+
+def test_timm_vit_runs_with_qflash_as_sdpa(monkeypatch):
+    """SDPA's signature: timm's ViT calls F.scaled_dot_product_attention(q, k, v, dropout_p=...);
+    swapped for qflash.attention it runs unchanged and its logits track the fp32 model's."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False).cuda().eval()
+    x = torch.randn(2, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        ref = model(x)
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", qflash.attention)
+        out = model(x)
+    assert ism.sqnr_db(ref.double().cpu().numpy(), out.double().cpu().numpy()) > 25
+
+
+def test_causal_llm_shape_bit_exact():
+    """is_causal at an LLM-like shape (D = 128, many key tiles skipped per row block)."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(0, 1, (1, 2, 1000, 128)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default()
+    values, _ = qflash.attention_int(*cuda(q, k, v), is_causal=True, recipe=recipe)
+    np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, is_causal=True).values)

@@ -27,7 +27,7 @@ def check_equal(recipe, x, dtype=np.float32):
     q, k, v = (a.astype(dtype) for a in (x.q, x.k, x.v))
     golden = recipe.attention_int(q, k, v, attn_bias=mask if is_bias else None,
                                   attn_mask=None if is_bias else mask, scale=x.scale)
-    values, _ = qflash.attention_int(t(q), t(k), t(v), None if mask is None else t(mask), x.scale, recipe=recipe)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), None if mask is None else t(mask), scale=x.scale, recipe=recipe)
     np.testing.assert_array_equal(n(values), golden.values)
 
 
@@ -174,3 +174,22 @@ def test_readable_keys_only_from_padded_storage():
     assert readable_keys(torch.zeros((2, 3, 49, 32), dtype=torch.int8)) == 49  # keys not contiguous
     short = torch.zeros((2 * 3 * 32 - 1) * 64 + 49, dtype=torch.int8)  # storage ends at the last key: 64 would overrun
     assert readable_keys(short.as_strided((2, 3, 49, 32), (3 * 32 * 64, 32 * 64, 1, 64))) == 49
+
+
+CAUSAL_RECIPES = [ism.Recipe.default(), ism.Recipe.fast().replace(p_bits=8), ism.Recipe.qflash(),
+                  ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease(), block_n=32)]
+
+
+@pytest.mark.parametrize("nq, nk", [(150, 150), (49, 49), (70, 200), (200, 70), (1, 5)])
+@pytest.mark.parametrize("recipe", CAUSAL_RECIPES, ids=["default", "fast_p8", "qflash", "poly_release_bn32"])
+def test_causal_equals_golden(nq, nk, recipe):
+    """is_causal: tiles below a row block's diagonal unmasked, the diagonal ones masked by index,
+    the ones past it skipped; SDPA's top-left alignment when Nq != Nk."""
+    rng = np.random.default_rng(nq * 1000 + nk)
+    q = rng.normal(0, 2, (1, 2, nq, 32)).astype(np.float32)
+    k, v = (rng.normal(0, 2, (1, 2, nk, 32)).astype(np.float32) for _ in range(2))
+    values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=True, recipe=recipe)
+    golden = recipe.attention_int(q, k, v, is_causal=True)
+    np.testing.assert_array_equal(n(values), golden.values)
+    masked = recipe.attention_int(q, k, v, attn_mask=np.tril(np.ones((nq, nk), bool)))
+    np.testing.assert_array_equal(golden.values, masked.values)
