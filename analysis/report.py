@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import accumulation, exp_error, granularity, latency, pareto, plots, robustness, workload_table
+from . import accumulation, exp_error, granularity, latency, pareto, robustness, workload_table
 from .progress import Progress, quiet
 from .provenance import REPO, Provenance
 
@@ -31,12 +31,20 @@ class Study:
     figures: Callable | None = None  # (result, figure_dir, note) -> list of written paths
 
 
+def _plots():
+    """:mod:`analysis.plots`, imported when a figure is drawn (matplotlib is the analysis extra)."""
+    try:
+        return importlib.import_module("analysis.plots")
+    except ImportError as err:
+        raise ImportError("the report's figures need matplotlib: pip install 'intsoftmax[analysis]'") from err
+
+
 def _exp_figures(result, fig_dir, note):
-    return plots.exp_errors(result, fig_dir / "exp_relative_error.png", fig_dir / "exp_absolute_error.png", note)
+    return _plots().exp_errors(result, fig_dir / "exp_relative_error.png", fig_dir / "exp_absolute_error.png", note)
 
 
-def _one(fn, filename):
-    return lambda result, fig_dir, note: [fn(result, fig_dir / filename, note)]
+def _one(name, filename):
+    return lambda result, fig_dir, note: [getattr(_plots(), name)(result, fig_dir / filename, note)]
 
 
 STUDIES = [
@@ -53,7 +61,7 @@ STUDIES = [
           "the dequantized per-tensor INT8 inputs (`Recipe.quantized_reference`): what the input quantization "
           "alone allows. A recipe can land a few hundredths of a dB above it when its errors happen to cancel "
           "quantization errors.",
-          workload_table.compute, workload_table.markdown, _one(plots.workloads, "workloads.png")),
+          workload_table.compute, workload_table.markdown, _one("workloads", "workloads.png")),
     Study("accumulation", "Accumulation rules against sequence length",
           "The default recipe with each accumulation rule, on growing prefixes of one long sequence. Naive "
           "accumulation multiplies by the integer rescale factor without releasing its scale, so its sums grow "
@@ -63,20 +71,20 @@ STUDIES = [
           "`Recipe.max_seq_len()`. Two-pass rounds every key's P against the final row max, while scale release "
           "sums the keys seen before the max moved at a finer resolution and rounds their sum once per rescale, "
           "so at long N it can be the more accurate of the two (the gap shrinks as `p_bits` grows).",
-          accumulation.compute, accumulation.markdown, _one(plots.accumulation, "accumulation.png")),
+          accumulation.compute, accumulation.markdown, _one("accumulation", "accumulation.png")),
     Study("granularity", "Quantization granularity",
           "Per-tensor, per-head, per-token and per-block INT8 scales for Q, K and V, default recipe, on inputs "
           "whose heads span 2^-2 .. 2^2 and whose tokens vary by 2^U[-2, 2] (A2's shape). K and V must share one "
           "scale across keys (integer comparability, docs/algorithms.md §7); the Recipe rejects the other "
           "combinations when it is built.",
-          granularity.compute, granularity.markdown, _one(plots.granularity, "granularity.png")),
+          granularity.compute, granularity.markdown, _one("granularity", "granularity.png")),
     Study("robustness", "Robustness to input amplitude",
           "SQNR on A2 with U[-a, a] inputs for a = 2^-4 .. 2^7, every recipe of the workload table, beside the "
           "INT8 ceiling. Large amplitudes make attention nearly one-hot and the INT8 logits coarse, so every "
           "recipe and the ceiling fall together. Small amplitudes make attention nearly uniform, which exposes "
           "an exp's relative error (6 % for the shift-linear line) that one-hot attention hides; QFlash's raw-unit "
           "exp additionally loses its range reduction there and collapses (docs/algorithms.md §9).",
-          robustness.compute, robustness.markdown, _one(plots.robustness, "robustness.png")),
+          robustness.compute, robustness.markdown, _one("robustness", "robustness.png")),
     Study("pareto", "Cost against accuracy, and `select`",
           "Integer ops per score element (`Recipe.op_count().total`) against SQNR for the catalog of "
           "`intsoftmax.select` (every integer exp strategy x P widths 7, 8, 11 x scale release, lazy rescale, "
@@ -84,7 +92,7 @@ STUDIES = [
           "the rule, so each cost level is a column of points; the front keeps the best of each column that beats "
           "every cheaper one. `select` answers for the named data only: the cheapest recipe on U[-4, 4] may "
           "fail at other amplitudes (see the robustness study).",
-          pareto.compute, pareto.markdown, _one(plots.pareto, "pareto.png")),
+          pareto.compute, pareto.markdown, _one("pareto", "pareto.png")),
     Study("latency", "GPU latency",
           "The qflash kernel against PyTorch SDPA (fp16) through `qflash.benchmark.measure`, on a CUDA device "
           "only.",

@@ -25,7 +25,7 @@ import numpy as np
 
 from .exp.base import evaluate, prescale
 from .fixedpoint import INT32_MAX, check_range
-from .plan import MASKED_LOGIT, NORM_FRAC, AttentionPlan
+from .plan import BIAS_MAX, MASKED_LOGIT, NORM_FRAC, AttentionPlan
 
 #: Bits of the per-row reciprocal ``r = 2**(NORM_BITS + e) // l``.
 NORM_BITS = 30
@@ -39,12 +39,14 @@ INT8_ABS = 128
 def integer_logits(q8, k8, bias_int=None, mask=None):
     """``Q8 . K8^T`` (+ bias) as int64 holding int32 values; masked keys -> MASKED_LOGIT.
 
-    ``bias_int`` is in QK units, with MASKED_LOGIT where the float bias was ``-inf``;
-    ``mask`` is boolean, True = attend. Both broadcast to the logits.
+    ``bias_int`` is in QK units (any int32): below ``-BIAS_MAX`` (``MASKED_LOGIT`` included) it
+    masks the key, above ``BIAS_MAX`` it saturates there, so it never wraps. ``mask`` is
+    boolean, True = attend. Both broadcast to the logits.
     """
     L = np.einsum("...nd,...md->...nm", q8.astype(np.int64), k8.astype(np.int64))
     if bias_int is not None:
-        L = np.where(bias_int == MASKED_LOGIT, MASKED_LOGIT, L + bias_int)
+        bias_int = np.asarray(bias_int, dtype=np.int64)
+        L = np.where(bias_int < -BIAS_MAX, MASKED_LOGIT, L + np.minimum(bias_int, BIAS_MAX))
     if mask is not None:
         L = np.where(mask, L, MASKED_LOGIT)
     return L

@@ -76,9 +76,20 @@ class PerBlock(Granularity):
         return np.repeat(blocks, self.size, axis=-2)[..., :n, :]
 
 
+#: Below this range ``127 / amax`` overflows float32 (the quantizer's multiplier would be inf).
+AMAX_MIN = float(np.float32(QMAX) / np.finfo(np.float32).max)
+
+
 def scales_from_amax(amax) -> tuple[np.ndarray, np.ndarray]:
-    """``(s, inv)`` in float32: ``s = amax / 127`` dequantizes, ``inv = 127 / amax`` quantizes."""
+    """``(s, inv)`` in float32: ``s = amax / 127`` dequantizes, ``inv = 127 / amax`` quantizes.
+    ``amax`` must be finite and non-negative, and 0 or at least :data:`AMAX_MIN` (~3.7e-37)."""
     amax = np.asarray(amax, dtype=np.float32)
+    if not np.isfinite(amax).all() or (amax < 0).any():
+        raise ValueError(f"INT8 ranges must be finite and non-negative, got {amax.min()}..{amax.max()}")
+    tiny = (amax > 0) & (amax < AMAX_MIN)
+    if tiny.any():
+        raise ValueError(f"INT8 range {amax[tiny].min():.3g} is below {AMAX_MIN:.3g}: 127 / amax overflows float32; "
+                         "scale the inputs up (or the attention scale down) before quantizing")
     pos = amax > 0
     safe = np.where(pos, amax, np.float32(1))
     s = np.where(pos, safe / np.float32(QMAX), np.float32(1)).astype(np.float32)
@@ -104,7 +115,10 @@ def quantize(x, granularity: Granularity, amax=None) -> tuple[np.ndarray, np.nda
         raise TypeError(f"quantize expects a float array, got dtype {x.dtype}; pass int8 data with its scales instead")
     if not np.isfinite(x).all():
         raise ValueError("quantize: input contains NaN or inf; attention inputs must be finite")
-    x32 = x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        raise ValueError("quantize: input values beyond float32's range (|x| > 3.4e38); quantization reads float32")
     a = granularity.amax(x32) if amax is None else np.broadcast_to(np.asarray(amax, np.float32), granularity.amax(x32).shape)
     s, inv = scales_from_amax(a)
     return quantize_int8(x32, inv), s

@@ -248,25 +248,29 @@ class Recipe:
                      zip((q, k, v), (self.q_granularity, self.k_granularity, self.v_granularity), amax))
 
     def quantized_reference(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, amax=None,
-                            is_causal: bool = False) -> np.ndarray:
+                            is_causal: bool = False, enable_gqa: bool = False) -> np.ndarray:
         """float64 attention on the dequantized INT8 inputs: what INT8 Q/K/V quantization alone
         allows (the SQNR ceiling of every integer softmax with this recipe's granularities)."""
+        k, v = grouped_kv(q, k, v, enable_gqa)
         deq = [x8 * s.astype(np.float64) for x8, s in self.quantize_inputs(q, k, v, amax)]
         attn_mask = causal_mask(q.shape[-2], k.shape[-2], attn_bias, attn_mask) if is_causal else attn_mask
         return float_attention(*deq, attn_bias=attn_bias, attn_mask=attn_mask, scale=scale)
 
     def attention_int(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *, is_causal: bool = False,
-                      amax=None, out_scale=None, check_limits: bool = True) -> IntAttention:
+                      enable_gqa: bool = False, amax=None, out_scale=None, check_limits: bool = True) -> IntAttention:
         """Golden integer attention on float arrays shaped (..., N, D); see :meth:`attention`.
 
         ``is_causal``: query ``i`` attends to keys ``j <= i`` (SDPA's top-left-aligned lower
-        triangle; not combined with a mask or bias, as in SDPA).
+        triangle; not combined with a mask or bias, as in SDPA). ``enable_gqa``: k and v may
+        have ``H_kv`` heads (axis -3) dividing q's ``H``; query head ``h`` uses K/V head
+        ``h // (H / H_kv)`` (SDPA's grouping: K and V repeated, then quantized as usual).
         ``amax``: static ``(amax_q, amax_k, amax_v)`` instead of measuring them.
         ``out_scale``: int8 output at this (static) scale instead of the ``out_frac_bits``
         fixed-point output. ``check_limits=False`` lets naive accumulation run until it
         overflows (it raises :class:`~intsoftmax.IntegerOverflowError` there).
         """
         q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+        k, v = grouped_kv(q, k, v, enable_gqa)
         nq, nk, d = _check_shapes(q, k, v)
         if is_causal:
             attn_mask = causal_mask(nq, nk, attn_bias, attn_mask)
@@ -373,6 +377,21 @@ def _check_scale(scale, d: int) -> float:
     return float(scale)
 
 
+def grouped_kv(q, k, v, enable_gqa: bool):
+    """SDPA's ``enable_gqa``: K and V with ``H_kv`` heads (axis -3) dividing q's ``H`` repeated so
+    that query head ``h`` meets K/V head ``h // (H / H_kv)``; unchanged otherwise."""
+    if not isinstance(enable_gqa, bool):
+        raise TypeError(f"enable_gqa must be a bool, got {type(enable_gqa).__name__}")
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    if not enable_gqa or q.ndim < 3 or k.ndim < 3 or k.shape[-3] == q.shape[-3]:
+        return k, v
+    H, H_kv = q.shape[-3], k.shape[-3]
+    if H_kv == 0 or H % H_kv or v.ndim < 3 or v.shape[-3] != H_kv:
+        raise ValueError(f"enable_gqa: q has {H} heads, k {H_kv} and v {v.shape[-3] if v.ndim >= 3 else None}; "
+                         "K and V need the same number of heads, dividing q's")
+    return np.repeat(k, H // H_kv, axis=-3), np.repeat(v, H // H_kv, axis=-3)
+
+
 def causal_mask(nq: int, nk: int, attn_bias=None, attn_mask=None) -> np.ndarray:
     """SDPA's ``is_causal`` mask, (Nq, Nk) boolean: query ``i`` attends to keys ``j <= i`` (aligned at
     the top left, as ``torch.ones(Nq, Nk).tril()``); SDPA takes no mask or bias beside it."""
@@ -393,9 +412,11 @@ def _check_mask(mask, nq, nk):
 
 
 def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
-    """Additive float bias (nats) -> int32 QK units: ``clip(floor(f32(b) * bias_inv + 1/2), +-2**28)``.
+    """Additive float bias (nats) -> int32 QK units: ``min(floor(f32(b) * bias_inv + 1/2), 2**28)``.
 
-    ``-inf`` masks the key (MASKED_LOGIT); NaN is rejected.
+    ``-inf``, and any bias below ``-2**28`` units (beyond the representable range, e.g. Swin's
+    -100 mask when a QK unit is worth little), masks the key (MASKED_LOGIT): a large negative
+    bias saturates to "masked", never to a smaller bias. NaN is rejected.
     """
     b = np.asarray(bias)
     if not np.issubdtype(b.dtype, np.floating):
@@ -407,5 +428,6 @@ def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
     b32 = b.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         y = b32 * np.asarray(plan.bias_inv, dtype=np.float32)
-    q = np.clip(round_half_up(np.nan_to_num(y, nan=0.0, posinf=BIAS_MAX, neginf=-BIAS_MAX)), -BIAS_MAX, BIAS_MAX)
-    return np.where(np.isneginf(b32), MASKED_LOGIT, q.astype(np.int64))
+    r = round_half_up(np.nan_to_num(y, nan=0.0, posinf=2.0 * BIAS_MAX, neginf=-2.0 * BIAS_MAX))
+    q = np.clip(r, -BIAS_MAX, BIAS_MAX).astype(np.int64)
+    return np.where(np.isneginf(b32) | (r < -BIAS_MAX), MASKED_LOGIT, q)

@@ -22,9 +22,7 @@ import torch
 from intsoftmax import Recipe
 from intsoftmax.granularity import PerHead, PerTensor, scales_from_amax
 
-from . import quantize as qz
-from .kernel import launch
-from .exp import LUT as LUT_KIND
+from . import cpu
 from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind
 from .table import host_table
 
@@ -52,9 +50,38 @@ def _lut(strategy, device: str):
 MAXNREG = {16: 96, 32: 96, 64: 128}
 
 
+#: What to do when the kernel's imports fail.
+TRITON_HINT = ("qflash's kernel needs triton (and a CUDA device, or TRITON_INTERPRET=1): pip install "
+               "'intsoftmax[kernel]'. Without it, qflash.attention and attention_int run the golden model on "
+               "CPU tensors")
+
+
+@functools.cache
+def _backend():
+    """``(quantize, kernel)``: the Triton side, imported on first use so that ``import qflash`` and
+    the CPU path work without triton."""
+    try:
+        from . import kernel, quantize
+    except ImportError as err:
+        raise ImportError(TRITON_HINT) from err
+    return quantize, kernel
+
+
+@functools.cache
+def _interpreter() -> bool:
+    """Whether the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1`` when it was imported)."""
+    try:
+        from .kernel import _qflash_fwd
+        from .launcher import interpreted
+    except ImportError:
+        return False
+    return interpreted(_qflash_fwd)
+
+
 def _launch_config(spec: KernelSpec) -> dict:
     """Tile sizes, warps, pipeline depth and register cap per head dim (never per sequence
     length: no recompiles per N)."""
+    from .exp import LUT as LUT_KIND
     if spec.exp_kind == int(LUT_KIND):  # LUT gathers: Triton's pipeliner rejects them
         return dict(block_m=64, num_warps=4, num_stages=1)
     if not spec.two_pass:
@@ -104,9 +131,35 @@ def _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask) -> N
     if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in (q, k, v, attn_mask)):
         raise ValueError("qflash attention is inference-only (integer ops have no gradient); call it under "
                          "torch.no_grad() or torch.inference_mode(), or pass detached tensors")
-    if enable_gqa:
-        raise ValueError("enable_gqa=True: grouped K/V heads are not supported yet; repeat K and V to the "
-                         "query heads (k.repeat_interleave(H // H_kv, dim=-3)) and pass enable_gqa=False")
+
+
+def _grouped(q, k, v, attn_mask, enable_gqa: bool):
+    """GQA as strides: with ``enable_gqa`` and ``H_kv < H`` K/V heads, query head ``h`` reads K/V
+    head ``h // G`` (``G = H / H_kv``, SDPA's grouping). The call becomes one over the batch
+    ``(B, H_kv)`` and ``G`` heads: q (and a mask) split their head dim into ``(H_kv, G)``, k and v
+    repeat along ``G`` with stride 0 (views, no copies). Returns ``(q, k, v, attn_mask, G)``,
+    ``G = 1`` when there is nothing to group."""
+    if not enable_gqa or not all(isinstance(x, torch.Tensor) for x in (q, k, v)) or q.dim() < 3 or \
+            k.dim() != q.dim() or k.shape[-3] == q.shape[-3]:
+        return q, k, v, attn_mask, 1
+    H, H_kv = q.shape[-3], k.shape[-3]
+    if q.dim() != 4:
+        raise ValueError(f"enable_gqa needs (B, H, N, D) inputs, got q {tuple(q.shape)}; flatten the batch dims")
+    if H_kv == 0 or H % H_kv or v.shape[-3] != H_kv:
+        raise ValueError(f"enable_gqa: q has {H} heads, k {H_kv} and v {v.shape[-3]}; K and V need the same "
+                         "number of heads, dividing q's")
+    G = H // H_kv
+    B = q.shape[0]
+    if attn_mask is not None and isinstance(attn_mask, torch.Tensor):
+        try:
+            attn_mask = attn_mask.expand(B, H, q.shape[-2], k.shape[-2]).unflatten(1, (H_kv, G))
+        except RuntimeError:
+            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} does not broadcast to "
+                             f"{(B, H, q.shape[-2], k.shape[-2])}") from None
+
+    def repeat(x):
+        return x.unsqueeze(2).expand(x.shape[0], H_kv, G, *x.shape[2:])
+    return q.unflatten(1, (H_kv, G)), repeat(k), repeat(v), attn_mask, G
 
 
 def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_causal: bool = False) -> Call:
@@ -123,7 +176,8 @@ def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_caus
         raise TypeError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}; cast them to one dtype")
     if not (q.dim() == k.dim() == v.dim()) or q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; "
-                         "q and k need the same batch, heads and head dim, k and v the same keys")
+                         "q and k need the same batch, heads and head dim, k and v the same keys "
+                         "(K/V with fewer heads: enable_gqa=True)")
     D = q.shape[-1]
     if k.shape[-1] != D or v.shape[-1] != D:
         raise ValueError(f"head dims differ: q {D}, k {k.shape[-1]}, v {v.shape[-1]}; qflash needs one head dim")
@@ -198,8 +252,8 @@ class StaticScales:
 
 
 def _per_layer(name: str, values, granularity, heads: int) -> np.ndarray:
-    a = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
-    a = a.reshape(-1)
+    a = np.array(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
+    a = a.reshape(-1)  # a copy: StaticScales never aliases the caller's ranges
     want = heads if isinstance(granularity, PerHead) else 1
     if a.size != want:
         raise ValueError(f"{name} has {a.size} values; {granularity.name} needs {want}")
@@ -227,9 +281,14 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
                              f"is {g.name}, whose ranges change with every input")
     if (scales is None) == (amax_q is None or amax_k is None or amax_v is None):
         raise ValueError("give either amax_q, amax_k, amax_v (float inputs) or scales=(s_q, s_k, s_v) (int8 inputs)")
+    for name, n in (("heads", heads), ("head_dim", head_dim)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name}={n!r}: must be a positive int")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not 0 < scale < math.inf):
+        raise ValueError(f"scale={scale!r}: must be a finite positive float (default 1/sqrt(head_dim))")
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    if out_scale is not None and not 0 < float(out_scale) < math.inf:
-        raise ValueError(f"out_scale={out_scale!r}: must be a finite positive float")
+    _check_out_scale(out_scale)
     if scales is None:
         amax = [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_q", "amax_k", "amax_v"), (amax_q, amax_k, amax_v),
                                                               grans)]
@@ -267,7 +326,8 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype):
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
-    launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call), lut=_lut(recipe.exp, str(q8.device)),
+    _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
+                         lut=_lut(recipe.exp, str(q8.device)),
            batch2=call.B2, **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
@@ -275,6 +335,7 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
     """INT8 inputs, V's scale and the constant table: measured (dynamic) or from static ranges."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
+    qz = _backend()[0]
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
@@ -288,7 +349,7 @@ def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
     if table is None:
-        table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
+        table = _backend()[0].table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
     out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
     return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), table, attn_mask, out_kind,
                 out_dtype if out_scale is None else torch.int8)
@@ -350,25 +411,30 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     never expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. dropout_p:
     0 only (an inference op). is_causal: query i attends to keys j <= i (SDPA's top-left
     alignment), without a mask tensor; key tiles past a row block's diagonal are skipped.
-    scale: default 1/sqrt(D). enable_gqa: not supported yet (raises; repeat K and V). recipe:
+    scale: default 1/sqrt(D). enable_gqa: key and value may have ``H_kv`` heads dividing
+    query's ``H`` (query head h reads K/V head ``h // (H / H_kv)``, by strides, no copies). recipe:
     default :meth:`Recipe.default`. static: calibrated scales (:func:`static_scales`); without
     it the INT8 ranges are measured on the device per call. Inputs may not require grad with
     grad enabled. Returns a tensor of query's dtype and shape.
     """
-    q, k, v = query, key, value
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     if static is not None and not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
     statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
-    _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask)
+    _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
+    if _golden_on_cpu(query):
+        return cpu.attention(_recipe(recipe), query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
+    q, k, v, attn_mask, groups = _grouped(query, key, value, attn_mask, enable_gqa)
+    _check_grouped_static(static, groups)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        return torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
+        out = torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
+        return out.reshape(query.shape)
     recipe = _recipe(recipe)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     if static is not None:
         _check_static(static, recipe, call, q.device, None, needs_amax=True)
-    return _attention(recipe, call, q, k, v, attn_mask, *statics)
+    return _attention(recipe, call, q, k, v, attn_mask, *statics).reshape(query.shape)
 
 
 def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
@@ -378,9 +444,12 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     scale)`` with int32 ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32
     ``scale`` per ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values``
     equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
-    q, k, v = query, key, value
     recipe = _recipe(recipe)
-    _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask)
+    _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
+    if _golden_on_cpu(query):
+        return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
+    q, k, v, attn_mask, groups = _grouped(query, key, value, attn_mask, enable_gqa)
+    _check_grouped_static(static, groups)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
@@ -388,7 +457,7 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
     q8, k8, v8, s_v, table = _quantized(recipe, call, q, k, v, *statics)
     values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32)
-    return values, s_v * 2.0**-recipe.out_frac_bits
+    return values.reshape(query.shape), s_v * 2.0**-recipe.out_frac_bits
 
 
 def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dropout_p=0.0, is_causal=False,
@@ -407,12 +476,19 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     """
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     table = None if static is None else static.table
+    shape = q8.shape
     _check_sdpa_flags(q8, k8, v8, dropout_p, is_causal, enable_gqa, attn_mask)
+    if _golden_on_cpu(q8):
+        raise ValueError("attention_int8 on CPU tensors needs the Triton interpreter (TRITON_INTERPRET=1) or a "
+                         "CUDA device; qflash.attention runs the golden model on CPU tensors")
+    q8, k8, v8, attn_mask, groups = _grouped(q8, k8, v8, attn_mask, enable_gqa)
+    _check_grouped_static(static, groups)
+    s_k, s_v = (_per_query_head(s, groups) for s in (s_k, s_v))
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
         return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, is_causal,
                                                recipe.to_json(), None if out_scale is None else float(out_scale),
-                                               out_dtype, table)
+                                               out_dtype, table).reshape(shape)
     recipe = _recipe(recipe)
     call = _check(q8, k8, v8, attn_mask, scale, recipe, (torch.int8,), "attention_int8", is_causal)
     if static is None:
@@ -420,4 +496,23 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     else:
         _check_out_scale(out_scale)
         _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False)
-    return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table)
+    return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype,
+                           table).reshape(shape)
+
+
+def _golden_on_cpu(q) -> bool:
+    """CPU tensors without the Triton interpreter: no kernel to run, so the golden model answers."""
+    return isinstance(q, torch.Tensor) and q.device.type == "cpu" and not _interpreter()
+
+
+def _check_grouped_static(static, groups: int) -> None:
+    if static is not None and groups > 1 and static.table.shape[0] > 1:
+        raise ValueError("enable_gqa with per-head static scales is not supported; calibrate per tensor "
+                         "(static_scales with one amax per tensor) or pass enable_gqa=False with repeated K/V")
+
+
+def _per_query_head(s, groups: int):
+    """A per-K/V-head scale vector (B*H_kv,) repeated to the query heads (B*H,) of a grouped call."""
+    if groups == 1 or not isinstance(s, torch.Tensor) or s.dim() != 1 or s.numel() == 1:
+        return s
+    return s.repeat_interleave(groups)

@@ -112,11 +112,12 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ
         elif MASK_KIND == MASK_FLOAT:
             b = tl.load(ptrs, mask=inside, other=0.0).to(tl.float32)
             y = tl.floor(b * _rows(bias_inv, ROW_TABLE) + 0.5)  # the bias's input quantization
+            masked = (b == float("-inf")) | (b != b) | (y < -BIAS_LIMIT)  # beyond the range: masked
             y = tl.minimum(tl.maximum(y, -BIAS_LIMIT), BIAS_LIMIT).to(tl.int32)
-            s = tl.where((b == float("-inf")) | (b != b), MASKED, s + y)
-        else:
+            s = tl.where(masked, MASKED, s + y)
+        else:  # int32 QK units: below -2**28 masked, above 2**28 saturated (never wraps)
             b = tl.load(ptrs, mask=inside, other=0)
-            s = tl.where(b == MASKED, MASKED, s + b)
+            s = tl.where(b < -BIAS_LIMIT, MASKED, s + tl.minimum(b, BIAS_LIMIT))
     if PADDED and MASK_PAD:
         s = tl.where(key_ok[None, :], s, MASKED)
     return s

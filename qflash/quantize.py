@@ -48,10 +48,15 @@ def f64_bits(x: float) -> int:
 
 @triton.jit
 def _scale_inv(amax):
-    """``(s, inv) = (amax / 127, 127 / amax)`` in IEEE float32, ``(1, 1)`` where ``amax = 0``."""
+    """``(s, inv) = (amax / 127, 127 / amax)`` in IEEE float32, ``(1, 1)`` where ``amax = 0``; for
+    a NaN range (non-finite inputs) or one below ~3.7e-37, ``s`` is NaN, so the output it
+    scales comes out NaN."""
     pos = amax > 0
     safe = tl.where(pos, amax, 1.0)
-    return tl.where(pos, tl.math.div_rn(safe, 127.0), 1.0), tl.where(pos, tl.math.div_rn(127.0, safe), 1.0)
+    s = tl.where(pos, tl.math.div_rn(safe, 127.0), 1.0)
+    inv = tl.where(pos, tl.math.div_rn(127.0, safe), 1.0)
+    # a NaN range, or one so small that 127 / amax overflows (the golden model rejects it): NaN
+    return tl.where((amax != amax) | (inv == float("inf")), float("nan"), s), inv
 
 
 @triton.jit
@@ -71,7 +76,10 @@ def _amax_rows(X, Out, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
     cols = tl.arange(0, D_P2)
     x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3],
                 mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
-    tl.atomic_max(Out, tl.max(tl.max(tl.abs(x), 1), 0).to(tl.int32, bitcast=True))
+    a = tl.abs(x)
+    # NaN anywhere makes the range NaN (its bits, 0x7FC00000, win the integer max over +inf's)
+    amax = tl.where(tl.max(tl.max((a != a).to(tl.int32), 1), 0) > 0, float("nan"), tl.max(tl.max(a, 1), 0))
+    tl.atomic_max(Out, amax.to(tl.int32, bitcast=True))
 
 
 @triton.jit
@@ -109,7 +117,9 @@ def _quantize_rows(X, X8, Amax, S, sx, s8, sa, ss, b, h, block, N, D: tl.constex
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1])
     s, inv = _scale_inv(amax)
     x8 = tl.minimum(tl.maximum(tl.floor(x * inv + 0.5), -127.0), 127.0)
-    tl.store(X8 + b * s8[0] + h * s8[1] + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8.to(tl.int8), mask=inside)
+    owner = (h == 0) | (s8[1] != 0)  # heads stored with stride 0: the first one writes
+    tl.store(X8 + b * s8[0] + h * s8[1] + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8.to(tl.int8),
+             mask=inside & owner)
     ok = (rows < N) & (r < ROWS)
     if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
         ok = ok & (rows == 0)  # one scale per (b, h) / tensor
@@ -198,7 +208,10 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
         out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
         ratio = s_v.to(tl.float64) / out_scale * (2.0 ** -NORM_FRAC)
         out_M, out_shift = _fixed_multiplier(tl.minimum(ratio, 1073741824.0))
-    deq = (s_v * (2.0 ** -OUT_FRAC)).to(tl.int32, bitcast=True)
+    # non-finite inputs (a NaN or infinite range) or scales that are not finite and positive: the
+    # dequantized output is NaN, never plausible numbers (a host check would need a sync)
+    finite = (s_q > 0) & (s_q < float("inf")) & (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
+    deq = tl.where(finite, s_v * (2.0 ** -OUT_FRAC), float("nan")).to(tl.int32, bitcast=True)
     row = Tab + idx * NCOLS
     tl.store(row + C_PRE_M, pre_M.to(tl.int32), mask=valid)
     tl.store(row + C_PRE_L, pre_l.to(tl.int32), mask=valid)
@@ -263,9 +276,13 @@ def quantize_qkv(q, k, v, recipe, amax_static=None):
         amaxes = (q.new_empty(1, dtype=torch.float32),) * 3  # unused pointers
     else:
         amaxes = tuple(amax_static)
+    # heads read with stride 0 (grouped K/V, api._grouped) are stored once per group
+    hk = 1 if k.stride(1) == 0 else H
+    hv = 1 if v.stride(1) == 0 else H
     x8s = (torch.empty((B, H, NQ, D), dtype=torch.int8, device=dev),
-           torch.empty((B, H, NK, D), dtype=torch.int8, device=dev),
-           torch.empty((B, H, D, -(-NK // 16) * 16), dtype=torch.int8, device=dev)[..., :NK].transpose(-1, -2))
+           torch.empty((B, hk, NK, D), dtype=torch.int8, device=dev).expand(B, H, NK, D),
+           torch.empty((B, hv, D, -(-NK // 16) * 16), dtype=torch.int8, device=dev)[..., :NK].transpose(-1, -2)
+           .expand(B, H, NK, D))
     ns = (NQ, NK, NK)
     scales = tuple(torch.empty((B * H, n), dtype=torch.float32, device=dev) if kd >= 2 else
                    torch.empty(a.numel() if kd == 1 else 1, dtype=torch.float32, device=dev)

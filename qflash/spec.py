@@ -12,8 +12,6 @@ import enum
 
 from intsoftmax import Recipe
 
-from .exp import exp_spec, fused_args
-
 HEAD_DIMS = (16, 32, 64, 128)
 #: Smallest K dimension of an int8 ``tl.dot`` on sm_80/sm_90 (smaller tiles are zero-padded).
 MIN_DOT_K = 32
@@ -59,6 +57,7 @@ class KernelSpec:
                              "(the golden model Recipe.attention runs every recipe)")
         if head_dim not in HEAD_DIMS:
             raise ValueError(f"head dim {head_dim} is not supported; the kernel handles {HEAD_DIMS}")
+        from .exp import exp_spec, fused_args  # Triton-side; the enums above import without triton
         kind, args = exp_spec(recipe.exp)
         p_args = fused_args(recipe.exp, recipe.p_max) if recipe.exp.fuses_requant else ()
         return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),

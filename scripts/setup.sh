@@ -10,4 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[kernel,test,analysis]"
+# this machine's pins beside the project's own (lower-bound) requirements: the CPU torch build
+# stays, triton matches it, and numpy stays below 2.4 (triton 3.6's interpreter, how CI runs
+# the kernel, calls int() on 1-element arrays, which numpy 2.4 rejects)
+.venv/bin/python -m pip install -q -e ".[kernel,test,analysis]" "torch==2.13.0" "triton==3.6.0" "numpy<2.4"

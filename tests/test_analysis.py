@@ -255,3 +255,12 @@ def test_progress_writes_to_its_stream_only_when_enabled():
     with Progress("sweep", 8, stream=silent, enabled=False) as p:
         p.step()
     assert silent.getvalue() == ""
+
+
+def test_help_runs_without_matplotlib():
+    """matplotlib is the analysis extra: the command line and the studies import without it."""
+    code = ("import sys, runpy; sys.modules['matplotlib'] = None; sys.argv = ['analysis', '--help']; "
+            "runpy.run_module('analysis', run_name='__main__')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "usage: python -m analysis" in res.stdout

@@ -145,8 +145,7 @@ def test_sdpa_signature_positions_and_flags():
         qflash.attention(q, k, v, torch.ones((40, 40), dtype=torch.bool, device=DEVICE), is_causal=True)
     with pytest.raises(TypeError, match="is_causal must be a bool"):
         qflash.attention(q, k, v, is_causal=1)
-    with pytest.raises(ValueError, match="enable_gqa=True: grouped K/V heads are not supported yet"):
-        qflash.attention(q, k, v, enable_gqa=True)
+    assert torch.equal(qflash.attention(q, k, v, enable_gqa=True, scale=0.3), by_name)  # equal heads: no grouping
     causal = qflash.attention(q, k, v, is_causal=True)
     mask = torch.ones((40, 40), dtype=torch.bool, device=DEVICE).tril()
     assert torch.equal(causal, qflash.attention(q, k, v, attn_mask=mask))
@@ -158,3 +157,17 @@ def test_inputs_that_require_grad_are_rejected():
         qflash.attention(q, q, q)
     with torch.no_grad():
         assert qflash.attention(q, q, q).shape == q.shape
+
+
+def test_static_scales_validate_their_numbers_and_copy_the_ranges():
+    for kwargs, match in ((dict(heads=0, head_dim=32), "heads=0"), (dict(heads=2, head_dim=0), "head_dim=0"),
+                          (dict(heads=2, head_dim=32, scale=0.0), "scale=0.0"),
+                          (dict(heads=2, head_dim=32, out_scale=float("nan")), "out_scale=nan")):
+        with pytest.raises(ValueError, match=match):
+            qflash.static_scales(None, 1.0, 1.0, 1.0, device=DEVICE, **kwargs)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        qflash.static_scales(None, -1.0, 1.0, 1.0, heads=2, head_dim=32, device=DEVICE)
+    amax = torch.ones(1)
+    static = qflash.static_scales(None, amax, amax, amax, heads=2, head_dim=32, device="cpu")
+    amax.mul_(5)
+    assert static.amax_q.item() == 1.0

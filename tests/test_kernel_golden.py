@@ -193,3 +193,117 @@ def test_causal_equals_golden(nq, nk, recipe):
     np.testing.assert_array_equal(n(values), golden.values)
     masked = recipe.attention_int(q, k, v, attn_mask=np.tril(np.ones((nq, nk), bool)))
     np.testing.assert_array_equal(golden.values, masked.values)
+
+
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.default().replace(k_granularity=ism.PerHead(),
+                                                                                    v_granularity=ism.PerHead()),
+                                    ism.Recipe.qflash()], ids=["default", "per_head_kv", "qflash"])
+def test_grouped_query_attention_equals_golden(recipe):
+    """enable_gqa: 6 query heads over 2 K/V heads, read by strides (K/V quantized once per
+    group), with a bias and with is_causal; the int8 path with per-K/V-head scales."""
+    rng = np.random.default_rng(8)
+    q = rng.normal(0, 2, (2, 6, 70, 32)).astype(np.float32)
+    k, v = (rng.normal(0, 2, (2, 2, 90, 32)).astype(np.float32) for _ in range(2))
+    bias = rng.normal(0, 1, (6, 70, 90)).astype(np.float32)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), enable_gqa=True, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, enable_gqa=True).values)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), t(bias), enable_gqa=True, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, bias, enable_gqa=True).values)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=True, enable_gqa=True, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=True, enable_gqa=True).values)
+    k_rep, v_rep = (np.repeat(x, 3, axis=1) for x in (k, v))
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k_rep, v_rep, is_causal=True).values)
+    if isinstance(recipe.k_granularity, ism.PerHead):
+        (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+        out = qflash.attention_int8(t(q8), t(k8), t(v8), t(s_q.reshape(1).astype(np.float32)),
+                                    t(s_k.reshape(-1).astype(np.float32)), t(s_v.reshape(-1).astype(np.float32)),
+                                    enable_gqa=True, recipe=recipe, out_scale=0.01)
+        np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, enable_gqa=True, out_scale=0.01).values)
+
+
+def test_grouped_query_attention_errors():
+    q = t(np.ones((1, 6, 8, 16), np.float32))
+    k4 = t(np.ones((1, 4, 8, 16), np.float32))
+    with pytest.raises(ValueError, match="K and V need the same number of heads, dividing q's"):
+        qflash.attention(q, k4, k4, enable_gqa=True)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        qflash.attention(q, k4[:, :2], k4[:, :2])  # grouped heads without enable_gqa
+    with pytest.raises(ValueError, match=r"enable_gqa needs \(B, H, N, D\) inputs"):
+        qflash.attention(q[None], k4[None, :, :2], k4[None, :, :2], enable_gqa=True)
+    with pytest.raises(ValueError, match="K and V need the same number of heads"):
+        ism.Recipe.default().attention(np.ones((1, 6, 8, 16)), np.ones((1, 4, 8, 16)), np.ones((1, 4, 8, 16)),
+                                       enable_gqa=True)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_give_nan_outputs(bad):
+    """No host sync on the device path, so no exception: the (b, h) slices whose inputs hold NaN
+    or Inf come out NaN (all of them with per-tensor scales); the golden model raises."""
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.normal(0, 1, (2, 3, 20, 16)).astype(np.float32) for _ in range(3))
+    k[1, 2, 5, 3] = bad
+    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+                                            v_granularity=ism.PerHead())
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=per_head))
+    assert np.isnan(out[1, 2]).all()
+    assert np.isfinite(np.delete(out.reshape(6, 20, 16), 5, axis=0)).all()
+    assert np.isnan(n(qflash.attention(t(q), t(k), t(v)))).all()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ism.Recipe.default().attention(q, k, v)
+
+
+def test_int8_scales_that_are_not_positive_and_finite_give_nan():
+    rng = np.random.default_rng(10)
+    x8 = t(rng.integers(-127, 128, (1, 2, 20, 16)).astype(np.int8))
+    ok = t(np.array([0.01], np.float32))
+    for bad in (0.0, -0.01, np.inf, np.nan):
+        out = qflash.attention_int8(x8, x8, x8, ok, t(np.array([bad], np.float32)), ok)
+        assert np.isnan(n(out)).all(), bad
+    assert np.isfinite(n(qflash.attention_int8(x8, x8, x8, ok, ok, ok))).all()
+
+
+def test_swin_mask_at_small_amplitude_stays_masked():
+    """Swin's -100 shifted-window mask at |q|, |k| <= 0.01: a QK unit is worth ~1e-6 nats, so
+    -100 nats lies beyond -2**28 units and must mask, not clip to a -0.29-nat bias."""
+    rng = np.random.default_rng(12)
+    q, k = (rng.uniform(-0.01, 0.01, (2, 3, 49, 32)).astype(np.float32) for _ in range(2))
+    v = rng.normal(0, 1, (2, 3, 49, 32)).astype(np.float32)
+    bias = np.where(rng.random((2, 1, 49, 49)) < 0.5, -100.0, 0.0).astype(np.float32)
+    bias[..., np.arange(49), np.arange(49)] = 0.0  # every row keeps a key
+    recipe = ism.Recipe.default()
+    golden = recipe.attention(q, k, v, attn_bias=bias)
+    assert ism.sqnr_db(ism.float_attention(q, k, v, attn_bias=bias), golden) >= 40
+    values, _ = qflash.attention_int(t(q), t(k), t(v), t(bias), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, attn_bias=bias).values)
+
+
+def test_int32_bias_saturates_and_never_wraps():
+    """attention_int8's int32 bias (QK units): the golden model's float bias quantized, plus
+    extremes near +-2**31 that would wrap if added unchecked."""
+    rng = np.random.default_rng(13)
+    q, k, v = (rng.normal(0, 1, (1, 2, 40, 32)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default()
+    (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+    plan = recipe.plan(s_q, s_k, 32 ** -0.5, s_v, 0.01)
+    bias = rng.normal(0, 2, (40, 40)).astype(np.float32)
+    bias_int = ism.recipe.quantize_bias(bias, plan, 40, 40).reshape(40, 40)
+    bias_int[0, :5] = 2**31 - 1      # saturates at +2**28
+    bias_int[1, 3:] = -(2**31)       # masked
+    scales = [t(np.asarray(x, np.float32).reshape(1)) for x in (s_q, s_k, s_v)]
+    out = qflash.attention_int8(t(q8), t(k8), t(v8), *scales, t(bias_int.astype(np.int32)), recipe=recipe,
+                                out_scale=0.01)
+    gold = ism.golden.attention_core(recipe, q8, k8, v8, plan, bias_int=bias_int, int8_out=True)
+    np.testing.assert_array_equal(n(out), gold)
+
+
+def test_float32_range_limits():
+    """Ranges so small that 127 / amax overflows float32: the golden model rejects them, the device
+    path gives NaN. Float64 values beyond float32's range: rejected."""
+    q = np.full((1, 1, 8, 16), 1e-38, np.float32)
+    with pytest.raises(ValueError, match="127 / amax overflows float32"):
+        ism.Recipe.default().attention(q, q, q)
+    assert np.isnan(n(qflash.attention(t(q), t(q), t(q)))).all()
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        ism.Recipe.default().attention(np.full((1, 1, 8, 16), 1e39), q, q)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        ism.Recipe.default().attention(q, q, q, amax=(-1.0, 1.0, 1.0))

@@ -1,0 +1,50 @@
+"""qflash's float entry points on CPU tensors: the golden model (there is no kernel to run on a
+CPU unless Triton's interpreter is on, ``TRITON_INTERPRET=1``, which runs the kernel itself).
+
+The results are :meth:`intsoftmax.Recipe.attention_int`'s: the integers bit for bit, and the
+float output its dequantization cast to the input dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _array(x: torch.Tensor) -> np.ndarray:
+    """A float tensor as float32/float64 NumPy (bfloat16 widens exactly to float32)."""
+    x = x.detach()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+
+
+def _amax(a, heads: int):
+    """A static range tensor, (1,) per tensor or (H,) per head, shaped to broadcast over (..., H, N, D)."""
+    a = a.detach().cpu().numpy()
+    return a.reshape(1) if a.size == 1 else a.reshape(heads, 1, 1)
+
+
+def golden(recipe, q, k, v, attn_mask, scale, is_causal: bool, enable_gqa: bool, static=None):
+    """:meth:`intsoftmax.Recipe.attention_int` on the tensors' values (a bool mask, or a float bias)."""
+    mask = bias = None
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            mask = attn_mask.numpy()
+        else:
+            bias = _array(attn_mask)
+    amax = None if static is None else tuple(_amax(a, q.shape[-3]) for a in (static.amax_q, static.amax_k,
+                                                                              static.amax_v))
+    return recipe.attention_int(_array(q), _array(k), _array(v), bias, mask, scale, is_causal=is_causal,
+                                enable_gqa=enable_gqa, amax=amax)
+
+
+def attention(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static=None) -> torch.Tensor:
+    res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
+    return torch.from_numpy(res.dequantize()).to(q.dtype)
+
+
+def attention_int(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static=None):
+    """``(values, scale)`` as :func:`qflash.attention_int` returns them: int32 values, and the
+    float32 output scale per ``(b, h)`` ((B*H,), or (1,) for a per-tensor V scale)."""
+    res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
+    per_bh = np.broadcast_to(res.scale[..., :1, :1], res.values.shape[:-2] + (1, 1)).reshape(-1)
+    out_scale = per_bh[:1] if recipe.v_granularity.kind == "per_tensor" else per_bh
+    return torch.from_numpy(res.values.astype(np.int32)), torch.from_numpy(out_scale.astype(np.float32))
