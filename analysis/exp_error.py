@@ -14,7 +14,7 @@ import numpy as np
 
 from intsoftmax import ExpStrategy, QFlashExp2, Recipe, available_strategies
 from intsoftmax.exp.base import ErrorBound
-from intsoftmax.select import CATALOG_EXPS
+from intsoftmax.select import catalog_exps
 from intsoftmax.strategy import strategy_class
 
 from .progress import quiet
@@ -36,7 +36,7 @@ def strategies() -> dict[str, tuple[ExpStrategy, float | None]]:
     catalog's variants of :func:`intsoftmax.select`, and QFlash's exp at a small amplitude."""
     out: dict[str, tuple[ExpStrategy, float | None]] = {}
     found = {kind: strategy_class("exp", kind)() for kind in available_strategies("exp")}
-    found.update({v.name: v for v in CATALOG_EXPS.values()})
+    found.update({v.name: v for v in catalog_exps().values()})
     for s in sorted(set(found.values()), key=lambda s: (s.kind, s.name)):
         raw = s.input_unit_octaves() is None
         label = _label(s) + (f", a={AMPLITUDE:g}" if raw else "")

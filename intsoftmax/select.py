@@ -32,25 +32,19 @@ import math
 from collections.abc import Iterable, Mapping
 
 from .accumulation import AccumulationRule, LazyRescale, ScaleRelease, TwoPass
-from .exp import FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from .metrics import float_attention, sqnr_db
 from .recipe import Recipe
+from .strategy import strategy_classes
 from .workloads import DISTRIBUTIONS, WORKLOADS, qkv
 
-#: Integer exp strategies of the catalog, by short label.
-CATALOG_EXPS = {
-    "shift_linear": ShiftLinearExp2(),
-    "shiftmax": ShiftmaxExp(),
-    "ibert": IBertExp(),
-    "poly2": PolyExp2(degree=2),
-    "poly3": PolyExp2(degree=3),
-    "poly4": PolyExp2(degree=4),
-    "lut6": LutExp2(index_bits=6, interpolate=True),
-    "lut6-mid": LutExp2(index_bits=6, interpolate=False),
-    "qflash_exp2": QFlashExp2(),
-    "fused2": FusedExp2(degree=2),
-    "fused3": FusedExp2(degree=3),
-}
+
+
+def catalog_exps() -> dict:
+    """The integer exp strategies of the catalog, by short label: every registered exp strategy's
+    own ``catalog`` entries (:attr:`intsoftmax.ExpStrategy.catalog`), in registration order."""
+    return {label: cls(**fields) for cls in strategy_classes("exp") if cls.integer_only
+            for label, fields in cls.catalog.items()}
+
 #: P widths of the catalog: one int8 MMA, one uint8 MMA, two int8 MMAs.
 CATALOG_P_BITS = (7, 8, 11)
 #: Accumulation rules of the catalog, by short label.
@@ -62,7 +56,7 @@ PAPER_LABEL = "qflash (paper)"
 def catalog() -> dict[str, Recipe]:
     """The candidate recipes of :func:`select`, label -> Recipe (see the module docstring)."""
     out = {f"{e}, P{p}, {r}": Recipe(exp=exp, accumulation=rule, p_bits=p)
-           for e, exp in CATALOG_EXPS.items() for p in CATALOG_P_BITS for r, rule in CATALOG_RULES.items()}
+           for e, exp in catalog_exps().items() for p in CATALOG_P_BITS for r, rule in CATALOG_RULES.items()}
     out[PAPER_LABEL] = Recipe.qflash()
     return out
 

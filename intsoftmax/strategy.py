@@ -92,3 +92,13 @@ def available(family: str | None = None) -> dict[str, list[str]] | list[str]:
 
 def strategy_class(family: str, kind: str) -> type:
     return _REGISTRY[family][kind]
+
+
+def strategy_classes(family: str) -> list[type]:
+    """The registered classes of ``family``, in registration order."""
+    return list(_REGISTRY.get(family, {}).values())
+
+
+def unregister(family: str, kind: str) -> None:
+    """Forget ``family/kind`` (a throwaway strategy defined in a test or a notebook)."""
+    _REGISTRY.get(family, {}).pop(kind, None)

@@ -81,8 +81,7 @@ def _interpreter() -> bool:
 def _launch_config(spec: KernelSpec) -> dict:
     """Tile sizes, warps, pipeline depth and register cap per head dim (never per sequence
     length: no recompiles per N)."""
-    from .exp import LUT as LUT_KIND
-    if spec.exp_kind == int(LUT_KIND):  # LUT gathers: Triton's pipeliner rejects them
+    if spec.twin.gathers:  # table gathers: Triton's pipeliner rejects them
         return dict(block_m=64, num_warps=4, num_stages=1)
     if not spec.two_pass:
         return dict(block_m=64, num_warps=4, num_stages=2)

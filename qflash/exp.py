@@ -1,40 +1,85 @@
-"""Triton twins of the integer exp strategies in :mod:`intsoftmax.exp`.
+"""Triton twins of the integer exp strategies in :mod:`intsoftmax.exp`, in a registry.
 
-Each ``@triton.jit`` helper below is the kernel-side version of one golden model,
-written in the same integer steps (int32 here, int64 arrays there) and checked
-against it over the whole input domain by ``tests/test_kernel_exp.py``.
-:func:`exp_spec` maps a strategy object to the constexprs that select and
-parameterise its helper inside the kernel template.
+Each ``@triton.jit`` helper below is the kernel-side version of one golden model, written in the
+same integer steps (int32 here, int64 arrays there), registered under its strategy's ``kind``
+with :func:`twin` and checked against it over the whole input domain by
+``tests/test_kernel_exp.py``. The kernel template takes the helper itself as a constexpr
+(``EXP_FN``) with its arguments (``EXP_ARGS``): there is no dispatch chain, and a new strategy
+is its golden class plus one registered twin.
 
-Helper signature: ``(u, rc0, rc1, table)`` with ``u`` the native input (int32,
-``0 <= u <= u_max``), ``rc0, rc1`` per-row integer constants (QFlash's ``R`` and
-``exp_M``; unused elsewhere) and ``table`` a pointer (the LUT), then constexprs.
+Twin signature: ``(u, rc0, rc1, table, ARGS)`` with ``u`` the native input (int32,
+``0 <= u <= u_max``), ``rc0, rc1`` per-row integer constants (QFlash's ``R`` and ``exp_M``, the
+fused exp's multiplier ``M``; unused elsewhere), ``table`` a pointer (the LUT) and ``ARGS`` the
+constexpr tuple its ``args(strategy)`` builds.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import triton
 import triton.language as tl
 
-from intsoftmax.exp import FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from intsoftmax.exp.fused import guard_bits
 
 from .ptx import mul_wide, shr_clamp
 
-# strategy kinds (constexpr globals, so the kernel can compare against them)
-SHIFT_LINEAR, SHIFTMAX, IBERT, POLY, LUT, QFLASH, FUSED = (tl.constexpr(i) for i in range(7))
+
+@dataclasses.dataclass(frozen=True)
+class Twin:
+    """A strategy's kernel helper: ``fn`` (the ``@triton.jit`` twin), ``args`` (strategy -> its
+    constexpr tuple) and ``gathers`` (it reads a table: Triton's pipeliner rejects the gathers)."""
+
+    fn: object
+    args: Callable
+    gathers: bool = False
 
 
+#: strategy kind -> its Triton twin
+TWINS: dict[str, Twin] = {}
+
+
+def twin(kind: str, args: Callable, gathers: bool = False):
+    """Register the decorated ``@triton.jit`` helper as the twin of the exp strategy ``kind``."""
+    def register(fn):
+        if kind in TWINS:
+            raise ValueError(f"duplicate Triton twin for exp strategy kind {kind!r}")
+        TWINS[kind] = Twin(fn, args, gathers)
+        return fn
+    return register
+
+
+def exp_twin(strategy) -> Twin:
+    """The registered twin of an integer exp strategy; ``TypeError`` for others."""
+    found = TWINS.get(getattr(strategy, "kind", None))
+    if found is None:
+        raise TypeError(f"the qflash kernel has no integer exp for {strategy.name}; "
+                        f"use one of the integer strategies with a Triton twin: {sorted(TWINS)}")
+    return found
+
+
+def exp_spec(strategy) -> tuple[str, tuple]:
+    """``(kind, ARGS)``: the registry key and constexpr arguments of an integer exp strategy."""
+    return strategy.kind, exp_twin(strategy).args(strategy)
+
+
+@twin("shift_linear_exp2", lambda s: (s.frac_bits, s.out_bits))
 @triton.jit
-def shift_linear_exp2(u, F: tl.constexpr, E: tl.constexpr):
-    """:class:`intsoftmax.ShiftLinearExp2`: ``((2**(F+1) - f) << (E-F-1)) >> q``."""
+def shift_linear_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.ShiftLinearExp2`: ``((2**(F+1) - f) << (E-F-1)) >> q``; ``ARGS = (F, E)``."""
+    F: tl.constexpr = ARGS[0]
+    E: tl.constexpr = ARGS[1]
     q = u >> F
     f = u & ((1 << F) - 1)
     return (((1 << (F + 1)) - f) << (E - F - 1)) >> q
 
 
+@twin("shiftmax_exp", lambda s: (s.frac_bits, s.out_bits))
 @triton.jit
-def shiftmax_exp(u, F: tl.constexpr, E: tl.constexpr):
-    """:class:`intsoftmax.ShiftmaxExp`: ``x * 1.4375`` by shifts, then the shift-linear exp2."""
+def shiftmax_exp(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.ShiftmaxExp`: ``x * 1.4375`` by shifts, then the shift-linear exp2; ``ARGS = (F, E)``."""
+    F: tl.constexpr = ARGS[0]
+    E: tl.constexpr = ARGS[1]
     x = -u
     x2 = x + (x >> 1) - (x >> 4)
     q = (-x2) >> F
@@ -42,19 +87,27 @@ def shiftmax_exp(u, F: tl.constexpr, E: tl.constexpr):
     return (((1 << F) + (r >> 1)) << (E - F)) >> q
 
 
+def _ibert_args(s) -> tuple:
+    (b, c), (m, _), (s1, s2) = s.poly_constants, s.out_multiplier, s.shifts
+    return (s.x0, b, c, m, s1, s2)
+
+
+@twin("ibert_exp", _ibert_args)
 @triton.jit
-def ibert_exp(u, X0: tl.constexpr, B: tl.constexpr, C: tl.constexpr, M: tl.constexpr, S1: tl.constexpr,
-              S2: tl.constexpr):
-    """:class:`intsoftmax.IBertExp`: ``ln 2`` reduction, ``r (r + b) + c``, ``umulhi`` requantization."""
+def ibert_exp(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.IBertExp`: ``ln 2`` reduction, ``r (r + b) + c``, ``umulhi`` requantization;
+    ``ARGS = (x0, b, c, M, s1, s2)``."""
+    X0: tl.constexpr = ARGS[0]
     q = u // X0
     r = q * X0 - u
-    poly = r * (r + B) + C
-    s = S2 + q
-    return (tl.umulhi(poly << S1, M) + (1 << (s - 1))) >> s
+    poly = r * (r + ARGS[1]) + ARGS[2]
+    s = ARGS[5] + q
+    return (tl.umulhi(poly << ARGS[4], ARGS[3]) + (1 << (s - 1))) >> s
 
 
+@twin("poly_exp2", lambda s: (s.frac_bits, s.degree, *s.coefficients))
 @triton.jit
-def poly_exp2(u, ARGS: tl.constexpr):
+def poly_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
     """:class:`intsoftmax.PolyExp2`: Horner on the fraction; ``ARGS = (F, d, C_0, .., C_d)``."""
     F: tl.constexpr = ARGS[0]
     DEG: tl.constexpr = ARGS[1]
@@ -67,26 +120,32 @@ def poly_exp2(u, ARGS: tl.constexpr):
     return h >> q
 
 
+@twin("lut_exp2", lambda s: (s.frac_bits, s.index_bits, s.interpolate), gathers=True)
 @triton.jit
-def lut_exp2(u, table, F: tl.constexpr, K: tl.constexpr, INTERPOLATE: tl.constexpr):
-    """:class:`intsoftmax.LutExp2`: table on the top ``K`` fraction bits, optional interpolation."""
+def lut_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.LutExp2`: table on the top ``K`` fraction bits, optional interpolation;
+    ``ARGS = (F, K, interpolate)``."""
+    F: tl.constexpr = ARGS[0]
+    K: tl.constexpr = ARGS[1]
     q = u >> F
     f = u & ((1 << F) - 1)
     idx = f >> (F - K)
     lo = tl.load(table + idx)
-    if INTERPOLATE:
+    if ARGS[2]:
         rem = f & ((1 << (F - K)) - 1)
         hi = tl.load(table + idx + 1)
         lo = lo - (((lo - hi) * rem + ((1 << (F - K)) >> 1)) >> (F - K))
     return lo >> q
 
 
+@twin("qflash_exp2", lambda s: (s.mul_shift,))
 @triton.jit
-def qflash_exp2(u, R, EXP_M, MUL_SHIFT: tl.constexpr):
-    """:class:`intsoftmax.QFlashExp2`: ``q = (t * exp_M) >> 16``, ``max((r >> 1) + R, 0) >> q``."""
-    q = (u * EXP_M) >> MUL_SHIFT
-    r = q * R - u
-    return tl.maximum((r >> 1) + R, 0) >> q
+def qflash_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.QFlashExp2` with ``rc0 = R``, ``rc1 = exp_M``: ``q = (t * exp_M) >> 16``,
+    ``max((r >> 1) + R, 0) >> q``; ``ARGS = (mul_shift,)``."""
+    q = (u * rc1) >> ARGS[0]
+    r = q * rc0 - u
+    return tl.maximum((r >> 1) + rc0, 0) >> q
 
 
 @triton.jit
@@ -106,54 +165,14 @@ def fused_y(t, M, ARGS: tl.constexpr, PTX: tl.constexpr):
     return shr_clamp((h * f + ARGS[2 + DEG]) >> (F + R - 1), q, PTX)  # the last step keeps one guard bit
 
 
-@triton.jit
-def fused_exp2(u, M, ARGS: tl.constexpr):
-    """:class:`intsoftmax.FusedExp2` at the scale of ``ARGS`` from distances ``0 <= u <= t_cap``
-    (the rescale factor of online rules, and the exhaustive test)."""
-    return (fused_y(u, M, ARGS, False) + 1) >> 1
-
-
-@triton.jit
-def exp_int(u, rc0, rc1, table, KIND: tl.constexpr, ARGS: tl.constexpr):
-    """Dispatch to the strategy selected by ``KIND`` (constexpr: resolved at compile time)."""
-    if KIND == SHIFT_LINEAR:
-        e = shift_linear_exp2(u, ARGS[0], ARGS[1])
-    elif KIND == SHIFTMAX:
-        e = shiftmax_exp(u, ARGS[0], ARGS[1])
-    elif KIND == IBERT:
-        e = ibert_exp(u, ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4], ARGS[5])
-    elif KIND == POLY:
-        e = poly_exp2(u, ARGS)
-    elif KIND == LUT:
-        e = lut_exp2(u, table, ARGS[0], ARGS[1], ARGS[2])
-    elif KIND == QFLASH:
-        e = qflash_exp2(u, rc0, rc1, ARGS[0])
-    else:
-        e = fused_exp2(u, rc0, ARGS)
-    return e
-
-
-def exp_spec(strategy) -> tuple[int, tuple]:
-    """``(KIND, ARGS)`` constexprs for an integer exp strategy; ``TypeError`` for others."""
-    if isinstance(strategy, ShiftLinearExp2):
-        return SHIFT_LINEAR, (strategy.frac_bits, strategy.out_bits)
-    if isinstance(strategy, ShiftmaxExp):
-        return SHIFTMAX, (strategy.frac_bits, strategy.out_bits)
-    if isinstance(strategy, IBertExp):
-        (b, c), (m, _), (s1, s2) = strategy.poly_constants, strategy.out_multiplier, strategy.shifts
-        return IBERT, (strategy.x0, b, c, m, s1, s2)
-    if isinstance(strategy, PolyExp2):
-        return POLY, (strategy.frac_bits, strategy.degree, *strategy.coefficients)
-    if isinstance(strategy, LutExp2):
-        return LUT, (strategy.frac_bits, strategy.index_bits, strategy.interpolate)
-    if isinstance(strategy, QFlashExp2):
-        return QFLASH, (strategy.mul_shift,)
-    if isinstance(strategy, FusedExp2):
-        return FUSED, fused_args(strategy, strategy.one())
-    raise TypeError(f"the qflash kernel has no integer exp for {strategy.name}; "
-                    "use one of the integer strategies in intsoftmax.available_strategies('exp')")
-
-
-def fused_args(strategy: FusedExp2, top: int) -> tuple:
+def fused_args(strategy, top: int) -> tuple:
     """``(F, R, C_d, K_{d-1}, .., K_0)``: the constexprs of :class:`intsoftmax.FusedExp2` at output scale ``top``."""
     return (strategy.frac_bits, guard_bits(top), *strategy.coefficients(top))
+
+
+@twin("fused_exp2", lambda s: fused_args(s, s.one()))
+@triton.jit
+def fused_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.FusedExp2` at the scale of ``ARGS`` from distances ``0 <= u <= t_cap`` and
+    the row multiplier ``rc0 = M`` (the rescale factor of online rules, and the exhaustive test)."""
+    return (fused_y(u, rc0, ARGS, False) + 1) >> 1

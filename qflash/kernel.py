@@ -34,7 +34,7 @@ import triton.language as tl
 
 from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
-from .exp import exp_int, fused_y
+from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .ptx import mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
 from .spec import MaskKind, OutKind
@@ -62,9 +62,10 @@ def _rows(x, ROW_TABLE: tl.constexpr):
 
 
 @triton.jit
-def _exp(t, rc, lut, KIND: tl.constexpr, ARGS: tl.constexpr, PRESCALED: tl.constexpr):
+def _exp(t, rc, lut, EXP_FN: tl.constexpr, ARGS: tl.constexpr, PRESCALED: tl.constexpr):
     """``e ~= one * 2**(-t * c)`` for QK-unit distances ``t >= 0``: the shared prescale
-    (:func:`intsoftmax.exp.base.prescale`), then the strategy's integer exp. ``rc`` holds the
+    (:func:`intsoftmax.exp.base.prescale`), then the strategy's integer exp (its registered
+    Triton twin, :mod:`qflash.exp`). ``rc`` holds the
     row constants ``(pre_M, pre_l, pre_r, t_cap, u_max, exp_c0, exp_c1)`` shaped to broadcast with ``t``."""
     pre_M, pre_l, pre_r, t_cap, u_max, rc0, rc1 = rc
     if PRESCALED:
@@ -72,7 +73,7 @@ def _exp(t, rc, lut, KIND: tl.constexpr, ARGS: tl.constexpr, PRESCALED: tl.const
         u = tl.minimum(tl.umulhi(t, tl.broadcast_to(pre_M, t.shape)) >> pre_r, u_max)
     else:
         u = tl.minimum(t, u_max)
-    return exp_int(u, rc0, rc1, lut, KIND, ARGS)
+    return EXP_FN(u, rc0, rc1, lut, ARGS)
 
 
 @triton.jit
@@ -157,7 +158,7 @@ def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, b
 
 
 @triton.jit
-def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr,
+def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr,
                    PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr,
                    P_BITS: tl.constexpr, NEGATE: tl.constexpr, MASKING: tl.constexpr, PACKED: tl.constexpr,
                    ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
@@ -181,7 +182,7 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARG
     else:
         rc2 = (_rows(rc[0], ROW_TABLE), _rows(rc[1], ROW_TABLE), _rows(rc[2], ROW_TABLE), _rows(rc[3], ROW_TABLE),
                _rows(rc[4], ROW_TABLE), _rows(rc[5], ROW_TABLE), _rows(rc[6], ROW_TABLE))
-        e = _exp(m[:, None] - s, rc2, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+        e = _exp(m[:, None] - s, rc2, lut, EXP_FN, EXP_ARGS, PRESCALED)
         p = tl.minimum((e * _rows(req_M, ROW_TABLE) + (1 << (REQ_SHIFT - 1))) >> REQ_SHIFT, (1 << P_BITS) - 1)
         if MASKING:
             p = tl.where(ok, p, 0)
@@ -193,7 +194,7 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND: tl.constexpr, EXP_ARG
 @triton.jit
 def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
                    NQ, NK, NK_V, rc, req_M, bias_inv, lut, D: tl.constexpr, TILE: tl.constexpr,
-                   EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
+                   EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                    PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """One key tile of pass 2 (reference fixed): the P.V MMAs into ``acc`` (BLOCK_M, D_PAD) and
@@ -212,7 +213,7 @@ def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn
         ok = (j + tl.arange(0, TILE) < NK)[None, :]
     NEGATE: tl.constexpr = P_BITS == 8
     PACKED: tl.constexpr = FUSED and not NEGATE
-    p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+    p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
     v = _tile_v(v_base, svn, svd, offs_d, j, NK_V, D, TILE, TILE, PADDED)
     ones = tl.full((TILE, 16), 1, tl.int8)
@@ -256,7 +257,7 @@ def _pv(p, v, P_BITS: tl.constexpr):
 @triton.jit
 def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
                  NQ, NK, rc, req_M, rel_M, headroom, bias_inv, lut,
-                 D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_KIND: tl.constexpr,
+                 D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_FN: tl.constexpr,
                  EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr,
                  REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, REL_SHIFT: tl.constexpr,
                  MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
@@ -267,13 +268,13 @@ def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, 
     m_new = tl.where(tile_max > m, tile_max + headroom, m)
     moved = (m_new > m) & (m > MASKED)
     if tl.sum(moved.to(tl.int32), 0) > 0:  # release the old scale, per row (int64 products)
-        alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_KIND, EXP_ARGS, PRESCALED)
+        alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_FN, EXP_ARGS, PRESCALED)
         a = (alpha * rel_M).to(tl.int64)
         half: tl.constexpr = 1 << (REL_SHIFT - 1)
         acc = tl.where(moved[:, None], ((acc.to(tl.int64) * a[:, None] + half) >> REL_SHIFT).to(tl.int32), acc)
         l = tl.where(moved, ((l.to(tl.int64) * a + half) >> REL_SHIFT).to(tl.int32), l)
     m = m_new
-    p = _probabilities(s, m, s > MASKED, fx, rc, req_M, lut, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+    p = _probabilities(s, m, s > MASKED, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                        P_BITS, False, PADDED or MASK_KIND != MASK_NONE, False, ROW_TABLE, PTX)
     l += tl.sum(p, 1)
     acc += _pv(p, _tile_v(v_base, svn, svd, offs_d, j, NK, D, BLOCK_N, TILE, PADDED), P_BITS)
@@ -313,7 +314,7 @@ def _qflash_fwd(
     stb, sth, stm, smb1, smb2, smh, smm, smn,
     H, B2, NQ, NK, NK_V,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
-    EXP_KIND: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
+    EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
@@ -360,7 +361,7 @@ def _qflash_fwd(
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE)
             l2, acc = _two_pass_tile(q, 0, tl.max(s, 1), fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
                                      smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                     EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
+                                     EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
                                      ROW_TABLE, PTX)
         else:
             m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, n_end,
@@ -368,11 +369,11 @@ def _qflash_fwd(
             for j in range(0, n_full, BLOCK_N):
                 l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
                                          smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                         EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, FULL_MASK,
+                                         EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, FULL_MASK,
                                          False, ROW_TABLE, PTX)
             for j in range(n_full, n_end, TAIL):
                 l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
-                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, TAIL, EXP_KIND,
+                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, TAIL, EXP_FN,
                                          EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
                                          ROW_TABLE, PTX)
         l = tl.max(l2, 1)
@@ -392,12 +393,12 @@ def _qflash_fwd(
         for j in range(0, n_full, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                     TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                      REL_SHIFT, FULL_MASK, False, ROW_TABLE, PTX)
         for j in range(n_full, n_end, BLOCK_N):
             m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
                                      offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_KIND, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                     TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                      REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX)
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod

@@ -33,7 +33,7 @@ class OutKind(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class KernelSpec:
-    exp_kind: int
+    exp_kind: str  # the strategy's kind: its Triton twin in qflash.exp.TWINS
     exp_args: tuple
     prescaled: bool
     p_args: tuple  # fused_args of a strategy that fuses the requantization, at P_max; () otherwise
@@ -66,13 +66,19 @@ class KernelSpec:
                    MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
 
     @property
+    def twin(self):
+        """The exp strategy's registered Triton twin (:class:`qflash.exp.Twin`)."""
+        from .exp import TWINS
+        return TWINS[self.exp_kind]
+
+    @property
     def name(self) -> str:
         return "qflash_fwd[" + ",".join(f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self)) + "]"
 
     def constexprs(self) -> dict:
         """The kernel's constexpr arguments (tile sizes aside)."""
         return dict(
-            D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_KIND=self.exp_kind, EXP_ARGS=self.exp_args,
+            D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_FN=self.twin.fn, EXP_ARGS=self.exp_args,
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),

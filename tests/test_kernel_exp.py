@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 import intsoftmax as ism
-from qflash.exp import exp_int, exp_spec
+from qflash.exp import exp_spec, exp_twin
 from qflash.kernel import _normalize
 
 from kernel_utils import DEVICE, n, needs_kernel, t
@@ -15,10 +15,10 @@ pytestmark = needs_kernel
 
 
 @triton.jit
-def _apply(U, OUT, T, count, rc0, rc1, KIND: tl.constexpr, ARGS: tl.constexpr, BLOCK: tl.constexpr):
+def _apply(U, OUT, T, count, rc0, rc1, EXP_FN: tl.constexpr, ARGS: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     u = tl.load(U + offs, mask=offs < count, other=0)
-    tl.store(OUT + offs, exp_int(u, rc0, rc1, T, KIND, ARGS), mask=offs < count)
+    tl.store(OUT + offs, EXP_FN(u, rc0, rc1, T, ARGS), mask=offs < count)
 
 
 STRATEGIES = [ism.ShiftLinearExp2(), ism.ShiftLinearExp2(frac_bits=6), ism.ShiftmaxExp(), ism.ShiftmaxExp(frac_bits=8),
@@ -29,11 +29,12 @@ STRATEGIES = [ism.ShiftLinearExp2(), ism.ShiftLinearExp2(frac_bits=6), ism.Shift
 
 def run_helper(strategy, consts):
     u = strategy.domain(consts)
-    kind, args = exp_spec(strategy)
+    _, args = exp_spec(strategy)
     lut = t(np.asarray(getattr(strategy, "table", [0]), np.int32))
     out = torch.empty(len(u), dtype=torch.int32, device=DEVICE)
     rc = [0 if x is None else int(np.asarray(x)) for x in strategy.kernel_row_constants(consts or {}, 127)]
-    _apply[(triton.cdiv(len(u), 8192),)](t(u.astype(np.int32)), out, lut, len(u), *rc, kind, args, 8192)
+    _apply[(triton.cdiv(len(u), 8192),)](t(u.astype(np.int32)), out, lut, len(u), *rc, exp_twin(strategy).fn, args,
+                                         8192)
     return n(out), strategy.golden(u, consts)
 
 

@@ -97,6 +97,11 @@ class ExpStrategy(Strategy):
     integer_only: ClassVar[bool] = True
     #: True when the strategy produces ``P`` itself (:meth:`fused_p`): no separate requantization.
     fuses_requant: ClassVar[bool] = False
+    #: Its entries in :func:`intsoftmax.select.catalog`: short label -> field values.
+    catalog: ClassVar[dict] = {}
+    #: Where :func:`intsoftmax.testing.exp_strategies` draws its fields: field -> a ``range`` of
+    #: ints or a tuple of values (fields not named keep their defaults).
+    search_space: ClassVar[dict] = {}
 
     # -- what subclasses define -------------------------------------------------
     def input_unit_octaves(self) -> float | None:

@@ -68,6 +68,8 @@ class FusedExp2(ExpStrategy):
     online rules' rescale factor); the probabilities use ``P_max`` directly (:meth:`fused_p`)."""
 
     fuses_requant: ClassVar[bool] = True
+    catalog: ClassVar[dict] = {"fused2": {"degree": 2}, "fused3": {"degree": 3}}
+    search_space: ClassVar[dict] = {"degree": range(1, 5), "frac_bits": range(10, 15)}
     degree: int = 3
     frac_bits: int = 14
     out_bits: int = 15

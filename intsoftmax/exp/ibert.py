@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..fixedpoint import fixed_multiplier, mulhi
@@ -29,6 +31,8 @@ A, B, C = 0.35815147, 0.96963238, 1.0
 
 @register("exp", "ibert_exp")
 class IBertExp(ExpStrategy):
+    catalog: ClassVar[dict] = {"ibert": {}}
+    search_space: ClassVar[dict] = {"frac_bits": range(8, 11)}
     frac_bits: int = 10
     out_bits: int = 15
 

@@ -12,6 +12,8 @@ All int32; ``u_max = (E + 1) * 2**F``.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..strategy import register
@@ -31,6 +33,10 @@ def chord_max_rel(h: float) -> float:
 
 @register("exp", "lut_exp2")
 class LutExp2(ExpStrategy):
+    catalog: ClassVar[dict] = {"lut6": {"index_bits": 6, "interpolate": True},
+                               "lut6-mid": {"index_bits": 6, "interpolate": False}}
+    search_space: ClassVar[dict] = {"index_bits": range(2, 9), "interpolate": (False, True),
+                                    "frac_bits": range(8, 15)}
     index_bits: int = 6
     interpolate: bool = True
     frac_bits: int = 14

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..strategy import register
@@ -52,6 +54,8 @@ def minimax_exp2_coefficients(degree: int, grid: int = 4097) -> tuple[float, ...
 
 @register("exp", "poly_exp2")
 class PolyExp2(ExpStrategy):
+    catalog: ClassVar[dict] = {"poly2": {"degree": 2}, "poly3": {"degree": 3}, "poly4": {"degree": 4}}
+    search_space: ClassVar[dict] = {"degree": range(1, 5), "frac_bits": range(8, 16)}
     degree: int = 3
     frac_bits: int = 14
     out_bits: int = 15

@@ -22,6 +22,8 @@ the official kernel wraps 128 to -128 (see ``requant_constants``).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..fixedpoint import round_half_up
@@ -36,6 +38,7 @@ C_MAX = 16.0
 
 @register("exp", "qflash_exp2")
 class QFlashExp2(ExpStrategy):
+    catalog: ClassVar[dict] = {"qflash_exp2": {}}
     mul_shift: int = 16
 
     def _validate(self):

@@ -12,6 +12,8 @@ Integer steps (F = frac_bits, E = out_bits, all int32):
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..strategy import register
@@ -20,6 +22,8 @@ from .base import ErrorBound, ExpStrategy, OpCount, check_bits, linear_max_rel
 
 @register("exp", "shift_linear_exp2")
 class ShiftLinearExp2(ExpStrategy):
+    catalog: ClassVar[dict] = {"shift_linear": {}}
+    search_space: ClassVar[dict] = {"frac_bits": range(4, 15)}
     frac_bits: int = 14
     out_bits: int = 15
 

@@ -11,6 +11,8 @@ Integer steps (F = frac_bits, E = out_bits, int32): ``x = -z``;
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..strategy import register
@@ -21,6 +23,8 @@ SHIFT_LOG2E = 1.4375  # 1 + 1/2 - 1/16
 
 @register("exp", "shiftmax_exp")
 class ShiftmaxExp(ExpStrategy):
+    catalog: ClassVar[dict] = {"shiftmax": {}}
+    search_space: ClassVar[dict] = {"frac_bits": range(6, 15)}
     frac_bits: int = 12
     out_bits: int = 15
 

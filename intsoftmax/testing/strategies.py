@@ -12,10 +12,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..accumulation import LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass
-from ..exp import ExactExp, FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2, ShiftmaxExp
 from ..granularity import PerBlock, PerHead, PerTensor, PerToken
 from ..plan import BIAS_MAX
 from ..recipe import Recipe
+from ..strategy import strategy_classes
 
 #: The kinds of logit rows :func:`logit_rows` draws.
 ROW_KINDS = ("random", "ties", "constant", "one_huge", "masked", "fully_masked")
@@ -69,21 +69,17 @@ def logit_rows(draw, min_len: int = 1, max_len: int = 4096, rows: int = 2, kinds
     return LogitRows(kind, logits.astype(np.int64), np.full(rows, unit), mask)
 
 
+def _field(space) -> st.SearchStrategy:
+    if isinstance(space, range):
+        return st.integers(space.start, space.stop - 1)
+    return st.sampled_from(tuple(space))
+
+
 def exp_strategies(integer_only: bool = True) -> st.SearchStrategy:
-    """Every exp strategy, with its fields drawn over their valid ranges."""
-    options = [
-        st.builds(ShiftLinearExp2, frac_bits=st.integers(4, 14), out_bits=st.just(15)),
-        st.builds(ShiftmaxExp, frac_bits=st.integers(6, 14), out_bits=st.just(15)),
-        st.builds(IBertExp, frac_bits=st.integers(8, 10), out_bits=st.just(15)),
-        st.builds(PolyExp2, degree=st.integers(1, 4), frac_bits=st.integers(8, 15), out_bits=st.just(15)),
-        st.builds(LutExp2, index_bits=st.integers(2, 8), interpolate=st.booleans(), frac_bits=st.integers(8, 14),
-                  out_bits=st.just(15)),
-        st.builds(QFlashExp2),
-        st.builds(FusedExp2, degree=st.integers(1, 4), frac_bits=st.integers(10, 14)),
-    ]
-    if not integer_only:
-        options.append(st.builds(ExactExp))
-    return st.one_of(options)
+    """Every registered exp strategy, its fields drawn from its ``search_space``
+    (:attr:`intsoftmax.ExpStrategy.search_space`); ``integer_only=False`` adds float references."""
+    return st.one_of([st.builds(cls, **{f: _field(s) for f, s in cls.search_space.items()})
+                      for cls in strategy_classes("exp") if cls.integer_only or not integer_only])
 
 
 def accumulation_rules(kernel_only: bool = True) -> st.SearchStrategy:
