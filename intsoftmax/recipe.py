@@ -282,6 +282,9 @@ class Recipe:
             raise ValueError(f"out_scale={out_scale!r}: must be a finite positive number")
         (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
         plan = self.plan(s_q, s_k, scale, s_v, out_scale)
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        for name, m in (("attn_bias", attn_bias), ("attn_mask", attn_mask)):
+            _check_broadcast(name, m, batch + (nq, nk))
         bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
         mask = None if attn_mask is None else _check_mask(attn_mask, nq, nk)
         values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
@@ -363,10 +366,26 @@ def _check_shapes(q, k, v):
         np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
         raise ValueError(f"batch dims of q {q.shape}, k {k.shape}, v {v.shape} do not broadcast") from None
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.size == 0:
+            raise ValueError(f"{name} is empty (shape {x.shape}); attention needs at least one query, key and head")
     d = q.shape[-1]
     if not 1 <= d <= MAX_HEAD_DIM:
         raise ValueError(f"head dim {d} is outside [1, {MAX_HEAD_DIM}]")
     return q.shape[-2], k.shape[-2], d
+
+
+def _check_broadcast(name: str, m, full: tuple) -> None:
+    """A mask or bias must broadcast to every dim of the logits (batch dims included)."""
+    if m is None:
+        return
+    shape = np.shape(m)
+    try:
+        ok = len(shape) <= len(full) and np.broadcast_shapes(shape, full) == full
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} shape {shape} does not broadcast to the logits' shape {full}")
 
 
 def _check_scale(scale, d: int) -> float:

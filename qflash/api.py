@@ -23,7 +23,7 @@ from intsoftmax import Recipe
 from intsoftmax.granularity import PerHead, PerTensor, scales_from_amax
 
 from . import cpu
-from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind
+from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind, check_compiles
 from .table import host_table
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -185,6 +185,9 @@ def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_caus
     NQ, NK = q.shape[-2], k.shape[-2]
     if NQ == 0 or NK == 0:
         raise ValueError(f"empty sequence: Nq={NQ}, Nk={NK}")
+    if q.numel() == 0:
+        raise ValueError(f"empty input: q has shape {tuple(q.shape)}; attention needs at least one batch and head")
+    check_compiles(recipe)
     recipe.check_seq_len(NK)
     if scale is None:
         scale = 1.0 / math.sqrt(D)

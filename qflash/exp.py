@@ -23,28 +23,34 @@ import triton.language as tl
 from intsoftmax.exp.fused import guard_bits
 
 from .ptx import mul_wide, shr_clamp
+from .rows import fused_row_args, fused_rows, prescaled_args, prescaled_rows, qflash_row_args, qflash_rows
 
 
 @dataclasses.dataclass(frozen=True)
 class Twin:
-    """A strategy's kernel helper: ``fn`` (the ``@triton.jit`` twin), ``args`` (strategy -> its
-    constexpr tuple) and ``gathers`` (it reads a table: Triton's pipeliner rejects the gathers)."""
+    """A strategy's kernel side: ``fn`` (the ``@triton.jit`` twin of its exp) and ``args``
+    (strategy -> its constexpr tuple); ``rows`` and ``row_args`` (strategy, p_max -> constexprs):
+    the device derivation of its per-row constants (:mod:`qflash.rows`; by default the shared
+    prescale's); ``gathers``: it reads a table (Triton's pipeliner rejects the gathers)."""
 
     fn: object
     args: Callable
     gathers: bool = False
+    rows: object = prescaled_rows
+    row_args: Callable = prescaled_args
 
 
 #: strategy kind -> its Triton twin
 TWINS: dict[str, Twin] = {}
 
 
-def twin(kind: str, args: Callable, gathers: bool = False):
-    """Register the decorated ``@triton.jit`` helper as the twin of the exp strategy ``kind``."""
+def twin(kind: str, args: Callable, gathers: bool = False, rows=prescaled_rows, row_args: Callable = prescaled_args):
+    """Register the decorated ``@triton.jit`` helper as the twin of the exp strategy ``kind``, with
+    the device derivation of its row constants (``rows``, ``row_args``; see :class:`Twin`)."""
     def register(fn):
         if kind in TWINS:
             raise ValueError(f"duplicate Triton twin for exp strategy kind {kind!r}")
-        TWINS[kind] = Twin(fn, args, gathers)
+        TWINS[kind] = Twin(fn, args, gathers, rows, row_args)
         return fn
     return register
 
@@ -138,7 +144,7 @@ def lut_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
     return lo >> q
 
 
-@twin("qflash_exp2", lambda s: (s.mul_shift,))
+@twin("qflash_exp2", lambda s: (s.mul_shift,), rows=qflash_rows, row_args=qflash_row_args)
 @triton.jit
 def qflash_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
     """:class:`intsoftmax.QFlashExp2` with ``rc0 = R``, ``rc1 = exp_M``: ``q = (t * exp_M) >> 16``,
@@ -170,7 +176,7 @@ def fused_args(strategy, top: int) -> tuple:
     return (strategy.frac_bits, guard_bits(top), *strategy.coefficients(top))
 
 
-@twin("fused_exp2", lambda s: fused_args(s, s.one()))
+@twin("fused_exp2", lambda s: fused_args(s, s.one()), rows=fused_rows, row_args=fused_row_args)
 @triton.jit
 def fused_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
     """:class:`intsoftmax.FusedExp2` at the scale of ``ARGS`` from distances ``0 <= u <= t_cap`` and

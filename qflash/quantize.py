@@ -22,9 +22,11 @@ import torch
 import triton
 import triton.language as tl
 
-from intsoftmax import exp, fixedpoint, plan
+from intsoftmax import plan
 
+from .exp import exp_twin
 from .launcher import launch
+from .rows import F64_LOG2E, fixed_multiplier
 from .table import NCOL, Col, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range(4))
@@ -32,10 +34,6 @@ _GRAN_KIND = {"per_tensor": 0, "per_head": 1, "per_token": 2, "per_block": 3}
 (C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
  C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
 # the core's constants, as the constexpr globals a Triton kernel may read
-F64_LOG2E = tl.constexpr(exp.base.LOG2E)
-PRESCALE_MAX = tl.constexpr(exp.base.PRESCALE_MAX)
-MULT_BITS = tl.constexpr(fixedpoint.MULT_BITS)
-MAX_MULT_SHIFT = tl.constexpr(fixedpoint.MAX_MULT_SHIFT)
 HEADROOM_MAX = tl.constexpr(float(plan.HEADROOM_MAX))
 NORM_FRAC = tl.constexpr(plan.NORM_FRAC)
 NCOLS = tl.constexpr(NCOL)
@@ -57,17 +55,6 @@ def _scale_inv(amax):
     inv = tl.where(pos, tl.math.div_rn(127.0, safe), 1.0)
     # a NaN range, or one so small that 127 / amax overflows (the golden model rejects it): NaN
     return tl.where((amax != amax) | (inv == float("inf")), float("nan"), s), inv
-
-
-@triton.jit
-def _fixed_multiplier(real):
-    """:func:`intsoftmax.fixedpoint.fixed_multiplier`: ``(M, shift)`` (int64) from the float's exponent bits."""
-    bits = real.to(tl.int64, bitcast=True)
-    expo = ((bits >> 52) & 0x7FF) - 1022  # frexp's exponent for normal numbers
-    shift = tl.minimum(tl.maximum(MULT_BITS - expo, 0), MAX_MULT_SHIFT)
-    shift = tl.where(real == 0, MULT_BITS, shift)
-    pow2 = ((shift + 1023) << 52).to(tl.float64, bitcast=True)
-    return tl.floor(real * pow2).to(tl.int64), shift
 
 
 @triton.jit
@@ -141,14 +128,10 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, SX, S8, SA, SSS, NS, H, D: tl.constexpr
 
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
-                  NATIVE_PER_NAT: tl.constexpr, U_MAX: tl.constexpr, ONE: tl.constexpr, P_MAX: tl.constexpr,
-                  REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr,
-                  QFLASH_MUL_SHIFT: tl.constexpr, FUSED_OCTAVES: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
-    """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`).
-    ``NATIVE_PER_NAT != 0`` selects the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`);
-    otherwise ``FUSED_OCTAVES > 0`` selects the fused exp's multiplier and the clamp of its
-    generic exp at ``one`` (:class:`intsoftmax.FusedExp2`), and 0 QFlash's raw constants
-    (:meth:`intsoftmax.QFlashExp2.row_constants`)."""
+                  ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr,
+                  OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+    """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`). The exp
+    strategy's constants come from its registered row derivation ``ROW_FN`` (:mod:`qflash.rows`)."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     b = idx // TM // H
     h = idx // TM % H
@@ -160,45 +143,7 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
     scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
     nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
     zero = tl.zeros((BLOCK,), tl.int64)
-    if NATIVE_PER_NAT != 0:  # prescaled strategies: intsoftmax.exp.base.ExpStrategy.plan
-        pre_M, shift = _fixed_multiplier(tl.minimum(nat * NATIVE_PER_NAT, PRESCALE_MAX))
-        pre_l = tl.maximum(32 - shift, 0)
-        pre_r = tl.maximum(shift - 32, 0)
-        t_cap = 2147483647 >> pre_l
-        u_max = zero + U_MAX
-        req_M = zero + P_MAX
-        one = zero + ONE
-        rc0 = zero
-        rc1 = zero
-    elif FUSED_OCTAVES > 0:  # the fused exp: M = round(c 2**32), u_max = ceil(octaves 2**32 / M)
-        # clamp in float to 2**33 (exact in any float width), then to 2**32 - 1 in integers
-        M = tl.minimum(tl.minimum(tl.floor(nat * F64_LOG2E * 4294967296.0 + 0.5), 8589934592.0).to(tl.int64),
-                       4294967295)
-        Md = tl.maximum(M, 1)
-        u_max = tl.where(M > 0, tl.minimum(((zero + (FUSED_OCTAVES << 32)) + Md - 1) // Md, 2147483647), 2147483647)
-        pre_M = zero
-        pre_l = zero
-        pre_r = zero
-        t_cap = zero
-        req_M = zero + P_MAX
-        one = zero + ONE
-        rc0 = M
-        rc1 = zero
-    else:  # QFlash: R = round(1/c), exp_M = round(c * 2**16), req_M = round(P_max * c * 2**16)
-        c = nat * F64_LOG2E
-        R = tl.minimum(tl.maximum(tl.floor(1.0 / c + 0.5), 1.0), 33554432.0).to(tl.int64)
-        cc = tl.minimum(c, 16.0)
-        exp_M = tl.maximum(tl.floor(cc * (1 << QFLASH_MUL_SHIFT) + 0.5), 1.0).to(tl.int64)
-        cap = (P_MAX + 1) * (1 << QFLASH_MUL_SHIFT) * 1.0
-        req_M = tl.floor(tl.minimum(P_MAX * cc * (1 << QFLASH_MUL_SHIFT), cap) + 0.5).to(tl.int64)
-        u_max = ((32 << QFLASH_MUL_SHIFT) - 1) // exp_M
-        pre_M = zero
-        pre_l = zero
-        pre_r = zero
-        t_cap = zero
-        one = R
-        rc0 = R
-        rc1 = exp_M
+    pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
     rel_M = (1 << REL_SHIFT) // one
     headroom = tl.floor(tl.minimum(HEADROOM_OCT / (nat * F64_LOG2E), HEADROOM_MAX)).to(tl.int64)
     bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
@@ -207,7 +152,7 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
     if INT8_OUT:
         out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
         ratio = s_v.to(tl.float64) / out_scale * (2.0 ** -NORM_FRAC)
-        out_M, out_shift = _fixed_multiplier(tl.minimum(ratio, 1073741824.0))
+        out_M, out_shift = fixed_multiplier(tl.minimum(ratio, 1073741824.0))
     # non-finite inputs (a NaN or infinite range) or scales that are not finite and positive: the
     # dequantized output is NaN, never plausible numbers (a host check would need a sync)
     finite = (s_q > 0) & (s_q < float("inf")) & (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
@@ -303,18 +248,14 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
     :func:`quantize_qkv` returns them, or (H,) for static per-head scales)."""
     tb, tm = table_shape(recipe, batch, heads, nq)
     tab = torch.empty((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
-    strategy = recipe.exp
-    k = strategy.native_per_nat()
+    twin = exp_twin(recipe.exp)
     sqm = 1 if s_q.dim() == 2 else 0
     sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
     block = 64
     launch(_table_kernel, (triton.cdiv(tb * tm, block),),
            tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
-           NATIVE_PER_NAT=0.0 if k is None else k, U_MAX=strategy.u_max() if k is not None else 0,
-           ONE=strategy.one() if k is not None or strategy.fuses_requant else 1, P_MAX=recipe.p_max,
+           ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
-           OUT_FRAC=recipe.out_frac_bits, QFLASH_MUL_SHIFT=getattr(strategy, "mul_shift", 16),
-           FUSED_OCTAVES=strategy.clamp_octaves(strategy.one()) if strategy.fuses_requant else 0,
-           INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
+           OUT_FRAC=recipe.out_frac_bits, INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
     return tab

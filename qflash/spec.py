@@ -31,6 +31,16 @@ class OutKind(enum.IntEnum):
     FLOAT = 2  # dequantized: integers * s_v * 2**-out_frac_bits
 
 
+def check_compiles(recipe: Recipe) -> None:
+    """``TypeError`` / ``ValueError`` naming the fix unless the kernel compiles ``recipe``."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}")
+    if not recipe.in_kernel:
+        raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}: "
+                         "use an integer exp strategy and ScaleRelease, LazyRescale or TwoPass "
+                         "(the golden model Recipe.attention runs every recipe)")
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelSpec:
     exp_kind: str  # the strategy's kind: its Triton twin in qflash.exp.TWINS
@@ -49,12 +59,7 @@ class KernelSpec:
 
     @classmethod
     def build(cls, recipe: Recipe, head_dim: int, mask_kind: MaskKind, out_kind: OutKind) -> "KernelSpec":
-        if not isinstance(recipe, Recipe):
-            raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}")
-        if not recipe.in_kernel:
-            raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}: "
-                             "use an integer exp strategy and ScaleRelease, LazyRescale or TwoPass "
-                             "(the golden model Recipe.attention runs every recipe)")
+        check_compiles(recipe)
         if head_dim not in HEAD_DIMS:
             raise ValueError(f"head dim {head_dim} is not supported; the kernel handles {HEAD_DIMS}")
         from .exp import exp_spec, fused_args  # Triton-side; the enums above import without triton

@@ -83,6 +83,7 @@ def test_registered_ops_pass_opcheck():
     (lambda q, k, v: qflash.attention(q, k[..., :16], v), ValueError, "shapes do not match|head dims differ"),
     (lambda q, k, v: qflash.attention(q, k, v[:, :, :10]), ValueError, "shapes do not match"),
     (lambda q, k, v: qflash.attention(q, k, v, scale=0.0), ValueError, "scale=0.0"),
+    (lambda q, k, v: qflash.attention(q[:0], k[:0], v[:0]), ValueError, "empty input"),
     (lambda q, k, v: qflash.attention(q, k, v, attn_mask=torch.ones(5, 49, device=DEVICE)), ValueError,
      "does not broadcast"),
     (lambda q, k, v: qflash.attention(q, k, v, attn_mask=torch.ones(49, 49, dtype=torch.int64, device=DEVICE)),

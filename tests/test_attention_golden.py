@@ -161,6 +161,11 @@ def test_finer_q_granularity_helps_on_uneven_heads():
     (lambda r, q: r.attention(q, q, q, attn_bias=np.full((8, 8), np.nan)), ValueError, "NaN"),
     (lambda r, q: r.attention(np.full_like(q, np.inf), q, q), ValueError, "NaN or inf"),
     (lambda r, q: r.attention(q, q, q, out_scale=0.0), ValueError, "out_scale"),
+    (lambda r, q: r.attention(q[:0], q[:0], q[:0]), ValueError, "q is empty"),
+    (lambda r, q: r.attention(q, q, q, attn_bias=np.zeros((3, 2, 8, 8))), ValueError,
+     r"attn_bias shape \(3, 2, 8, 8\) does not broadcast to the logits' shape \(1, 2, 8, 8\)"),
+    (lambda r, q: r.attention(q, q, q, attn_mask=np.ones((2, 1, 2, 8, 8), bool)), ValueError, "does not broadcast"),
+    (lambda r, q: r.attention(np.full_like(q, 1e39), q, q), ValueError, "beyond float32's range"),
 ])
 def test_attention_input_errors_name_the_problem(call, exc, match):
     q = np.ones((1, 2, 8, 32))
