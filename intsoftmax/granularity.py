@@ -38,17 +38,29 @@ class Granularity(Strategy):
     def amax(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def block(self) -> tuple[int | None, int | None]:
+        """The primitive every consumer reads (as torchao reads a block size): one scale per block
+        of ``(heads, rows)`` of a ``(B, H, N, D)`` tensor; ``heads=None``: every head and batch at
+        once; ``rows=None``: every row of a head."""
+        raise NotImplementedError
+
 
 @register("granularity", "per_tensor")
 class PerTensor(Granularity):
     def amax(self, x):
         return np.abs(x).max(axis=tuple(range(x.ndim)), keepdims=True)
 
+    def block(self):
+        return None, None
+
 
 @register("granularity", "per_head")
 class PerHead(Granularity):
     def amax(self, x):
         return np.abs(x).max(axis=(-2, -1), keepdims=True)
+
+    def block(self):
+        return 1, None
 
 
 @register("granularity", "per_token")
@@ -58,6 +70,9 @@ class PerToken(Granularity):
     def amax(self, x):
         return np.abs(x).max(axis=-1, keepdims=True)
 
+    def block(self):
+        return 1, 1
+
 
 @register("granularity", "per_block")
 class PerBlock(Granularity):
@@ -66,6 +81,9 @@ class PerBlock(Granularity):
 
     def _validate(self):
         self._check(1 <= self.size <= 4096, "size", "must be in [1, 4096] tokens")
+
+    def block(self):
+        return 1, self.size
 
     def amax(self, x):
         n = x.shape[-2]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from intsoftmax import Recipe
-from intsoftmax.granularity import PerHead, PerTensor, scales_from_amax
+from intsoftmax.granularity import scales_from_amax
 
 from . import cpu
 from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind, check_compiles
@@ -256,7 +256,7 @@ class StaticScales:
 def _per_layer(name: str, values, granularity, heads: int) -> np.ndarray:
     a = np.array(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
     a = a.reshape(-1)  # a copy: StaticScales never aliases the caller's ranges
-    want = heads if isinstance(granularity, PerHead) else 1
+    want = 1 if granularity.block()[0] is None else heads
     if a.size != want:
         raise ValueError(f"{name} has {a.size} values; {granularity.name} needs {want}")
     if not np.isfinite(a).all() or (a < 0).any():
@@ -278,7 +278,7 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     recipe = _recipe(recipe)
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans, "qkv"):
-        if not isinstance(g, (PerTensor, PerHead)):
+        if g.block()[1] is not None:
             raise ValueError(f"static scales need per-tensor or per-head ranges; the recipe's {name} granularity "
                              f"is {g.name}, whose ranges change with every input")
     if (scales is None) == (amax_q is None or amax_k is None or amax_v is None):
@@ -365,8 +365,8 @@ def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale, out
         if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
             raise TypeError(f"{name} must be a float32 tensor, got {getattr(s, 'dtype', type(s).__name__)}; "
                             "or pass static=qflash.static_scales(..., scales=...)")
-        want = (1,) if isinstance(g, PerTensor) else (call.B * call.H,) if isinstance(g, PerHead) else \
-            (call.B * call.H, call.NQ)
+        heads, rows = g.block()
+        want = (1,) if heads is None else (call.B * call.H,) if rows is None else (call.B * call.H, call.NQ)
         if tuple(s.shape) != want:
             raise ValueError(f"{name} has shape {tuple(s.shape)}; {g.name} needs {want}")
         if s.device != call.device:

@@ -46,5 +46,5 @@ def attention_int(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, stat
     float32 output scale per ``(b, h)`` ((B*H,), or (1,) for a per-tensor V scale)."""
     res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
     per_bh = np.broadcast_to(res.scale[..., :1, :1], res.values.shape[:-2] + (1, 1)).reshape(-1)
-    out_scale = per_bh[:1] if recipe.v_granularity.kind == "per_tensor" else per_bh
+    out_scale = per_bh[:1] if recipe.v_granularity.block()[0] is None else per_bh
     return torch.from_numpy(res.values.astype(np.int32)), torch.from_numpy(out_scale.astype(np.float32))

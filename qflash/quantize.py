@@ -30,7 +30,6 @@ from .rows import F64_LOG2E, fixed_multiplier
 from .table import NCOL, Col, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range(4))
-_GRAN_KIND = {"per_tensor": 0, "per_head": 1, "per_token": 2, "per_block": 3}
 (C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
  C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
 # the core's constants, as the constexpr globals a Triton kernel may read
@@ -175,7 +174,13 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
 
 
 def gran_kind(granularity) -> int:
-    return _GRAN_KIND[granularity.kind]
+    """The quantization kernel's mode, from the granularity's block (:meth:`Granularity.block`): a
+    range from the range kernel for all rows of a tensor (0) or of a head (1), or one reduced in
+    the program per row (2) or per block of rows (3)."""
+    heads, rows = granularity.block()
+    if rows is None:
+        return 0 if heads is None else 1
+    return 2 if rows == 1 else 3
 
 
 def _bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
@@ -232,7 +237,7 @@ def quantize_qkv(q, k, v, recipe, amax_static=None):
     scales = tuple(torch.empty((B * H, n), dtype=torch.float32, device=dev) if kd >= 2 else
                    torch.empty(a.numel() if kd == 1 else 1, dtype=torch.float32, device=dev)
                    for kd, a, n in zip(kinds, amaxes, ns))
-    rows = tuple(g.size if kd == 3 else 32 for g, kd in zip(grans, kinds))
+    rows = tuple(g.block()[1] if kd == 3 else 32 for g, kd in zip(grans, kinds))
     launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
            xs, x8s, amaxes, scales, tuple(x.stride() for x in xs), tuple(x8.stride() for x8 in x8s),
            tuple(_bh_strides(a, H) for a in amaxes),

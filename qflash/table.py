@@ -43,7 +43,7 @@ def table_shape(recipe, batch: int, heads: int, nq: int) -> tuple[int, int]:
     any scale varies across heads, a single row for an all-per-tensor recipe."""
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     per_row = not recipe.q_granularity.row_uniform
-    per_head = per_row or any(g.kind != "per_tensor" for g in grans)
+    per_head = per_row or any(g.block()[0] is not None for g in grans)
     return (batch * heads if per_head else 1), (nq if per_row else 1)
 
 

@@ -1,6 +1,7 @@
 """Recipe construction, validation, identity (hash, name, JSON) and limits."""
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given
 
@@ -90,3 +91,20 @@ def test_recipes_are_frozen_and_hashable():
     with pytest.raises(AttributeError):
         r.p_bits = 8
     assert len({r, ism.Recipe.default(), ism.Recipe.qflash()}) == 2
+
+
+@pytest.mark.parametrize("g", [ism.PerTensor(), ism.PerHead(), ism.PerToken(), ism.PerBlock(size=4)],
+                         ids=lambda g: g.name)
+def test_granularity_block_matches_its_golden_ranges(g):
+    """``block()`` (the one primitive qflash reads) agrees with the golden ``amax``: one range per
+    ``(heads, rows)`` block, ``None`` = all of them."""
+    x = np.random.default_rng(0).normal(0, 1, (2, 3, 10, 8)).astype(np.float32)
+    a = np.broadcast_to(g.amax(x), x.shape[:-1] + (1,))[..., 0]  # one range per (b, h, row)
+    heads, rows = g.block()
+    if heads is None:
+        assert np.unique(a).size == 1
+    else:
+        assert np.unique(a.reshape(6, 10)[:, 0]).size == 6  # distinct heads, distinct ranges
+    for start in range(0, 10, rows or 10):
+        chunk = a[..., start:start + (rows or 10)]
+        assert (chunk == chunk[..., :1]).all()

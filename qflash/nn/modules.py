@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from intsoftmax import Recipe
-from intsoftmax.granularity import PerHead, PerTensor
 
 from .. import api
 from ..spec import HEAD_DIMS
@@ -49,7 +48,7 @@ def check_recipe(recipe, backend: str) -> Recipe:
 def check_static(recipe: Recipe, where: str) -> None:
     """Raise ``ValueError`` unless every input of ``recipe`` can use calibrated ranges."""
     for name, g in zip("qkv", (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)):
-        if not isinstance(g, (PerTensor, PerHead)):
+        if g.block()[1] is not None:
             raise ValueError(f"{where}: the recipe's {name} granularity is {g.name}, whose ranges change with every "
                              f"input, so it cannot use calibrated ranges; use PerTensor() or PerHead() for "
                              f"{name.upper()}, or leave the model uncalibrated (dynamic ranges)")
@@ -59,7 +58,7 @@ def static_ranges(recipe: Recipe, per_head: list[np.ndarray], where: str) -> lis
     """Per-head ranges reduced to each input's granularity: (1,) per tensor, (H,) per head."""
     check_static(recipe, where)
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
-    return [a.max(keepdims=True) if isinstance(g, PerTensor) else a for g, a in zip(grans, per_head)]
+    return [a.max(keepdims=True) if g.block()[0] is None else a for g, a in zip(grans, per_head)]
 
 
 class QAttentionBase(nn.Module):
