@@ -33,7 +33,10 @@ QMAX = 127
 
 class Granularity(Strategy):
     #: can this policy be used for K (and V)? See the module docstring.
-    row_uniform = True
+    @property
+    def row_uniform(self) -> bool:
+        """One scale for every row of a head (usable for K and V), from :meth:`block`."""
+        return self.block()[1] is None
 
     def amax(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -65,8 +68,6 @@ class PerHead(Granularity):
 
 @register("granularity", "per_token")
 class PerToken(Granularity):
-    row_uniform = False
-
     def amax(self, x):
         return np.abs(x).max(axis=-1, keepdims=True)
 
@@ -76,7 +77,6 @@ class PerToken(Granularity):
 
 @register("granularity", "per_block")
 class PerBlock(Granularity):
-    row_uniform = False
     size: int = 64
 
     def _validate(self):

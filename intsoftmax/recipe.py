@@ -286,7 +286,7 @@ class Recipe:
         for name, m in (("attn_bias", attn_bias), ("attn_mask", attn_mask)):
             _check_broadcast(name, m, batch + (nq, nk))
         bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
-        mask = None if attn_mask is None else _check_mask(attn_mask, nq, nk)
+        mask = None if attn_mask is None else _check_mask(attn_mask)
         values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
         if out_scale is not None:
             out = np.full(values.shape, float(out_scale))
@@ -420,13 +420,12 @@ def causal_mask(nq: int, nk: int, attn_bias=None, attn_mask=None) -> np.ndarray:
     return np.tril(np.ones((nq, nk), dtype=bool))
 
 
-def _check_mask(mask, nq, nk):
+def _check_mask(mask):
+    """A boolean mask (its shape is checked by :func:`_check_broadcast`)."""
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         raise TypeError(f"attn_mask must be boolean (True = attend), got dtype {m.dtype}; "
                         "pass additive float masks as attn_bias")
-    if m.ndim < 2 or m.shape[-2:] not in ((nq, nk), (1, nk), (nq, 1), (1, 1)):
-        raise ValueError(f"attn_mask shape {m.shape} does not broadcast to (..., {nq}, {nk})")
     return m
 
 

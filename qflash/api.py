@@ -132,12 +132,12 @@ def _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask) -> N
                          "torch.no_grad() or torch.inference_mode(), or pass detached tensors")
 
 
-def _grouped(q, k, v, attn_mask, enable_gqa: bool):
+def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
     """GQA as strides: with ``enable_gqa`` and ``H_kv < H`` K/V heads, query head ``h`` reads K/V
     head ``h // G`` (``G = H / H_kv``, SDPA's grouping). The call becomes one over the batch
     ``(B, H_kv)`` and ``G`` heads: q (and a mask) split their head dim into ``(H_kv, G)``, k and v
     repeat along ``G`` with stride 0 (views, no copies). Returns ``(q, k, v, attn_mask, G)``,
-    ``G = 1`` when there is nothing to group."""
+    ``G = 1`` when there is nothing to group. Per-head ``static`` tables do not regroup: an error."""
     if not enable_gqa or not all(isinstance(x, torch.Tensor) for x in (q, k, v)) or q.dim() < 3 or \
             k.dim() != q.dim() or k.shape[-3] == q.shape[-3]:
         return q, k, v, attn_mask, 1
@@ -147,6 +147,9 @@ def _grouped(q, k, v, attn_mask, enable_gqa: bool):
     if H_kv == 0 or H % H_kv or v.shape[-3] != H_kv:
         raise ValueError(f"enable_gqa: q has {H} heads, k {H_kv} and v {v.shape[-3]}; K and V need the same "
                          "number of heads, dividing q's")
+    if static is not None and static.table.shape[0] > 1:
+        raise ValueError("enable_gqa with per-head static scales is not supported; calibrate per tensor "
+                         "(static_scales with one amax per tensor) or pass enable_gqa=False with repeated K/V")
     G = H // H_kv
     B = q.shape[0]
     if attn_mask is not None and isinstance(attn_mask, torch.Tensor):
@@ -329,8 +332,7 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
-                         lut=_lut(recipe.exp, str(q8.device)),
-           batch2=call.B2, **_launch_config(spec))
+                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
 
@@ -424,10 +426,9 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
     statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
-    if _golden_on_cpu(query):
+    if not torch.compiler.is_compiling() and _golden_on_cpu(query):
         return cpu.attention(_recipe(recipe), query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, groups = _grouped(query, key, value, attn_mask, enable_gqa)
-    _check_grouped_static(static, groups)
+    q, k, v, attn_mask, _ = _grouped(query, key, value, attn_mask, enable_gqa, static)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         out = torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
@@ -450,8 +451,7 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, groups = _grouped(query, key, value, attn_mask, enable_gqa)
-    _check_grouped_static(static, groups)
+    q, k, v, attn_mask, _ = _grouped(query, key, value, attn_mask, enable_gqa, static)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
@@ -480,11 +480,10 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     table = None if static is None else static.table
     shape = q8.shape
     _check_sdpa_flags(q8, k8, v8, dropout_p, is_causal, enable_gqa, attn_mask)
-    if _golden_on_cpu(q8):
+    if not torch.compiler.is_compiling() and _golden_on_cpu(q8):
         raise ValueError("attention_int8 on CPU tensors needs the Triton interpreter (TRITON_INTERPRET=1) or a "
                          "CUDA device; qflash.attention runs the golden model on CPU tensors")
-    q8, k8, v8, attn_mask, groups = _grouped(q8, k8, v8, attn_mask, enable_gqa)
-    _check_grouped_static(static, groups)
+    q8, k8, v8, attn_mask, groups = _grouped(q8, k8, v8, attn_mask, enable_gqa, static)
     s_k, s_v = (_per_query_head(s, groups) for s in (s_k, s_v))
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
@@ -505,12 +504,6 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
 def _golden_on_cpu(q) -> bool:
     """CPU tensors without the Triton interpreter: no kernel to run, so the golden model answers."""
     return isinstance(q, torch.Tensor) and q.device.type == "cpu" and not _interpreter()
-
-
-def _check_grouped_static(static, groups: int) -> None:
-    if static is not None and groups > 1 and static.table.shape[0] > 1:
-        raise ValueError("enable_gqa with per-head static scales is not supported; calibrate per tensor "
-                         "(static_scales with one amax per tensor) or pass enable_gqa=False with repeated K/V")
 
 
 def _per_query_head(s, groups: int):

@@ -23,7 +23,7 @@ import triton.language as tl
 from intsoftmax.exp.fused import guard_bits
 
 from .ptx import mul_wide, shr_clamp
-from .rows import fused_row_args, fused_rows, prescaled_args, prescaled_rows, qflash_row_args, qflash_rows
+from .rows import fused_row_args, fused_rows, prescaled_row_args, prescaled_rows, qflash_row_args, qflash_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,14 +37,14 @@ class Twin:
     args: Callable
     gathers: bool = False
     rows: object = prescaled_rows
-    row_args: Callable = prescaled_args
+    row_args: Callable = prescaled_row_args
 
 
 #: strategy kind -> its Triton twin
 TWINS: dict[str, Twin] = {}
 
 
-def twin(kind: str, args: Callable, gathers: bool = False, rows=prescaled_rows, row_args: Callable = prescaled_args):
+def twin(kind: str, args: Callable, gathers: bool = False, rows=prescaled_rows, row_args: Callable = prescaled_row_args):
     """Register the decorated ``@triton.jit`` helper as the twin of the exp strategy ``kind``, with
     the device derivation of its row constants (``rows``, ``row_args``; see :class:`Twin`)."""
     def register(fn):

@@ -352,9 +352,9 @@ def _qflash_fwd(
         n_end = NK
         n_full = (NK // BLOCK_N) * BLOCK_N
     FULL_MASK: tl.constexpr = MASK_NONE if MASK_KIND == MASK_CAUSAL else MASK_KIND
+    fx = _rows(rc[5], ROW_TABLE)  # the fused exp's row multiplier
     if TWO_PASS:
         l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
-        fx = _rows(rc[5], ROW_TABLE)
         one_tile = NK <= BLOCK_N  # the tile's own max is the row max: no first pass
         if one_tile:
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
@@ -386,7 +386,6 @@ def _qflash_fwd(
         rel_M = tl.load(trow + REL_M)
         headroom = tl.load(trow + HEADROOM)
         m = tl.full((BLOCK_M,), MASKED, tl.int32)
-        fx = _rows(rc[5], ROW_TABLE)
         # full tiles need no padding (and, unmasked, no masking); the last partial tile does.
         # Tiles start at multiples of block_n, as the golden model's (online integers depend on them)
         n_full = n_full if TILE_N == BLOCK_N else 0
@@ -403,10 +402,11 @@ def _qflash_fwd(
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
     out_mask = row_ok[:, None] & (offs_d[None, :] < D)
+    o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
     if OUT_KIND == OUT_INT32:
-        tl.store(out_ptrs, _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX), mask=out_mask)
+        tl.store(out_ptrs, o, mask=out_mask)
     elif OUT_KIND == OUT_INT8:
-        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX).to(tl.int64)
+        o = o.to(tl.int64)
         out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
         out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
         rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
@@ -414,7 +414,6 @@ def _qflash_fwd(
         tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
     else:
         deq = _rows(tl.load(trow + DEQ).to(tl.float32, bitcast=True), ROW_TABLE)
-        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
         tl.store(out_ptrs, (o.to(tl.float32) * deq).to(Out.dtype.element_ty), mask=out_mask)
 
 

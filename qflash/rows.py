@@ -32,7 +32,7 @@ def fixed_multiplier(real):
     return tl.floor(real * pow2).to(tl.int64), shift
 
 
-def prescaled_args(strategy, p_max: int) -> tuple:
+def prescaled_row_args(strategy, p_max: int) -> tuple:
     return (strategy.native_per_nat(), strategy.u_max(), strategy.one(), p_max)
 
 

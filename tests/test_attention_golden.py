@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 
 import intsoftmax as ism
+from intsoftmax.plan import MASKED_LOGIT
 from intsoftmax.testing import attention_inputs, recipes
 from intsoftmax.workloads import WORKLOADS, qkv
 
@@ -59,8 +60,9 @@ def test_output_is_a_convex_combination_of_v(inputs, recipe):
     dead = np.zeros(out.shape[:-1], bool)
     if x.attn_mask is not None:
         dead = ~np.broadcast_to(x.attn_mask, out.shape[:-1] + (x.k.shape[-2],)).any(-1)
-    if x.attn_bias is not None:
-        dead |= np.isneginf(np.broadcast_to(x.attn_bias, out.shape[:-1] + (x.k.shape[-2],))).all(-1)
+    if x.attn_bias is not None:  # -inf, and biases beyond the representable range, mask their key
+        bias_int = ism.recipe.quantize_bias(x.attn_bias, res.plan, x.q.shape[-2], x.k.shape[-2])
+        dead |= np.broadcast_to(bias_int == MASKED_LOGIT, out.shape[:-1] + (x.k.shape[-2],)).all(-1)
     assert (res.values[dead] == 0).all()
     (_, _), (_, _), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
     v_deq = np.broadcast_to(v8 * s_v.astype(np.float64), x.v.shape)
