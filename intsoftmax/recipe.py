@@ -434,16 +434,19 @@ def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
 
     ``-inf``, and any bias below ``-2**28`` units (beyond the representable range, e.g. Swin's
     -100 mask when a QK unit is worth little), masks the key (MASKED_LOGIT): a large negative
-    bias saturates to "masked", never to a smaller bias. NaN is rejected.
+    bias saturates to "masked", never to a smaller bias. NaN and ``+inf`` are rejected (SDPA would
+    give a NaN row; the device path makes that row NaN).
     """
     b = np.asarray(bias)
     if not np.issubdtype(b.dtype, np.floating):
         raise TypeError(f"attn_bias must be a float array (nats), got dtype {b.dtype}; use attn_mask for booleans")
     if b.ndim < 2 or b.shape[-2] not in (1, nq) or b.shape[-1] not in (1, nk):
         raise ValueError(f"attn_bias shape {b.shape} does not broadcast to (..., {nq}, {nk})")
-    if np.isnan(b).any():
-        raise ValueError("attn_bias contains NaN")
-    b32 = b.astype(np.float32)
+    with np.errstate(over="ignore"):
+        b32 = b.astype(np.float32)  # the bias is read as float32: beyond its range is +-inf
+    if np.isnan(b32).any() or np.isposinf(b32).any():
+        raise ValueError("attn_bias contains NaN or +inf (or a value beyond float32's range); only -inf "
+                         "(masked) is allowed beside finite biases")
     with np.errstate(over="ignore", invalid="ignore"):
         y = b32 * np.asarray(plan.bias_inv, dtype=np.float32)
     r = round_half_up(np.nan_to_num(y, nan=0.0, posinf=2.0 * BIAS_MAX, neginf=-2.0 * BIAS_MAX))

@@ -22,11 +22,11 @@ import torch
 from intsoftmax import Recipe
 from intsoftmax.granularity import scales_from_amax
 
-from . import cpu
+from . import cpu, plan
 from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind, check_compiles
 from .table import host_table
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @functools.lru_cache(maxsize=256)
@@ -164,6 +164,18 @@ def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
     return q.unflatten(1, (H_kv, G)), repeat(k), repeat(v), attn_mask, G
 
 
+def _lifted(q, k, v, attn_mask):
+    """(N, D) and (H, N, D) inputs as (1, 1, N, D) and (1, H, N, D) views (SDPA takes them); the
+    caller reshapes the output back. A mask may not have more dims than the inputs."""
+    xs = (q, k, v)
+    if not all(isinstance(x, torch.Tensor) for x in xs) or len({x.dim() for x in xs}) != 1 or not 2 <= q.dim() < 4:
+        return q, k, v, attn_mask
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.dim() > q.dim():
+        raise ValueError(f"attn_mask has shape {tuple(attn_mask.shape)}, more dims than q {tuple(q.shape)}; "
+                         "give q, k, v the batch dims the mask has")
+    return tuple(x.reshape((1,) * (4 - x.dim()) + tuple(x.shape)) for x in xs) + (attn_mask,)
+
+
 def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_causal: bool = False) -> Call:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
@@ -171,7 +183,8 @@ def _check(q, k, v, attn_mask, scale, recipe: Recipe, dtypes, what: str, is_caus
         if x.dtype not in dtypes:
             raise TypeError(f"{what}: {name} has dtype {x.dtype}; expected one of {list(dtypes)}")
         if x.dim() not in (4, 5):
-            raise ValueError(f"{name} must have shape (B, H, N, D) or (B1, B2, H, N, D), got {tuple(x.shape)}")
+            raise ValueError(f"{name} must have shape (N, D), (H, N, D), (B, H, N, D) or (B1, B2, H, N, D), got "
+                             f"{tuple(x.shape)}; flatten further batch dims into B1, B2")
         if x.device != q.device:
             raise ValueError(f"{name} is on {x.device} but q is on {q.device}; move all inputs to one device")
     if len({q.dtype, k.dtype, v.dtype}) != 1:
@@ -300,13 +313,21 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
         s = [scales_from_amax(a)[0] for a in amax]
     else:
         amax = None
+        if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or len(scales) != 3:
+            raise ValueError(f"scales={scales!r}: give the three int8 scales (s_q, s_k, s_v)")
         s = [_per_layer(n, x, g, heads) for n, x, g in zip(("s_q", "s_k", "s_v"), scales, grans)]
+        for n, x in zip(("s_q", "s_k", "s_v"), s):
+            if not (x > 0).all():
+                raise ValueError(f"{n} must be positive (x ~= x8 * {n}), got {x}")
     s = [x.reshape(1, -1, 1, 1) for x in s]
     plan = recipe.plan(s[0], s[1], scale, s[2], out_scale)
     tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device; e.g. 'cuda', 'cuda:1' or 'cpu'") from err
     amax_t = (None,) * 3 if amax is None else tuple(torch.from_numpy(a).to(dev) for a in amax)
     return StaticScales(recipe, *amax_t, torch.from_numpy(tab).to(dev), scale, heads,
                         None if out_scale is None else float(out_scale))
@@ -328,27 +349,29 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
-def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype):
+def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None):
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
-    out = torch.empty((call.B, call.H, call.NQ, call.D), dtype=out_dtype, device=q8.device)
+    out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
-                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, **_launch_config(spec))
+                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
 
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
-    """INT8 inputs, V's scale and the constant table: measured (dynamic) or from static ranges."""
+    """INT8 inputs, V's scale, the constant table and the non-finite flags: ranges measured
+    (dynamic: a NaN range poisons the table, so no flags) or static (flags per (b, h))."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
+    flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     qz = _backend()[0]
-    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static)
+    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static, flags)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
-    return q8, k8, v8, s_v, table
+    return q8, k8, v8, s_v, table, flags
 
 
 def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
-    q8, k8, v8, _, table = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
-    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype)
+    q8, k8, v8, _, table, flags = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype, flags)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
@@ -409,10 +432,12 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
               recipe: Recipe | None = None, static: StaticScales | None = None) -> torch.Tensor:
     """Integer-only attention with SDPA's signature and semantics: ``softmax(q k^T * scale + mask) v``.
 
-    query, key, value: float16 / bfloat16 / float32, shape (B, H, N, D) or (B1, B2, H, N, D)
-    (e.g. batch and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True =
-    attend) or an additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides,
-    never expanded); -inf (or NaN) masks a key; a row with every key masked gives 0. dropout_p:
+    query, key, value: float16 / bfloat16 / float32 / float64 (quantized from float32, as the
+    golden model does), shape (N, D), (H, N, D), (B, H, N, D) or (B1, B2, H, N, D) (e.g. batch
+    and Swin windows), any strides; D in 16, 32, 64, 128. attn_mask: bool (True = attend) or an
+    additive float bias, broadcastable to (..., H, Nq, Nk) (broadcast by strides, never
+    expanded); -inf masks a key; a row with every key masked gives 0; a NaN or +inf bias makes
+    its row NaN (as in SDPA). Non-finite inputs make their (b, h) slices NaN. dropout_p:
     0 only (an inference op). is_causal: query i attends to keys j <= i (SDPA's top-left
     alignment), without a mask tensor; key tiles past a row block's diagonal are skipped.
     scale: default 1/sqrt(D). enable_gqa: key and value may have ``H_kv`` heads dividing
@@ -421,6 +446,17 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     it the INT8 ranges are measured on the device per call. Inputs may not require grad with
     grad enabled. Returns a tensor of query's dtype and shape.
     """
+    inputs = (query, key, value, attn_mask)
+    sig = _signature("attention", inputs, (), dropout_p, is_causal, scale, enable_gqa, recipe, static)
+    found = _PLANS.get(sig, recipe, static)
+    if found is not None:
+        return found(*inputs)
+    return _planned(sig, inputs, recipe, static, lambda: _attention_call(
+        query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe, static))
+
+
+def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe, static):
+    """:func:`attention`'s ordinary path: validate, derive, launch."""
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     if static is not None and not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
@@ -428,7 +464,7 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if not torch.compiler.is_compiling() and _golden_on_cpu(query):
         return cpu.attention(_recipe(recipe), query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, _ = _grouped(query, key, value, attn_mask, enable_gqa, static)
+    q, k, v, attn_mask, _ = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         out = torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
@@ -451,14 +487,14 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, _ = _grouped(query, key, value, attn_mask, enable_gqa, static)
+    q, k, v, attn_mask, _ = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
         _check_static(static, recipe, call, q.device, None, needs_amax=True)
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
-    q8, k8, v8, s_v, table = _quantized(recipe, call, q, k, v, *statics)
-    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32)
+    q8, k8, v8, s_v, table, flags = _quantized(recipe, call, q, k, v, *statics)
+    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags)
     return values.reshape(query.shape), s_v * 2.0**-recipe.out_frac_bits
 
 
@@ -476,6 +512,21 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     :func:`attention`. out_scale: None for a float output of ``out_dtype``, or the scale of an
     int8 output.
     """
+    inputs = (q8, k8, v8, attn_mask, s_q, s_k, s_v)
+    extent = (v8.storage_offset(), v8.untyped_storage().nbytes()) if isinstance(v8, torch.Tensor) else ()
+    sig = _signature("attention_int8", inputs, extent, dropout_p, is_causal, scale, enable_gqa, recipe, static,
+                     out_scale, out_dtype)
+    found = _PLANS.get(sig, recipe, static)
+    if found is not None:
+        return found(*inputs)
+    return _planned(sig, inputs, recipe, static, lambda: _attention_int8_call(
+        q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe, out_scale, out_dtype,
+        static))
+
+
+def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe,
+                         out_scale, out_dtype, static):
+    """:func:`attention_int8`'s ordinary path: validate, derive, launch."""
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     table = None if static is None else static.table
     shape = q8.shape
@@ -483,7 +534,7 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     if not torch.compiler.is_compiling() and _golden_on_cpu(q8):
         raise ValueError("attention_int8 on CPU tensors needs the Triton interpreter (TRITON_INTERPRET=1) or a "
                          "CUDA device; qflash.attention runs the golden model on CPU tensors")
-    q8, k8, v8, attn_mask, groups = _grouped(q8, k8, v8, attn_mask, enable_gqa, static)
+    q8, k8, v8, attn_mask, groups = _grouped(*_lifted(q8, k8, v8, attn_mask), enable_gqa, static)
     s_k, s_v = (_per_query_head(s, groups) for s in (s_k, s_v))
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
@@ -499,6 +550,66 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
         _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False)
     return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype,
                            table).reshape(shape)
+
+
+# -- call plans (qflash.plan): a signature's launches recorded once, replayed after ----------------
+class _Plans(plan.Cache):
+    def get(self, sig, recipe, static):
+        """The plan recorded for ``sig`` (None if none, or if its recipe or static scales were other
+        objects that happened to have the same ids)."""
+        found = self.plans.get(sig) if sig is not None else None
+        if found is None or found.keep[0] is not recipe or found.keep[1] is not static:
+            return None
+        return found
+
+
+_PLANS = _Plans()
+
+
+def _signature(name: str, tensors, extent, *args):
+    """A call's replay key: every argument, and per tensor its shape, strides, dtype, device,
+    16-byte alignment, ``requires_grad`` and which earlier argument it aliases; ``recipe`` and
+    ``static`` by identity. None where no plan applies (tracing, CPU tensors, the interpreter,
+    unhashable arguments)."""
+    q = tensors[0]
+    if not isinstance(q, torch.Tensor) or not q.is_cuda or torch.compiler.is_compiling():
+        return None
+    metas, ptrs = [], []
+    for x in tensors:
+        if isinstance(x, torch.Tensor):
+            p = x.data_ptr()
+            metas.append((x.shape, x.stride(), x.dtype, x.device, p % 16, x.requires_grad,
+                          ptrs.index(p) if p in ptrs else -1))
+            ptrs.append(p)
+        else:
+            metas.append(x)
+    sig = (name, torch.is_grad_enabled(), extent, *metas, *(id(a) if isinstance(a, (Recipe, StaticScales)) else a
+                                                            for a in args))
+    try:
+        hash(sig)
+    except TypeError:
+        return None
+    return sig
+
+
+def _planned(sig, inputs, recipe, static, run):
+    """Run the ordinary path; where ``sig`` allows, record its launches into a plan for the next call."""
+    if sig is None or _interpreter():
+        return run()
+    constants = () if not isinstance(static, StaticScales) else (static.table, static.amax_q, static.amax_k,
+                                                                  static.amax_v)
+    used = DEFAULT_RECIPE if recipe is None else recipe
+    if isinstance(used, Recipe):
+        constants += (_lut(used.exp, str(inputs[0].device)),)
+    with plan.recording(inputs, constants) as rec:
+        out = run()
+    try:
+        recorded = plan.Plan(rec, out)
+    except plan.Unplannable:
+        return out
+    recorded.keep = (recipe, static)
+    _PLANS.put(sig, recorded)
+    return out
 
 
 def _golden_on_cpu(q) -> bool:

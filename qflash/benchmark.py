@@ -3,14 +3,16 @@
 ``python -m qflash.benchmark --json docs/performance.json`` measures every row of
 :data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, and L1 causal as "L1c") and prints a table:
 
-* SDPA fp16, the fastest of its backends: GPU time by CUDA-graph replay (``sdpa_graph_us``),
-  eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per call
-  (``sdpa_host_us``, calls queued back to back);
-* per recipe (``default``, ``fast``): :func:`qflash.attention_int8` on int8 Q/K/V with calibrated
-  per-tensor scales, by graph replay (``int8_graph_us``), eagerly and on the host; the float
-  paths by graph replay, with calibrated (``static_graph_us``) and measured (``dynamic_graph_us``)
-  scales; ``sqnr_db`` on the batch-1 rows: the dynamic float path on U[-4, 4] float32 inputs
-  (seed 0) against float64 attention.
+* SDPA fp16: GPU time by CUDA-graph replay of the fastest of its backends (``sdpa_graph_us``,
+  ``sdpa_backend``); eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per
+  call (``sdpa_host_us``, calls queued back to back) of the plain call a user makes (default
+  dispatch, no backend context manager);
+* per recipe (``default``, ``fast``) and path: ``int8`` is :func:`qflash.attention_int8` on int8
+  Q/K/V with calibrated per-tensor scales; ``static`` and ``dynamic`` are :func:`qflash.attention`
+  on the fp16 inputs with calibrated and measured ranges. Each path's GPU time by graph replay
+  (``<path>_graph_us``), eager time (``<path>_eager_us``) and host time (``<path>_host_us``);
+  ``sqnr_db`` on the batch-1 rows: the dynamic float path on U[-4, 4] float32 inputs (seed 0)
+  against float64 attention.
 
 Then the QFlash paper's two headline comparisons: the unfused integer pipeline
 (:mod:`qflash.unfused`) beside the fused kernel, and energy per call from NVML's total-energy
@@ -185,9 +187,12 @@ def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
     shape = shape_of(workload, batch)
     causal = workload in CAUSAL
     q, k, v = uniform(shape)
-    t, backend, call = best_sdpa(q, k, v, causal)
+    t, backend, _ = best_sdpa(q, k, v, causal)
+
+    def plain():  # what a user calls: SDPA's default dispatch
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
     row = dict(workload=workload, batch=batch, shape=list(shape), sdpa_backend=backend, sdpa_graph_us=t,
-               sdpa_eager_us=eager_us(call), sdpa_host_us=host_us(call), recipes={})
+               sdpa_eager_us=eager_us(plain), sdpa_host_us=host_us(plain), recipes={})
     if causal:
         row["is_causal"] = True
     for name, recipe in recipes.items():
@@ -199,9 +204,11 @@ def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
             "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal),
             "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
         }
-        r = {f"{path}_graph_us": graph_us(fn) for path, fn in calls.items()}
-        r["int8_eager_us"] = eager_us(calls["int8"])
-        r["int8_host_us"] = host_us(calls["int8"])
+        r = {}
+        for path, fn in calls.items():
+            r[f"{path}_graph_us"] = graph_us(fn)
+            r[f"{path}_eager_us"] = eager_us(fn)
+            r[f"{path}_host_us"] = host_us(fn)
         if batch == 1 and workload in WORKLOADS:
             r["sqnr_db"] = sqnr_db(workload, recipe)
         row["recipes"][name] = r
@@ -249,13 +256,15 @@ def unfused_rows(log=print) -> list:
 
 
 def format_row(row: dict) -> str:
-    base = row["sdpa_graph_us"]
+    """GPU time and its ratio to SDPA's per recipe and path; host time ratios (to SDPA's host time)."""
+    base, host = row["sdpa_graph_us"], row["sdpa_host_us"]
     cells = [f"{row['workload']:3s} {row['batch']:5d} {base:8.1f}"]
     for name, r in row["recipes"].items():
         cells.append(f"{name} {r['int8_graph_us']:8.1f} ({r['int8_graph_us'] / base:4.2f}x) "
                      f"stat {r['static_graph_us'] / base:4.2f}x dyn {r['dynamic_graph_us'] / base:4.2f}x"
-                     + (f" {r['sqnr_db']:5.2f} dB" if "sqnr_db" in r else ""))
-    return "  ".join(cells) + f"  [{row['sdpa_backend']}]"
+                     f" host {r['int8_host_us'] / host:4.2f}/{r['static_host_us'] / host:4.2f}/"
+                     f"{r['dynamic_host_us'] / host:4.2f}x" + (f" {r['sqnr_db']:5.2f} dB" if "sqnr_db" in r else ""))
+    return "  ".join(cells) + f"  [{row['sdpa_backend']}, host {host:.1f} us]"
 
 
 def git_commit() -> str:
@@ -295,7 +304,8 @@ def main(argv=None) -> int:
         save()
     print(f"\n{result['date']} {result['gpu']} {result['commit'][:10]}; GPU time by CUDA-graph replay, us; "
           "x = time / SDPA fp16 (same row)")
-    print(f"{'wl':3s} {'b':>5s} {'sdpa':>8s}  " + "  ".join(f"{n} int8 (x), static x, dynamic x" for n in RECIPES))
+    print(f"{'wl':3s} {'b':>5s} {'sdpa':>8s}  " + "  ".join(f"{n} int8 (x), static x, dynamic x, host int8/static/dynamic x"
+                                                          for n in RECIPES))
     for row in result["rows"]:
         print(format_row(row))
     return 0

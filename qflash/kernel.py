@@ -12,7 +12,9 @@
    (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
    ``acc += P . V8`` and ``l += sum P`` on the int8 MMA;
 4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
-   output); stored as int32, requantized to int8, or dequantized (the only float op).
+   output); stored as int32, requantized to int8, or dequantized (the only float op). A row
+   whose float bias holds NaN or +inf, or a slice whose static-range inputs held NaN or Inf,
+   comes out NaN (integer outputs: -2**31, -128), never plausible numbers.
 
 Two-pass integers do not depend on the tile order (integer sums are associative), so the
 kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in ``TAIL`` (32) key tiles.
@@ -50,6 +52,10 @@ OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT
  DEQ) = (tl.constexpr(int(c)) for c in Col)
 #: Width of the last key tiles of two-pass rules (the int8 MMA's smallest K).
 TAIL = tl.constexpr(32)
+#: The logit of a key whose float bias is NaN or +inf: above every real logit (|Q8.K8| <= 127**2 * 128
+#: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
+#: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
+POISON = tl.constexpr(2**30)
 
 
 @triton.jit
@@ -113,9 +119,10 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ
         elif MASK_KIND == MASK_FLOAT:
             b = tl.load(ptrs, mask=inside, other=0.0).to(tl.float32)
             y = tl.floor(b * _rows(bias_inv, ROW_TABLE) + 0.5)  # the bias's input quantization
-            masked = (b == float("-inf")) | (b != b) | (y < -BIAS_LIMIT)  # beyond the range: masked
+            masked = (b == float("-inf")) | (y < -BIAS_LIMIT)  # beyond the range: masked
             y = tl.minimum(tl.maximum(y, -BIAS_LIMIT), BIAS_LIMIT).to(tl.int32)
             s = tl.where(masked, MASKED, s + y)
+            s = tl.where((b != b) | (b == float("inf")), POISON, s)  # NaN or +inf: the row's output is NaN
         else:  # int32 QK units: below -2**28 masked, above 2**28 saturated (never wraps)
             b = tl.load(ptrs, mask=inside, other=0)
             s = tl.where(b < -BIAS_LIMIT, MASKED, s + tl.minimum(b, BIAS_LIMIT))
@@ -309,7 +316,7 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 
 @triton.jit
 def _qflash_fwd(
-    Q, K, V, Out, Tab, Mask, Lut,
+    Q, K, V, Out, Tab, Mask, Lut, Flags,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn,
     H, B2, NQ, NK, NK_V,
@@ -317,7 +324,7 @@ def _qflash_fwd(
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
-    OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
+    OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -359,7 +366,8 @@ def _qflash_fwd(
         if one_tile:
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE)
-            l2, acc = _two_pass_tile(q, 0, tl.max(s, 1), fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
+            m = tl.max(s, 1)
+            l2, acc = _two_pass_tile(q, 0, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
                                      smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
                                      EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
                                      ROW_TABLE, PTX)
@@ -403,7 +411,17 @@ def _qflash_fwd(
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
     out_mask = row_ok[:, None] & (offs_d[None, :] < D)
     o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
+    # rows that met a NaN / +inf bias (their max is POISON), or slices whose static-range inputs
+    # held NaN / Inf (Flags): NaN out, or the value no integer output takes (-2**31, -128)
+    POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS
+    if POISONABLE:
+        poisoned = m >= POISON
+        if FLAGS:
+            poisoned = poisoned | (tl.load(Flags + bh) != 0)
+        poisoned = poisoned[:, None]
     if OUT_KIND == OUT_INT32:
+        if POISONABLE:
+            o = tl.where(poisoned, -2**31, o)
         tl.store(out_ptrs, o, mask=out_mask)
     elif OUT_KIND == OUT_INT8:
         o = o.to(tl.int64)
@@ -411,9 +429,13 @@ def _qflash_fwd(
         out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
         rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
         o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
+        if POISONABLE:
+            o8 = tl.where(poisoned, -128, o8)
         tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
     else:
         deq = _rows(tl.load(trow + DEQ).to(tl.float32, bitcast=True), ROW_TABLE)
+        if POISONABLE:
+            deq = tl.where(poisoned, float("nan"), deq)
         tl.store(out_ptrs, (o.to(tl.float32) * deq).to(Out.dtype.element_ty), mask=out_mask)
 
 
@@ -432,11 +454,13 @@ def readable_keys(v8) -> int:
 
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
-           block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, **options):
+           block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
+           **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
-    of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind.
+    of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind. ``flags``:
+    int32 (B*H,), nonzero where a slice's output must be NaN (:func:`qflash.quantize.quantize_qkv`).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
@@ -455,11 +479,13 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     grid = (triton.cdiv(NQ, block_m), B * H)
     launcher(
         _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
+        flags if flags is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
         tab_b, tab_h, tab_m, *mstrides,
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), **spec.constexprs(),
+        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None,
+        **spec.constexprs(),
         **options,
     )
     return out

@@ -9,11 +9,14 @@ launch on the H100 host (triton 3.6), against 11.5 us for calling the compiled b
 computes the specialization (alignment, ``== 1`` and divisibility of integers, constexpr
 values), so a change in any of them still selects or compiles the right binary; only the
 bookkeeping is skipped. Under the interpreter (``TRITON_INTERPRET=1``) kernels are called the
-ordinary way.
+ordinary way. Compiled launches are noted for :mod:`qflash.plan`, which replays a call's
+launches without binding at all.
 """
 from __future__ import annotations
 
 from triton.runtime import driver
+
+from .plan import note_launch
 
 _COMPILED: dict = {}
 
@@ -36,8 +39,15 @@ def launch(kernel, grid, *args, **options):
     if compiled is None:
         compiled = kernel.run(*args, grid=grid, warmup=True, **options)
         _COMPILED[key] = compiled
-    run = compiled.run  # initialises the module and function handles on first use
     grid = tuple(grid) + (1,) * (3 - len(grid))
-    run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), compiled.function,
-        compiled.packed_metadata, None, None, None, *bound.values())
+    values = list(bound.values())
+    replay(compiled, grid, values, device)
+    note_launch(compiled, grid, values, device)
     return compiled
+
+
+def replay(compiled, grid, values, device) -> None:
+    """Launch a compiled binary on a 3-D grid with its bound argument values (tensors or pointers)."""
+    run = compiled.run  # initialises the module and function handles on first use
+    run(grid[0], grid[1], grid[2], driver.active.get_current_stream(device), compiled.function,
+        compiled.packed_metadata, None, None, None, *values)

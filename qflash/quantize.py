@@ -26,6 +26,7 @@ from intsoftmax import plan
 
 from .exp import exp_twin
 from .launcher import launch
+from .plan import empty
 from .rows import F64_LOG2E, fixed_multiplier
 from .table import NCOL, Col, table_shape
 
@@ -84,11 +85,15 @@ def _amax_kernel(XS, OUT, SX, NS, H, BH, D: tl.constexpr, D_P2: tl.constexpr, BL
 
 
 @triton.jit
-def _quantize_rows(X, X8, Amax, S, sx, s8, sa, ss, b, h, block, N, D: tl.constexpr, D_P2: tl.constexpr,
-                   BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr):
+def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: tl.constexpr, D_P2: tl.constexpr,
+                   BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr, FLAGS: tl.constexpr,
+                   TRANSPOSE: tl.constexpr):
     """Quantize ``ROWS`` rows (block ``block``) of one ``(b, h)``; per-token and per-block ranges
     are reduced here, per-tensor and per-head ones read from ``Amax`` (strides ``sa``). Scales
-    ``s = amax / 127`` go to ``S`` (strides ``ss``)."""
+    ``s = amax / 127`` go to ``S`` (strides ``ss``). ``FLAGS`` (static ranges, which a NaN cannot
+    reach): a NaN or infinite input sets ``Flags[b * H + h]``, and the attention kernel makes
+    that slice's output NaN. ``TRANSPOSE``: ``X8`` has its rows contiguous (V stored (B, H, D, N)),
+    so the tile is stored transposed, its stores running along the rows."""
     r = tl.arange(0, BLOCK_R)
     rows = block * ROWS + r
     cols = tl.arange(0, D_P2)
@@ -101,11 +106,19 @@ def _quantize_rows(X, X8, Amax, S, sx, s8, sa, ss, b, h, block, N, D: tl.constex
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.max(tl.max(tl.abs(x), 1), 0)
     else:
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1])
+    if FLAGS:
+        finite = tl.abs(x) < float("inf")  # false for NaN too
+        tl.atomic_or(Flags + b * H + h, 1, mask=tl.min(tl.min(finite.to(tl.int32), 1), 0) == 0)
     s, inv = _scale_inv(amax)
     x8 = tl.minimum(tl.maximum(tl.floor(x * inv + 0.5), -127.0), 127.0)
     owner = (h == 0) | (s8[1] != 0)  # heads stored with stride 0: the first one writes
-    tl.store(X8 + b * s8[0] + h * s8[1] + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8.to(tl.int8),
-             mask=inside & owner)
+    x8_base = X8 + b * s8[0] + h * s8[1]
+    if TRANSPOSE:
+        inside_t = (rows[None, :] < N) & (r[None, :] < ROWS) & (cols[:, None] < D)
+        tl.store(x8_base + cols[:, None] * s8[3] + rows[None, :] * s8[2], tl.trans(x8.to(tl.int8)),
+                 mask=inside_t & owner)
+    else:
+        tl.store(x8_base + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8.to(tl.int8), mask=inside & owner)
     ok = (rows < N) & (r < ROWS)
     if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
         ok = ok & (rows == 0)  # one scale per (b, h) / tensor
@@ -113,16 +126,18 @@ def _quantize_rows(X, X8, Amax, S, sx, s8, sa, ss, b, h, block, N, D: tl.constex
 
 
 @triton.jit
-def _quantize_kernel(XS, X8S, AMAX, SS_, SX, S8, SA, SSS, NS, H, D: tl.constexpr, D_P2: tl.constexpr,
-                     BLOCK_RS: tl.constexpr, ROWS: tl.constexpr, GRANS: tl.constexpr):
+def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.constexpr, D_P2: tl.constexpr,
+                     BLOCK_RS: tl.constexpr, ROWS: tl.constexpr, GRANS: tl.constexpr, FLAGS: tl.constexpr,
+                     TRANSPOSE: tl.constexpr):
     """q, k, v to int8 in one launch (``program_id(2)`` picks the tensor)."""
     bh = tl.program_id(1)
     which = tl.program_id(2)
     for i in tl.static_range(3):
         if which == i:
             if tl.program_id(0) * ROWS[i] < NS[i]:
-                _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], SX[i], S8[i], SA[i], SSS[i], bh // H, bh % H,
-                               tl.program_id(0), NS[i], D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i])
+                _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], Flags, SX[i], S8[i], SA[i], SSS[i], bh // H, bh % H,
+                               tl.program_id(0), NS[i], H, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
+                               TRANSPOSE[i])
 
 
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
@@ -201,12 +216,14 @@ def _scale_strides(s: torch.Tensor, heads: int, per_row: bool) -> tuple[int, int
     return (*_bh_strides(s, heads), 0)
 
 
-def quantize_qkv(q, k, v, recipe, amax_static=None):
+def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     """INT8 q, k, v by the recipe's granularities, in one range launch (if any range must be
     measured) and one quantization launch. Returns ``((q8, s_q), (k8, s_k), (v8, s_v))``.
 
     Scales (float32): shape (1,) per tensor, (B*H,) per head, (B*H, N) per token / block.
-    ``amax_static``: calibrated ``(amax_q, amax_k, amax_v)`` of shape (1,) or (H,): no reduction.
+    ``amax_static``: calibrated ``(amax_q, amax_k, amax_v)`` of shape (1,) or (H,): no reduction;
+    then ``flags``, a zeroed int32 (B*H,) tensor, gets 1 where a ``(b, h)`` slice of q, k or v
+    holds NaN or Inf (:func:`qflash.kernel.launch` makes those slices NaN).
     ``v8`` is stored (B, H, D, N) with 16-byte rows, the layout the P.V product reads fastest,
     and returned as a (B, H, N, D) view.
     """
@@ -217,33 +234,35 @@ def quantize_qkv(q, k, v, recipe, amax_static=None):
     kinds = tuple(gran_kind(g) for g in grans)
     dev = q.device
     if amax_static is None and any(kd <= 1 for kd in kinds):
-        amax = torch.zeros((3, B * H), dtype=torch.float32, device=dev)
+        amax = empty((3, B * H), torch.float32, dev, zero=True)
         launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), B * H, 3),
                xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, D=D,
                D_P2=triton.next_power_of_2(D), BLOCK_R=64, KINDS=tuple(kd if kd <= 1 else -1 for kd in kinds))
         amaxes = tuple(amax[i, : (B * H if kd == 1 else 1)] for i, kd in enumerate(kinds))
     elif amax_static is None:
-        amaxes = (q.new_empty(1, dtype=torch.float32),) * 3  # unused pointers
+        amaxes = (empty(1, torch.float32, dev),) * 3  # unused pointers
     else:
         amaxes = tuple(amax_static)
     # heads read with stride 0 (grouped K/V, api._grouped) are stored once per group
     hk = 1 if k.stride(1) == 0 else H
     hv = 1 if v.stride(1) == 0 else H
-    x8s = (torch.empty((B, H, NQ, D), dtype=torch.int8, device=dev),
-           torch.empty((B, hk, NK, D), dtype=torch.int8, device=dev).expand(B, H, NK, D),
-           torch.empty((B, hv, D, -(-NK // 16) * 16), dtype=torch.int8, device=dev)[..., :NK].transpose(-1, -2)
+    x8s = (empty((B, H, NQ, D), torch.int8, dev),
+           empty((B, hk, NK, D), torch.int8, dev).expand(B, H, NK, D),
+           empty((B, hv, D, -(-NK // 16) * 16), torch.int8, dev)[..., :NK].transpose(-1, -2)
            .expand(B, H, NK, D))
     ns = (NQ, NK, NK)
-    scales = tuple(torch.empty((B * H, n), dtype=torch.float32, device=dev) if kd >= 2 else
-                   torch.empty(a.numel() if kd == 1 else 1, dtype=torch.float32, device=dev)
+    scales = tuple(empty((B * H, n), torch.float32, dev) if kd >= 2 else empty(a.numel() if kd == 1 else 1,
+                                                                                torch.float32, dev)
                    for kd, a, n in zip(kinds, amaxes, ns))
-    rows = tuple(g.block()[1] if kd == 3 else 32 for g, kd in zip(grans, kinds))
+    rows = tuple(g.block()[1] if kd == 3 else 64 for g, kd in zip(grans, kinds))
     launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
-           xs, x8s, amaxes, scales, tuple(x.stride() for x in xs), tuple(x8.stride() for x8 in x8s),
+           xs, x8s, amaxes, scales, flags if flags is not None else scales[0], tuple(x.stride() for x in xs),
+           tuple(x8.stride() for x8 in x8s),
            tuple(_bh_strides(a, H) for a in amaxes),
            tuple(_scale_strides(s, H, kd >= 2) for s, kd in zip(scales, kinds)),
            ns, H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
-           ROWS=rows, GRANS=kinds, enable_fp_fusion=False)
+           ROWS=rows, GRANS=kinds, FLAGS=flags is not None, TRANSPOSE=tuple(x8.stride(2) == 1 for x8 in x8s),
+           enable_fp_fusion=False)
     return tuple(zip(x8s, scales))
 
 
@@ -252,7 +271,7 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
     """The per-row constant table ``(T_B, T_M, NCOL)`` from device scales (float32, shapes as
     :func:`quantize_qkv` returns them, or (H,) for static per-head scales)."""
     tb, tm = table_shape(recipe, batch, heads, nq)
-    tab = torch.empty((tb, tm, NCOL), dtype=torch.int32, device=s_q.device)
+    tab = empty((tb, tm, NCOL), torch.int32, s_q.device)
     twin = exp_twin(recipe.exp)
     sqm = 1 if s_q.dim() == 2 else 0
     sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)

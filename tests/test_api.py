@@ -76,9 +76,10 @@ def test_registered_ops_pass_opcheck():
 
 
 @pytest.mark.parametrize("call, exc, match", [
-    (lambda q, k, v: qflash.attention(q.double(), k.double(), v.double()), TypeError, "dtype torch.float64"),
+    (lambda q, k, v: qflash.attention(q.int(), k.int(), v.int()), TypeError, "dtype torch.int32"),
     (lambda q, k, v: qflash.attention(q, k.half(), v), TypeError, "dtypes differ"),
-    (lambda q, k, v: qflash.attention(q[0], k[0], v[0]), ValueError, r"shape \(B, H, N, D\)"),
+    (lambda q, k, v: qflash.attention(q[None, None], k[None, None], v[None, None]), ValueError,
+     r"\(B1, B2, H, N, D\), got \(1, 1, 2, 3, 49, 32\)"),
     (lambda q, k, v: qflash.attention(q[..., :24], k[..., :24], v[..., :24]), ValueError, "head dim 24"),
     (lambda q, k, v: qflash.attention(q, k[..., :16], v), ValueError, "shapes do not match|head dims differ"),
     (lambda q, k, v: qflash.attention(q, k, v[:, :, :10]), ValueError, "shapes do not match"),
@@ -172,3 +173,36 @@ def test_static_scales_validate_their_numbers_and_copy_the_ranges():
     static = qflash.static_scales(None, amax, amax, amax, heads=2, head_dim=32, device="cpu")
     amax.mul_(5)
     assert static.amax_q.item() == 1.0
+
+
+def test_static_int8_scales_and_device_are_checked():
+    for scales, match in (((0.0, 1.0, 1.0), "s_q must be positive"), ((1.0, 1.0), "three int8 scales"),
+                          ("abc", "three int8 scales"), ((1.0, float("inf"), 1.0), "s_k must be finite")):
+        with pytest.raises(ValueError, match=match):
+            qflash.static_scales(None, scales=scales, heads=2, head_dim=32, device=DEVICE)
+    with pytest.raises(ValueError, match="device='nope' is not a torch device"):
+        qflash.static_scales(None, 1.0, 1.0, 1.0, heads=2, head_dim=32, device="nope")
+
+
+def test_two_and_three_dim_and_float64_inputs_as_sdpa_takes_them():
+    """(N, D) and (H, N, D) inputs run as (1, 1, N, D) / (1, H, N, D) and come back in their own
+    shape; float64 is quantized from float32, as the golden model does (the integers equal)."""
+    rng = np.random.default_rng(21)
+    q, k, v = (rng.normal(0, 1, (3, 40, 32)) for _ in range(3))  # float64
+    recipe = ism.Recipe.default()
+    golden = recipe.attention_int(q, k, v).values
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    assert values.shape == (3, 40, 32)
+    np.testing.assert_array_equal(n(values), golden)
+    out = qflash.attention(t(q), t(k), t(v))
+    assert out.dtype == torch.float64 and out.shape == (3, 40, 32)
+    four = qflash.attention(*(t(x[None].astype(np.float32)) for x in (q, k, v)))
+    assert torch.equal(qflash.attention(*(t(x.astype(np.float32)) for x in (q, k, v))), four[0])
+    one = qflash.attention(*(t(x[None, :1].astype(np.float32)) for x in (q, k, v)))  # per-tensor ranges of head 0
+    assert torch.equal(qflash.attention(*(t(x[0].astype(np.float32)) for x in (q, k, v))), one[0, 0])
+    bias = t(rng.normal(0, 1, (40, 40)))  # float64 bias, broadcast over the heads
+    assert qflash.attention(t(q), t(k), t(v), bias).shape == (3, 40, 32)
+    with pytest.raises(ValueError, match="more dims than q"):
+        qflash.attention(t(q), t(k), t(v), bias[None, None])
+    with pytest.raises(ValueError, match=r"must have shape \(N, D\), \(H, N, D\)"):
+        qflash.attention(t(q[0, 0]), t(k[0, 0]), t(v[0, 0]))

@@ -99,3 +99,68 @@ def test_causal_llm_shape_bit_exact():
     recipe = ism.Recipe.default()
     values, _ = qflash.attention_int(*cuda(q, k, v), is_causal=True, recipe=recipe)
     np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, is_causal=True).values)
+
+
+def _calls():
+    """(name, function, make_args): calls whose second run replays the first's recorded plan."""
+    g = torch.Generator(device="cuda")
+
+    def rand(*shape, dtype=torch.float16):
+        return torch.randn(shape, device="cuda", dtype=dtype, generator=g)
+
+    def int8(*shape):
+        return torch.randint(-127, 128, shape, device="cuda", dtype=torch.int8, generator=g)
+
+    static = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=6, head_dim=64, device="cuda")
+    static8 = qflash.static_scales(None, scales=(0.03, 0.03, 0.03), heads=6, head_dim=64, device="cuda")
+    per_token = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead())
+    s = torch.tensor([0.03], device="cuda")
+    bias = rand(3, 49, 49, dtype=torch.float32)
+    return [
+        ("dynamic", qflash.attention, lambda: (rand(2, 6, 197, 64), rand(2, 6, 197, 64), rand(2, 6, 197, 64)), {}),
+        ("static", qflash.attention, lambda: (rand(2, 6, 197, 64), rand(2, 6, 197, 64), rand(2, 6, 197, 64)),
+         dict(static=static)),
+        ("per-token", qflash.attention, lambda: (rand(2, 6, 197, 64), rand(2, 6, 197, 64), rand(2, 6, 197, 64)),
+         dict(recipe=per_token)),
+        ("causal", qflash.attention, lambda: (rand(1, 4, 300, 128), rand(1, 4, 300, 128), rand(1, 4, 300, 128)),
+         dict(is_causal=True)),
+        ("swin bias", qflash.attention, lambda: (rand(2, 4, 3, 49, 32), rand(2, 4, 3, 49, 32), rand(2, 4, 3, 49, 32),
+                                                 bias), {}),
+        ("gqa", qflash.attention, lambda: (rand(2, 8, 100, 64), rand(2, 2, 100, 64), rand(2, 2, 100, 64)),
+         dict(enable_gqa=True)),
+        ("int8 static", qflash.attention_int8, lambda: (int8(2, 6, 197, 64), int8(2, 6, 197, 64), int8(2, 6, 197, 64)),
+         dict(static=static8, out_dtype=torch.float16)),
+        ("int8 scales", qflash.attention_int8, lambda: (int8(2, 6, 197, 64), int8(2, 6, 197, 64), int8(2, 6, 197, 64),
+                                                        s, s, s), dict(out_scale=0.01)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_plans_replay_equal_to_the_ordinary_path(case):
+    """The first call with a signature records its launches; later calls replay them with new
+    pointers and fresh buffers. Replays equal the ordinary path's outputs bit for bit."""
+    from qflash import api
+    name, fn, make, kwargs = _calls()[case]
+    before = len(api._PLANS.plans)
+    fn(*make(), **kwargs)
+    assert len(api._PLANS.plans) == before + 1, f"{name}: no plan recorded"
+    for _ in range(2):
+        args = make()
+        replayed = fn(*args, **kwargs)
+        api._PLANS.plans.clear()  # the ordinary path again
+        ordinary = fn(*args, **kwargs)
+        assert torch.equal(replayed, ordinary), name
+
+
+def test_plan_signatures_see_aliasing_and_grad_mode():
+    """Self-attention on one tensor and on three: different plans (one pointer or three)."""
+    x = torch.randn(1, 2, 64, 32, device="cuda")
+    same = qflash.attention(x, x, x)
+    q, k, v = x.clone(), torch.randn_like(x), torch.randn_like(x)
+    assert torch.equal(qflash.attention(x, x, x), same)
+    assert not torch.equal(qflash.attention(q, k, v), same)
+    from qflash import api
+    api._PLANS.plans.clear()
+    assert torch.equal(qflash.attention(q, k, v), qflash.attention(q.clone(), k.clone(), v.clone()))
+    with pytest.raises(ValueError, match="inference-only"):
+        qflash.attention(q.requires_grad_(), k, v)

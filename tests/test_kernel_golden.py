@@ -252,6 +252,47 @@ def test_non_finite_inputs_give_nan_outputs(bad):
         ism.Recipe.default().attention(q, k, v)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_with_static_ranges_give_nan_slices(bad):
+    """Static ranges never see the data, so the quantization flags each (b, h) slice holding NaN
+    or Inf and the kernel makes exactly those slices NaN (int32 values: -2**31)."""
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.uniform(-1, 1, (2, 3, 20, 16)).astype(np.float32) for _ in range(3))
+    static = qflash.static_scales(ism.Recipe.default(), 1.0, 1.0, 1.0, heads=3, head_dim=16, device=DEVICE)
+    for x in (q, k, v):
+        x2 = x.copy()
+        x2[1, 0, 7, 2] = bad
+        args = [t(a) for a in (q, k, v)]
+        args[[q is x, k is x, v is x].index(True)] = t(x2)
+        out = n(qflash.attention(*args, static=static)).reshape(6, 20, 16)
+        assert np.isnan(out[3]).all()
+        assert np.isfinite(np.delete(out, 3, axis=0)).all()
+        values, _ = qflash.attention_int(*args, static=static)
+        assert (n(values).reshape(6, 20, 16)[3] == -2**31).all()
+    assert np.isfinite(n(qflash.attention(t(q), t(k), t(v), static=static))).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_positive_infinite_bias_gives_nan_rows(bad):
+    """A float bias of NaN or +inf (SDPA: a NaN row) makes its query row NaN - and only that row;
+    -inf masks the key. The golden model rejects the bias."""
+    rng = np.random.default_rng(14)
+    q, k, v = (rng.normal(0, 1, (1, 2, 70, 32)).astype(np.float32) for _ in range(3))
+    bias = rng.normal(0, 1, (70, 70)).astype(np.float32)
+    bias[5, 9] = bad
+    bias[66, 69] = bad  # a row in the second block, a key in the last tile
+    for recipe in (ism.Recipe.default(), ism.Recipe.qflash()):
+        out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe))
+        assert np.isnan(out[:, :, [5, 66]]).all()
+        assert np.isfinite(np.delete(out, [5, 66], axis=2)).all()
+        values, _ = qflash.attention_int(t(q), t(k), t(v), t(bias), recipe=recipe)
+        assert (n(values)[:, :, [5, 66]] == -2**31).all()
+        with pytest.raises(ValueError, match=r"NaN or \+inf"):
+            recipe.attention(q, k, v, attn_bias=bias)
+    ok = np.where(np.isfinite(bias), bias, -np.inf)  # -inf instead: masked, finite output
+    assert np.isfinite(n(qflash.attention(t(q), t(k), t(v), t(ok)))).all()
+
+
 def test_int8_scales_that_are_not_positive_and_finite_give_nan():
     rng = np.random.default_rng(10)
     x8 = t(rng.integers(-127, 128, (1, 2, 20, 16)).astype(np.int8))
