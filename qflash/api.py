@@ -333,12 +333,15 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
                         None if out_scale is None else float(out_scale))
 
 
-def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_amax: bool) -> None:
+def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_amax: bool, groups: int) -> None:
+    """``groups``: query heads per K/V head of a grouped call (``_grouped``), whose ``call.H`` is
+    one group's heads."""
     if not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
-    if static.recipe != recipe or static.heads != call.H or not math.isclose(static.scale, call.scale):
+    heads = call.H * call.B2 if groups > 1 else call.H  # grouped: batch (B, H_kv) and G heads
+    if static.recipe != recipe or static.heads != heads or not math.isclose(static.scale, call.scale):
         raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
-                         f"{static.recipe.name}; this call has heads={call.H}, scale={call.scale}, {recipe.name}")
+                         f"{static.recipe.name}; this call has heads={heads}, scale={call.scale}, {recipe.name}")
     if static.table.device != device:
         raise ValueError(f"static scales live on {static.table.device} but the inputs are on {device}; "
                          "pass device= to qflash.static_scales")
@@ -349,29 +352,42 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
-def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None):
+def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
+         amax=None):
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
-                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, **_launch_config(spec))
+                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax,
+                         **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
 
+#: Query rows of one program (every launch configuration's ``block_m``). With static ranges and
+#: at most this many queries, the kernel quantizes q, k and v on load: each K and V tile is then
+#: quantized by one program only, where a separate quantization launch would cost more.
+ON_LOAD_ROWS = 64
+
+
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
-    """INT8 inputs, V's scale, the constant table and the non-finite flags: ranges measured
-    (dynamic: a NaN range poisons the table, so no flags) or static (flags per (b, h))."""
+    """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
+    (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
+    flags slices holding NaN or Inf), or, for one row block per slice, on load (``amax`` set,
+    q, k, v passed as they are; the kernel finds NaN and Inf itself)."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
+    if static is not None and call.NQ <= ON_LOAD_ROWS:
+        s_v = torch.where(amax_v > 0, amax_v / 127, torch.ones_like(amax_v))  # as scales_from_amax
+        return _flat(q), _flat(k), _flat(v), s_v, table, None, static
     flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     qz = _backend()[0]
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static, flags)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
-    return q8, k8, v8, s_v, table, flags
+    return q8, k8, v8, s_v, table, flags, None
 
 
 def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
-    q8, k8, v8, _, table, flags = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
-    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype, flags)
+    q8, k8, v8, _, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype, flags, amax)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
@@ -464,7 +480,7 @@ def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, e
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if not torch.compiler.is_compiling() and _golden_on_cpu(query):
         return cpu.attention(_recipe(recipe), query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, _ = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
+    q, k, v, attn_mask, groups = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         out = torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
@@ -472,7 +488,7 @@ def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, e
     recipe = _recipe(recipe)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     if static is not None:
-        _check_static(static, recipe, call, q.device, None, needs_amax=True)
+        _check_static(static, recipe, call, q.device, None, needs_amax=True, groups=groups)
     return _attention(recipe, call, q, k, v, attn_mask, *statics).reshape(query.shape)
 
 
@@ -487,14 +503,14 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, _ = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
+    q, k, v, attn_mask, groups = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
-        _check_static(static, recipe, call, q.device, None, needs_amax=True)
+        _check_static(static, recipe, call, q.device, None, needs_amax=True, groups=groups)
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
-    q8, k8, v8, s_v, table, flags = _quantized(recipe, call, q, k, v, *statics)
-    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags)
+    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, *statics)
+    values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags, amax)
     return values.reshape(query.shape), s_v * 2.0**-recipe.out_frac_bits
 
 
@@ -547,7 +563,7 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
         _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
     else:
         _check_out_scale(out_scale)
-        _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False)
+        _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False, groups=groups)
     return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype,
                            table).reshape(shape)
 

@@ -39,6 +39,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .ptx import mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
+from .quantize import scale_inv
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -98,16 +99,31 @@ def _load(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constex
 
 
 @triton.jit
-def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv,
+def _quant(x, inv, QUANT: tl.constexpr):
+    """``(x8, bad)``: a float tile quantized on load exactly as the golden model quantizes
+    (``clip(floor(x * inv + 1/2), -127, 127)`` in float32, no fused multiply-add), and ``x - x``
+    (NaN where ``x`` is NaN or infinite, else 0). Without ``QUANT`` the tile is int8 already."""
+    if QUANT:
+        x32 = x.to(tl.float32)
+        x8 = tl.minimum(tl.maximum(tl.floor(x32 * inv + 0.5), -127.0), 127.0).to(tl.int8)
+        return x8, x32 - x32
+    else:
+        return x, 0.0
+
+
+@triton.jit
+def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k,
                  D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr, MASK_KIND: tl.constexpr,
-                 PADDED: tl.constexpr, MASK_PAD: tl.constexpr, ROW_TABLE: tl.constexpr):
+                 PADDED: tl.constexpr, MASK_PAD: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr):
     """Integer logits of the key tile at ``j`` (BLOCK_M, TILE): ``Q8 . K8^T`` plus mask or bias.
     In a padded tile, keys past ``NK`` or past ``WIDTH`` (zero padding for the MMA) read zero
-    rows of K, and ``MASK_PAD`` masks them (their logit is 0 otherwise)."""
+    rows of K, and ``MASK_PAD`` masks them (their logit is 0 otherwise). ``QUANT``: K is float,
+    quantized here with ``inv_k``; a key holding NaN or Inf gets the logit ``POISON``."""
     offs_n = tl.arange(0, TILE)
     n = j + offs_n
     key_ok = (n < NK) & (offs_n < WIDTH)
     k = _load(k_base + n[:, None] * skn + offs_d[None, :] * skd, key_ok, offs_d < D, PADDED, D < offs_d.shape[0])
+    k, k_bad = _quant(k, inv_k, QUANT)
     s = tl.dot(q, tl.trans(k), out_dtype=tl.int32)
     if MASK_KIND == MASK_CAUSAL:  # by index: query i attends to keys j <= i
         s = tl.where(n[None, :] <= offs_m[:, None], s, MASKED)
@@ -126,40 +142,47 @@ def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ
         else:  # int32 QK units: below -2**28 masked, above 2**28 saturated (never wraps)
             b = tl.load(ptrs, mask=inside, other=0)
             s = tl.where(b < -BIAS_LIMIT, MASKED, s + tl.minimum(b, BIAS_LIMIT))
+    if QUANT:  # after the mask: a masked key holding NaN still makes the row NaN, as in SDPA
+        key_sum = tl.sum(k_bad, 1)
+        s = tl.where((key_sum != key_sum)[None, :], POISON, s)
     if PADDED and MASK_PAD:
         s = tl.where(key_ok[None, :], s, MASKED)
     return s
 
 
 @triton.jit
-def _tile_v(v_base, svn, svd, offs_d, j, NK_V, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
-            PADDED: tl.constexpr):
+def _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv_v, D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
+            PADDED: tl.constexpr, QUANT: tl.constexpr):
     """V8 of the key tile at ``j`` as a (TILE, D_PAD) operand, zero past ``NK_V`` and ``WIDTH``. It is
     read as a (D_PAD, TILE) tile: keys are the MMA's K dim, and int8 MMAs want K contiguous,
     which V stored (B, H, D, N) gives (the quantization kernel writes it so). ``NK_V``: the keys
     readable in V's storage, ``NK`` rounded up to 16 where the rows allow (16-byte loads; the
-    keys past ``NK`` then carry ``P = 0``), else ``NK``."""
+    keys past ``NK`` then carry ``P = 0``), else ``NK``. ``QUANT``: V is float, quantized here
+    with ``inv_v``. Returns ``(v8, bad)``, ``bad`` NaN if the tile holds NaN or Inf, else 0."""
     offs_n = tl.arange(0, TILE)
     key_ok = ((j + offs_n) < NK_V) & (offs_n < WIDTH)
     vt = _load(v_base + offs_d[:, None] * svd + (j + offs_n)[None, :] * svn, offs_d < D, key_ok,
                D < offs_d.shape[0], PADDED)
-    return tl.trans(vt)
+    vt, v_bad = _quant(vt, inv_v, QUANT)
+    if QUANT:
+        v_bad = tl.sum(tl.sum(v_bad, 1), 0)
+    return tl.trans(vt), v_bad
 
 
 @triton.jit
-def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, n_end,
+def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv_k, n_full, n_end,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FULL_MASK: tl.constexpr,
-             MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr):
+             MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr):
     """Pass 1 of two-pass rules: the exact integer row max over every key (full tiles below
     ``n_full``, masked by ``FULL_MASK``; 32-key tiles up to ``n_end``)."""
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
     for j in range(0, n_full, BLOCK_N):
-        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
-                         BLOCK_N, BLOCK_N, FULL_MASK, False, True, ROW_TABLE)
+        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
+                         BLOCK_N, BLOCK_N, FULL_MASK, False, True, ROW_TABLE, QUANT)
         m = tl.maximum(m, tl.max(s, 1))
     for j in range(n_full, n_end, TAIL):
-        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D,
-                         TAIL, TAIL, MASK_KIND, True, True, ROW_TABLE)
+        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
+                         TAIL, TAIL, MASK_KIND, True, True, ROW_TABLE, QUANT)
         m = tl.maximum(m, tl.max(s, 1))
     return m
 
@@ -199,21 +222,22 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
 
 
 @triton.jit
-def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
-                   NQ, NK, NK_V, rc, req_M, bias_inv, lut, D: tl.constexpr, TILE: tl.constexpr,
+def _two_pass_tile(q, j, m, fx, l, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
+                   offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, lut, D: tl.constexpr, TILE: tl.constexpr,
                    EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
-                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
+                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr):
     """One key tile of pass 2 (reference fixed): the P.V MMAs into ``acc`` (BLOCK_M, D_PAD) and
     ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against ones (its 16 columns are equal).
     8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and
     ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14 bits as ``P``'s low
     seven bits and ``P >> 7``, the second MMA's result added 128 times.
     Masking: a user mask's keys by their logit; padding keys (zero rows of K, garbage or zero
-    columns of V) by their index."""
+    columns of V) by their index. ``inv``: ``(inv_k, inv_v)`` of float K and V (``QUANT``); ``bad``
+    accumulates V's NaN signal (:func:`_tile_v`)."""
     USER_MASK: tl.constexpr = MASK_KIND != MASK_NONE
-    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, TILE, TILE,
-                     MASK_KIND, PADDED, USER_MASK, ROW_TABLE)
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, TILE,
+                     TILE, MASK_KIND, PADDED, USER_MASK, ROW_TABLE, QUANT)
     if USER_MASK:
         ok = s > MASKED
     else:
@@ -222,7 +246,8 @@ def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
-    v = _tile_v(v_base, svn, svd, offs_d, j, NK_V, D, TILE, TILE, PADDED)
+    v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, TILE, TILE, PADDED, QUANT)
+    bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
     if P_BITS <= 7:
         p8 = p if PACKED else pack_s8(p, PTX)
@@ -243,7 +268,7 @@ def _two_pass_tile(q, j, m, fx, l, acc, k_base, v_base, mask_base, skn, skd, svn
         acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
         l = tl.dot(lo, ones, l, out_dtype=tl.int32)
         l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
-    return l, acc
+    return l, acc, bad
 
 
 @triton.jit
@@ -262,15 +287,17 @@ def _pv(p, v, P_BITS: tl.constexpr):
 
 
 @triton.jit
-def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
-                 NQ, NK, rc, req_M, rel_M, headroom, bias_inv, lut,
+def _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m, offs_d,
+                 NQ, NK, rc, req_M, rel_M, headroom, bias_inv, inv, lut,
                  D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_FN: tl.constexpr,
                  EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr,
                  REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, REL_SHIFT: tl.constexpr,
-                 MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
-    """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc)``."""
-    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, D, BLOCK_N, TILE,
-                     MASK_KIND, PADDED, True, ROW_TABLE)
+                 MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
+                 QUANT: tl.constexpr):
+    """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc, bad)``
+    (``inv`` and ``bad`` as in :func:`_two_pass_tile`)."""
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D,
+                     BLOCK_N, TILE, MASK_KIND, PADDED, True, ROW_TABLE, QUANT)
     tile_max = tl.max(s, 1)
     m_new = tl.where(tile_max > m, tile_max + headroom, m)
     moved = (m_new > m) & (m > MASKED)
@@ -284,8 +311,9 @@ def _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, 
     p = _probabilities(s, m, s > MASKED, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                        P_BITS, False, PADDED or MASK_KIND != MASK_NONE, False, ROW_TABLE, PTX)
     l += tl.sum(p, 1)
-    acc += _pv(p, _tile_v(v_base, svn, svd, offs_d, j, NK, D, BLOCK_N, TILE, PADDED), P_BITS)
-    return m, l, acc
+    v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK, inv[1], D, BLOCK_N, TILE, PADDED, QUANT)
+    acc += _pv(p, v, P_BITS)
+    return m, l, acc, bad + v_bad
 
 
 @triton.jit
@@ -316,15 +344,15 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 
 @triton.jit
 def _qflash_fwd(
-    Q, K, V, Out, Tab, Mask, Lut, Flags,
+    Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
-    stb, sth, stm, smb1, smb2, smh, smm, smn,
+    stb, sth, stm, smb1, smb2, smh, smm, smn, saq, sak, sav,
     H, B2, NQ, NK, NK_V,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
-    OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr,
+    OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -345,6 +373,14 @@ def _qflash_fwd(
 
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
+    # QUANT: float q, k, v quantized on load with their static ranges (per tensor or per head)
+    inv = (1.0, 1.0)
+    inv_q = 1.0
+    if QUANT:
+        inv_q = scale_inv(tl.load(AmaxQ + h * saq))[1]
+        inv = (scale_inv(tl.load(AmaxK + h * sak))[1], scale_inv(tl.load(AmaxV + h * sav))[1])
+    q, q_bad = _quant(q, inv_q, QUANT)
+    bad = tl.zeros((BLOCK_M,), tl.float32)  # NaN once a V tile held NaN or Inf (QUANT)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
@@ -364,26 +400,26 @@ def _qflash_fwd(
         l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
         one_tile = NK <= BLOCK_N  # the tile's own max is the row max: no first pass
         if one_tile:
-            s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, D,
-                             BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE)
+            s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
+                             BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT)
             m = tl.max(s, 1)
-            l2, acc = _two_pass_tile(q, 0, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                     smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                     EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
-                                     ROW_TABLE, PTX)
+            l2, acc, bad = _two_pass_tile(q, 0, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                          smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                          BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                          MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         else:
-            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, n_full, n_end,
-                         D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE)
+            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv[0], n_full,
+                         n_end, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT)
             for j in range(0, n_full, BLOCK_N):
-                l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
-                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, BLOCK_N,
-                                         EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, FULL_MASK,
-                                         False, ROW_TABLE, PTX)
+                l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                              BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                              FULL_MASK, False, ROW_TABLE, PTX, QUANT)
             for j in range(n_full, n_end, TAIL):
-                l2, acc = _two_pass_tile(q, j, m, fx, l2, acc, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
-                                         smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, Lut, D, TAIL, EXP_FN,
-                                         EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS, MASK_KIND, True,
-                                         ROW_TABLE, PTX)
+                l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                              TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                              MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         l = tl.max(l2, 1)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             n_tiled = tl.where(one_tile, BLOCK_N, n_full + tl.cdiv(n_end - n_full, TAIL) * TAIL)
@@ -398,26 +434,30 @@ def _qflash_fwd(
         # Tiles start at multiples of block_n, as the golden model's (online integers depend on them)
         n_full = n_full if TILE_N == BLOCK_N else 0
         for j in range(0, n_full, BLOCK_N):
-            m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
-                                     offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                     REL_SHIFT, FULL_MASK, False, ROW_TABLE, PTX)
+            m, l, acc, bad = _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
+                                          smn, offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, inv, Lut,
+                                          D, BLOCK_N, TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+                                          P_BITS, REL_SHIFT, FULL_MASK, False, ROW_TABLE, PTX, QUANT)
         for j in range(n_full, n_end, BLOCK_N):
-            m, l, acc = _online_tile(q, j, m, l, acc, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn,
-                                     offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, Lut, D, BLOCK_N,
-                                     TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                     REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX)
+            m, l, acc, bad = _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, svn, svd, smm,
+                                          smn, offs_m, offs_d, NQ, NK, rc, req_M, rel_M, headroom, bias_inv, inv, Lut,
+                                          D, BLOCK_N, TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+                                          P_BITS, REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX, QUANT)
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
     out_mask = row_ok[:, None] & (offs_d[None, :] < D)
     o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
-    # rows that met a NaN / +inf bias (their max is POISON), or slices whose static-range inputs
-    # held NaN / Inf (Flags): NaN out, or the value no integer output takes (-2**31, -128)
-    POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS
+    # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
+    # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
+    # takes (-2**31, -128)
+    POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS or QUANT
     if POISONABLE:
         poisoned = m >= POISON
         if FLAGS:
             poisoned = poisoned | (tl.load(Flags + bh) != 0)
+        if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
+            bad += tl.sum(tl.sum(q_bad, 1), 0)
+            poisoned = poisoned | (bad != bad)
         poisoned = poisoned[:, None]
     if OUT_KIND == OUT_INT32:
         if POISONABLE:
@@ -455,12 +495,14 @@ def readable_keys(v8) -> int:
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
-           **options):
+           amax=None, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
     of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind. ``flags``:
     int32 (B*H,), nonzero where a slice's output must be NaN (:func:`qflash.quantize.quantize_qkv`).
+    ``amax``: static ranges ``(amax_q, amax_k, amax_v)``, float32 of shape (1,) or (H,); then q8,
+    k8, v8 are float tensors the kernel quantizes on load (bit-exact with the golden model).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
@@ -479,12 +521,12 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     grid = (triton.cdiv(NQ, block_m), B * H)
     launcher(
         _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
-        flags if flags is not None else table,
+        flags if flags is not None else table, *(amax if amax is not None else (table,) * 3),
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-        tab_b, tab_h, tab_m, *mstrides,
+        tab_b, tab_h, tab_m, *mstrides, *(int(a.numel() > 1) if amax is not None else 0 for a in (amax or (0,) * 3)),
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None,
+        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None,
         **spec.constexprs(),
         **options,
     )

@@ -45,7 +45,7 @@ def f64_bits(x: float) -> int:
 
 
 @triton.jit
-def _scale_inv(amax):
+def scale_inv(amax):
     """``(s, inv) = (amax / 127, 127 / amax)`` in IEEE float32, ``(1, 1)`` where ``amax = 0``; for
     a NaN range (non-finite inputs) or one below ~3.7e-37, ``s`` is NaN, so the output it
     scales comes out NaN."""
@@ -109,7 +109,7 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
     if FLAGS:
         finite = tl.abs(x) < float("inf")  # false for NaN too
         tl.atomic_or(Flags + b * H + h, 1, mask=tl.min(tl.min(finite.to(tl.int32), 1), 0) == 0)
-    s, inv = _scale_inv(amax)
+    s, inv = scale_inv(amax)
     x8 = tl.minimum(tl.maximum(tl.floor(x * inv + 0.5), -127.0), 127.0)
     owner = (h == 0) | (s8[1] != 0)  # heads stored with stride 0: the first one writes
     x8_base = X8 + b * s8[0] + h * s8[1]

@@ -113,6 +113,7 @@ def _calls():
 
     static = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=6, head_dim=64, device="cuda")
     static8 = qflash.static_scales(None, scales=(0.03, 0.03, 0.03), heads=6, head_dim=64, device="cuda")
+    static_swin = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=3, head_dim=32, device="cuda")
     per_token = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead())
     s = torch.tensor([0.03], device="cuda")
     bias = rand(3, 49, 49, dtype=torch.float32)
@@ -128,6 +129,8 @@ def _calls():
                                                  bias), {}),
         ("gqa", qflash.attention, lambda: (rand(2, 8, 100, 64), rand(2, 2, 100, 64), rand(2, 2, 100, 64)),
          dict(enable_gqa=True)),
+        ("static on load", qflash.attention, lambda: (rand(8, 3, 49, 32), rand(8, 3, 49, 32), rand(8, 3, 49, 32),
+                                                      bias), dict(static=static_swin)),
         ("int8 static", qflash.attention_int8, lambda: (int8(2, 6, 197, 64), int8(2, 6, 197, 64), int8(2, 6, 197, 64)),
          dict(static=static8, out_dtype=torch.float16)),
         ("int8 scales", qflash.attention_int8, lambda: (int8(2, 6, 197, 64), int8(2, 6, 197, 64), int8(2, 6, 197, 64),
@@ -135,7 +138,7 @@ def _calls():
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_plans_replay_equal_to_the_ordinary_path(case):
     """The first call with a signature records its launches; later calls replay them with new
     pointers and fresh buffers. Replays equal the ordinary path's outputs bit for bit."""

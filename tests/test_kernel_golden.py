@@ -348,3 +348,34 @@ def test_float32_range_limits():
         ism.Recipe.default().attention(np.full((1, 1, 8, 16), 1e39), q, q)
     with pytest.raises(ValueError, match="finite and non-negative"):
         ism.Recipe.default().attention(q, q, q, amax=(-1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("n_q,n_k,dtype,d", [(49, 49, torch.float16, 32), (20, 300, torch.bfloat16, 64),
+                                             (64, 64, torch.float32, 128), (1, 70, torch.float64, 16),
+                                             (100, 100, torch.float16, 32)])
+def test_static_ranges_quantized_on_load_equal_golden(n_q, n_k, dtype, d):
+    """Static ranges with one row block per slice (<= 64 queries): the kernel quantizes q, k and v
+    as it loads them (one launch); more queries go through the quantization launch. Both equal
+    the golden model's integers, for every input dtype, per-tensor and per-head ranges, a bias,
+    GQA and an online rule."""
+    rng = np.random.default_rng(n_q + n_k)
+    q = rng.uniform(-3, 3, (2, 4, n_q, d))
+    k, v = (rng.uniform(-3, 3, (2, 4, n_k, d)) for _ in range(2))
+    q, k, v = (n(t(x.astype(np.float32)).to(dtype).to(torch.float64)) for x in (q, k, v))  # values dtype holds
+    bias = rng.normal(0, 1, (n_q, n_k)).astype(np.float32)
+    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+                                            v_granularity=ism.PerHead())
+    for recipe in (ism.Recipe.default(), per_head, ism.Recipe.qflash()):
+        per = recipe.q_granularity.block()[0] is not None
+        amax = [np.abs(x).max(axis=(0, 2, 3)) if per else np.abs(x).max() * 1.1 for x in (q, k, v)]
+        static = qflash.static_scales(recipe, *amax, heads=4, head_dim=d, device=DEVICE)
+        values, _ = qflash.attention_int(t(q).to(dtype), t(k).to(dtype), t(v).to(dtype), t(bias), recipe=recipe,
+                                         static=static)
+        shaped = [a.reshape(1, 4, 1, 1) if per else a for a in amax]
+        gold = recipe.attention_int(q, k, v, attn_bias=bias, amax=tuple(shaped))
+        np.testing.assert_array_equal(n(values), gold.values, err_msg=f"{recipe.name} {dtype}")
+    static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=4, head_dim=d, device=DEVICE)
+    grouped = qflash.attention_int(t(q).to(dtype), t(k[:, :2]).to(dtype), t(v[:, :2]).to(dtype), enable_gqa=True,
+                                   static=static)[0]
+    gold = ism.Recipe.default().attention_int(q, k[:, :2], v[:, :2], enable_gqa=True, amax=(3.0, 3.0, 3.0))
+    np.testing.assert_array_equal(n(grouped), gold.values)
