@@ -8,8 +8,8 @@
 2. the reference max: two-pass rules take the exact row max first (a row that fits one tile
    needs no extra pass); online rules move it tile by tile in the recipe's ``block_n`` tiles and
    release the scale of ``l`` and ``acc`` (int64 products) for the rows that moved;
-3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them
-   (:class:`intsoftmax.FusedExp2`), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
+3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them (the
+   fused exp2 of the default recipes), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
    ``acc += P . V8`` and ``l += sum P`` on the int8 MMA;
 4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
    output); stored as int32, requantized to int8, or dequantized (the only float op). A row
