@@ -464,7 +464,7 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     """
     inputs = (query, key, value, attn_mask)
     sig = _signature("attention", inputs, (), dropout_p, is_causal, scale, enable_gqa, recipe, static)
-    found = _PLANS.get(sig, recipe, static)
+    found = _PLANS.get(sig)
     if found is not None:
         return found(*inputs)
     return _planned(sig, inputs, recipe, static, lambda: _attention_call(
@@ -532,7 +532,7 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     extent = (v8.storage_offset(), v8.untyped_storage().nbytes()) if isinstance(v8, torch.Tensor) else ()
     sig = _signature("attention_int8", inputs, extent, dropout_p, is_causal, scale, enable_gqa, recipe, static,
                      out_scale, out_dtype)
-    found = _PLANS.get(sig, recipe, static)
+    found = _PLANS.get(sig)
     if found is not None:
         return found(*inputs)
     return _planned(sig, inputs, recipe, static, lambda: _attention_int8_call(
@@ -569,24 +569,14 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
 
 
 # -- call plans (qflash.plan): a signature's launches recorded once, replayed after ----------------
-class _Plans(plan.Cache):
-    def get(self, sig, recipe, static):
-        """The plan recorded for ``sig`` (None if none, or if its recipe or static scales were other
-        objects that happened to have the same ids)."""
-        found = self.plans.get(sig) if sig is not None else None
-        if found is None or found.keep[0] is not recipe or found.keep[1] is not static:
-            return None
-        return found
-
-
-_PLANS = _Plans()
+_PLANS = plan.Cache()
 
 
 def _signature(name: str, tensors, extent, *args):
-    """A call's replay key: every argument, and per tensor its shape, strides, dtype, device,
-    16-byte alignment, ``requires_grad`` and which earlier argument it aliases; ``recipe`` and
-    ``static`` by identity. None where no plan applies (tracing, CPU tensors, the interpreter,
-    unhashable arguments)."""
+    """A call's replay key: every argument (a recipe by value, static scales by identity), and
+    per tensor its shape, strides, dtype, device, 16-byte alignment, ``requires_grad`` and which
+    earlier argument it aliases. None where no plan applies (tracing, CPU tensors, unhashable
+    arguments)."""
     q = tensors[0]
     if not isinstance(q, torch.Tensor) or not q.is_cuda or torch.compiler.is_compiling():
         return None
@@ -599,8 +589,7 @@ def _signature(name: str, tensors, extent, *args):
             ptrs.append(p)
         else:
             metas.append(x)
-    sig = (name, torch.is_grad_enabled(), extent, *metas, *(id(a) if isinstance(a, (Recipe, StaticScales)) else a
-                                                            for a in args))
+    sig = (name, torch.is_grad_enabled(), extent, *metas, *args)
     try:
         hash(sig)
     except TypeError:
@@ -623,7 +612,6 @@ def _planned(sig, inputs, recipe, static, run):
         recorded = plan.Plan(rec, out)
     except plan.Unplannable:
         return out
-    recorded.keep = (recipe, static)
     _PLANS.put(sig, recorded)
     return out
 

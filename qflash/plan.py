@@ -169,7 +169,7 @@ class Cache:
         self.plans: dict = {}
 
     def get(self, key):
-        return self.plans.get(key)
+        return None if key is None else self.plans.get(key)
 
     def put(self, key, plan: Plan) -> None:
         if len(self.plans) >= self.size:
