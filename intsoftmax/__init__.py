@@ -14,6 +14,7 @@ from .metrics import float_attention, float_softmax, max_abs_error, max_rel_erro
 from .recipe import IntAttention, Recipe
 from .select import select
 from .strategy import available as available_strategies
+from .transforms import ChannelBalance, KeyOffset, Transform, ValueOffset
 
 __all__ = [
     "AccumulationRule", "LazyRescale", "NaiveScaleAccumulation", "ScaleRelease", "TwoPass",
@@ -21,5 +22,6 @@ __all__ = [
     "IntegerOverflowError", "Granularity", "PerBlock", "PerHead", "PerTensor", "PerToken", "quantize",
     "float_attention", "float_softmax", "max_abs_error", "max_rel_error", "softmax_kl", "sqnr_db",
     "IntAttention", "Recipe", "available_strategies", "select",
+    "ChannelBalance", "KeyOffset", "Transform", "ValueOffset",
 ]
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ from .metrics import float_attention
 from .plan import BIAS_MAX, MASKED_LOGIT, AttentionPlan, derive_plan
 from .fixedpoint import round_half_up
 from .strategy import from_dict
+from .transforms import Transform, apply_all
 
 #: Largest supported head dimension: ``|Q8 . K8| <= 127**2 * 256 < 2**22``.
 MAX_HEAD_DIM = 256
@@ -39,19 +40,22 @@ _FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class IntAttention:
-    """Integer attention result: ``float_output = values * scale``.
+    """Integer attention result: ``float_output = values * scale (+ offset)``.
 
     values: int64 array (..., Nq, Dv) of the kernel's int32 (or int8) outputs.
     scale: float64 array broadcastable to ``values`` (V's scale times ``2**-frac_bits``,
-    or the int8 output scale).
+    or the int8 output scale). offset: what a :class:`~intsoftmax.transforms.ValueOffset`
+    took from V, added back to the rows that attend to a key (None without one).
     """
 
     values: np.ndarray
     scale: np.ndarray
     plan: AttentionPlan
+    offset: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
-        return self.values.astype(np.float64) * self.scale
+        out = self.values.astype(np.float64) * self.scale
+        return out if self.offset is None else out + self.offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +68,9 @@ class Recipe:
     plus a column-sum correction; 9-14: split into two int8 MMAs).
     block_n: keys per tile (tile boundaries decide when rescaling happens, so
     they are part of the numerics). out_frac_bits: fractional bits kept in the
-    integer output, in units of V's scale.
+    integer output, in units of V's scale. transforms: exact reparametrizations of
+    the float inputs applied, in order, before quantization
+    (:mod:`intsoftmax.transforms`; golden model only for now).
     """
 
     exp: ExpStrategy = dataclasses.field(default_factory=FusedExp2)
@@ -75,6 +81,7 @@ class Recipe:
     p_bits: int = 11
     block_n: int = 64
     out_frac_bits: int = 8
+    transforms: tuple = ()
 
     # -- construction and validation ----------------------------------------------------------
     def __post_init__(self):
@@ -83,6 +90,11 @@ class Recipe:
             if not isinstance(value, cls):
                 raise TypeError(f"Recipe.{name} must be a {cls.__name__} ({family} strategy), got {value!r}; "
                                 f"see intsoftmax.available_strategies()['{family}']")
+        if isinstance(self.transforms, list):
+            object.__setattr__(self, "transforms", tuple(self.transforms))
+        if not isinstance(self.transforms, tuple) or not all(isinstance(t, Transform) for t in self.transforms):
+            raise TypeError(f"Recipe.transforms must be a tuple of Transform strategies, got {self.transforms!r}; "
+                            "see intsoftmax.available_strategies()['transform']")
         for name in ("p_bits", "block_n", "out_frac_bits"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -148,7 +160,8 @@ class Recipe:
     def name(self) -> str:
         return (f"exp={self.exp.name}|acc={self.accumulation.name}|q={self.q_granularity.name}|"
                 f"k={self.k_granularity.name}|v={self.v_granularity.name}|p_bits={self.p_bits}|"
-                f"block_n={self.block_n}|out_frac_bits={self.out_frac_bits}")
+                f"block_n={self.block_n}|out_frac_bits={self.out_frac_bits}"
+                + (f"|transforms={','.join(t.name for t in self.transforms)}" if self.transforms else ""))
 
     def __str__(self) -> str:
         return self.name
@@ -157,7 +170,13 @@ class Recipe:
         d = {"version": RECIPE_VERSION}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            d[f.name] = v.to_dict() if f.name in _FIELDS else v
+            if f.name in _FIELDS:
+                v = v.to_dict()
+            elif f.name == "transforms":
+                v = [t.to_dict() for t in v]
+            d[f.name] = v
+        if not self.transforms:  # the form of recipes without transforms stays what it was
+            del d["transforms"]
         return d
 
     def to_json(self) -> str:
@@ -177,6 +196,10 @@ class Recipe:
         for name, (family, _) in _FIELDS.items():
             if name in data:
                 data[name] = from_dict(family, data[name])
+        if "transforms" in data:
+            if not isinstance(data["transforms"], list):
+                raise ValueError(f"Recipe transforms must be a list, got {data['transforms']!r}")
+            data["transforms"] = tuple(from_dict("transform", t) for t in data["transforms"])
         return cls(**data)
 
     @classmethod
@@ -203,7 +226,7 @@ class Recipe:
     @property
     def in_kernel(self) -> bool:
         """Whether the qflash kernel compiles this recipe (integer exp, a rule that rescales)."""
-        return self.exp.integer_only and self.accumulation.in_kernel
+        return self.exp.integer_only and self.accumulation.in_kernel and not self.transforms
 
     def op_count(self) -> OpCount:
         """Integer ops per score element, as the kernel issues them: the shared pipeline, the exp
@@ -280,6 +303,15 @@ class Recipe:
         if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
                                       or not 0 < out_scale < math.inf):
             raise ValueError(f"out_scale={out_scale!r}: must be a finite positive number")
+        offset = None
+        if self.transforms:
+            if out_scale is not None or amax is not None:
+                raise ValueError("recipes with transforms measure their statistics per call and give float output; "
+                                 "pass neither amax nor out_scale")
+            for x, name in ((q, "q"), (k, "k"), (v, "v")):
+                if not np.isfinite(x).all():
+                    raise ValueError(f"{name} contains NaN or inf; attention inputs must be finite")
+            q, k, v, offset = apply_all(self.transforms, q, k, v)
         (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
         plan = self.plan(s_q, s_k, scale, s_v, out_scale)
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
@@ -292,7 +324,14 @@ class Recipe:
             out = np.full(values.shape, float(out_scale))
         else:
             out = np.broadcast_to(s_v.astype(np.float64) * 2.0**-self.out_frac_bits, values.shape)
-        return IntAttention(values, out, plan)
+        if offset is not None:  # added back where the row attends to a key (a fully masked row stays 0)
+            live = np.ones(batch + (nq, nk), dtype=bool)
+            if mask is not None:
+                live = live & mask
+            if bias_int is not None:
+                live = live & (bias_int != MASKED_LOGIT)
+            offset = np.where(live.any(axis=-1, keepdims=True), np.broadcast_to(offset, values.shape), 0.0)
+        return IntAttention(values, out, plan, offset)
 
     def attention(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, **kwargs) -> np.ndarray:
         """Golden integer attention, dequantized to float64 (SDPA semantics).

@@ -1,7 +1,7 @@
 """Strategies are data: frozen, value-hashable dataclasses with a JSON form and a readable name.
 
 Every strategy class registers under a ``family`` (``"exp"``, ``"accumulation"``,
-``"granularity"``) and a ``kind`` (e.g. ``"poly_exp2"``). Its JSON form is
+``"granularity"``, ``"transform"``) and a ``kind`` (e.g. ``"poly_exp2"``). Its JSON form is
 ``{"kind": ..., **fields}``; its name is ``kind(field=value,...)`` built from
 *all* fields, so two strategies with the same name are the same strategy.
 """

@@ -39,6 +39,9 @@ def check_recipe(recipe, backend: str) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}; "
                         "e.g. intsoftmax.Recipe.default() or Recipe.qflash()")
+    if backend != "golden" and recipe.transforms:
+        raise ValueError("the qflash kernel does not run input transforms yet; use backend='golden' (CPU reference) "
+                         "or recipe.replace(transforms=())")
     if backend != "golden" and not recipe.in_kernel:
         raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}; "
                          "use an integer exp and a rescaling accumulation rule, or backend='golden' (CPU reference)")
@@ -47,6 +50,9 @@ def check_recipe(recipe, backend: str) -> Recipe:
 
 def check_static(recipe: Recipe, where: str) -> None:
     """Raise ``ValueError`` unless every input of ``recipe`` can use calibrated ranges."""
+    if recipe.transforms:
+        raise ValueError(f"{where}: recipes with input transforms measure their statistics per call and take no "
+                         "calibrated ranges yet; leave the model uncalibrated or use recipe.replace(transforms=())")
     for name, g in zip("qkv", (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)):
         if g.block()[1] is not None:
             raise ValueError(f"{where}: the recipe's {name} granularity is {g.name}, whose ranges change with every "

@@ -1,0 +1,75 @@
+"""Exact reparametrizations of q, k, v applied before INT8 quantization (issue 11).
+
+Each transform rewrites the float inputs so that attention is unchanged in real arithmetic but
+the tensors quantize with less error, and says what the output needs back:
+
+* :class:`KeyOffset`: ``k <- k - c_k`` with ``c_k`` one vector per head (the midrange of each
+  channel over the keys). Row ``i``'s logits all move by ``q_i . c_k``, a constant along the row,
+  and softmax is invariant to that - with any mask or bias, which add per key.
+* :class:`ValueOffset`: ``v <- v - c_v`` (midrange per channel) and ``o <- o + c_v``: every row of
+  the softmax sums to 1. A row with every key masked stays 0 (no ``c_v`` added).
+* :class:`ChannelBalance`: ``q_c <- q_c s_c``, ``k_c <- k_c / s_c`` per head and channel with
+  ``s_c = (max|k_c|^alpha / max|q_c|^(1 - alpha))`` (SmoothQuant's balance between the two
+  operands of one product): ``q . k`` is unchanged term by term.
+
+The statistics are measured per call from the inputs (per leading index, i.e. per batch and
+head: K stays one tensor or head per scale, so integer comparability holds). A recipe applies
+its transforms in order (``Recipe.transforms``); ``docs/algorithms.md`` section 11 derives them.
+The qflash kernel does not run them yet (:func:`qflash.spec.check_compiles` says so).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .strategy import Strategy, register
+
+
+class Transform(Strategy):
+    """Base class: ``apply(q, k, v)`` returns ``(q, k, v, v_offset)``; ``v_offset`` (broadcastable
+    to the output, or None) is added back to every row that attends to at least one key."""
+
+    def apply(self, q, k, v):
+        raise NotImplementedError
+
+
+def _midrange(x: np.ndarray) -> np.ndarray:
+    """Per channel over the keys (axis -2): ``(max + min) / 2``, shape (..., 1, D)."""
+    return (x.max(axis=-2, keepdims=True) + x.min(axis=-2, keepdims=True)) / 2
+
+
+@register("transform", "key_offset")
+class KeyOffset(Transform):
+    def apply(self, q, k, v):
+        return q, k - _midrange(k), v, None
+
+
+@register("transform", "value_offset")
+class ValueOffset(Transform):
+    def apply(self, q, k, v):
+        c = _midrange(v)
+        return q, k, v - c, c
+
+
+@register("transform", "channel_balance")
+class ChannelBalance(Transform):
+    alpha: float = 0.5
+
+    def _validate(self):
+        self._check(0.0 < self.alpha < 1.0, "alpha", "must be in (0, 1): the share of K's range moved into Q")
+
+    def apply(self, q, k, v):
+        aq = np.abs(q).max(axis=-2, keepdims=True)
+        ak = np.abs(k).max(axis=-2, keepdims=True)
+        live = (aq > 0) & (ak > 0)
+        s = np.where(live, np.where(live, ak, 1.0) ** self.alpha / np.where(live, aq, 1.0) ** (1 - self.alpha), 1.0)
+        return q * s, k / s, v, None
+
+
+def apply_all(transforms, q, k, v):
+    """Apply ``transforms`` in order: ``(q, k, v, v_offset)`` with the offsets summed (or None)."""
+    offset = None
+    for t in transforms:
+        q, k, v, c = t.apply(q, k, v)
+        if c is not None:
+            offset = c if offset is None else offset + c
+    return q, k, v, offset
