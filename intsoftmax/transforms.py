@@ -1,7 +1,7 @@
 """Exact reparametrizations of q, k, v applied before INT8 quantization (issue 11).
 
-Each transform rewrites the float inputs so that attention is unchanged in real arithmetic but
-the tensors quantize with less error, and says what the output needs back:
+Each transform rewrites the inputs so that attention is unchanged in real arithmetic but the
+tensors quantize with less error, and says what the output needs back:
 
 * :class:`KeyOffset`: ``k <- k - c_k`` with ``c_k`` one vector per head (the midrange of each
   channel over the keys). Row ``i``'s logits all move by ``q_i . c_k``, a constant along the row,
@@ -9,13 +9,19 @@ the tensors quantize with less error, and says what the output needs back:
 * :class:`ValueOffset`: ``v <- v - c_v`` (midrange per channel) and ``o <- o + c_v``: every row of
   the softmax sums to 1. A row with every key masked stays 0 (no ``c_v`` added).
 * :class:`ChannelBalance`: ``q_c <- q_c s_c``, ``k_c <- k_c / s_c`` per head and channel with
-  ``s_c = (max|k_c|^alpha / max|q_c|^(1 - alpha))`` (SmoothQuant's balance between the two
-  operands of one product): ``q . k`` is unchanged term by term.
+  ``s_c = sqrt(max|k_c| / max|q_c|)``: both operands of each product end at the same range
+  ``sqrt(max|q_c| max|k_c|)`` (SmoothQuant's balance with alpha = 1/2), and ``q . k`` is
+  unchanged in real arithmetic.
 
-The statistics are measured per call from the inputs (per leading index, i.e. per batch and
-head: K stays one tensor or head per scale, so integer comparability holds). A recipe applies
-its transforms in order (``Recipe.transforms``); ``docs/algorithms.md`` section 11 derives them.
-The qflash kernel does not run them yet (:func:`qflash.spec.check_compiles` says so).
+They compute in float32, the precision the inputs are quantized from, with operations IEEE
+rounds correctly everywhere (max, min, addition, subtraction, multiplication, division and the
+square root; no fused multiply-add), so a GPU reproduces them and the kernel path can match the
+golden integers bit for bit. (A general SmoothQuant exponent alpha would need ``pow``, which no
+platform rounds correctly; hence alpha = 1/2.) The statistics are measured per call,
+per leading index (per batch and head): K stays one tensor or head per scale, so integer
+comparability holds. A recipe applies its transforms in order (``Recipe.transforms``);
+``docs/algorithms.md`` section 11 derives them. The qflash kernel does not run them yet
+(:func:`qflash.spec.check_compiles` says so).
 """
 from __future__ import annotations
 
@@ -33,8 +39,8 @@ class Transform(Strategy):
 
 
 def _midrange(x: np.ndarray) -> np.ndarray:
-    """Per channel over the keys (axis -2): ``(max + min) / 2``, shape (..., 1, D)."""
-    return (x.max(axis=-2, keepdims=True) + x.min(axis=-2, keepdims=True)) / 2
+    """Per channel over the keys (axis -2): ``(max + min) / 2`` in float32, shape (..., 1, D)."""
+    return (x.max(axis=-2, keepdims=True) + x.min(axis=-2, keepdims=True)) / np.float32(2)
 
 
 @register("transform", "key_offset")
@@ -52,21 +58,18 @@ class ValueOffset(Transform):
 
 @register("transform", "channel_balance")
 class ChannelBalance(Transform):
-    alpha: float = 0.5
-
-    def _validate(self):
-        self._check(0.0 < self.alpha < 1.0, "alpha", "must be in (0, 1): the share of K's range moved into Q")
-
     def apply(self, q, k, v):
-        aq = np.abs(q).max(axis=-2, keepdims=True)
-        ak = np.abs(k).max(axis=-2, keepdims=True)
-        live = (aq > 0) & (ak > 0)
-        s = np.where(live, np.where(live, ak, 1.0) ** self.alpha / np.where(live, aq, 1.0) ** (1 - self.alpha), 1.0)
+        a_q = np.abs(q).max(axis=-2, keepdims=True)
+        a_k = np.abs(k).max(axis=-2, keepdims=True)
+        live = (a_q > 0) & (a_k > 0)
+        s = np.where(live, np.sqrt(np.where(live, a_k, 1) / np.where(live, a_q, 1)), np.float32(1))
         return q * s, k / s, v, None
 
 
 def apply_all(transforms, q, k, v):
-    """Apply ``transforms`` in order: ``(q, k, v, v_offset)`` with the offsets summed (or None)."""
+    """Apply ``transforms`` in order to float32 ``q, k, v``: ``(q, k, v, v_offset)``, the value
+    offsets summed (float32, or None)."""
+    q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
     offset = None
     for t in transforms:
         q, k, v, c = t.apply(q, k, v)
