@@ -226,7 +226,7 @@ class Recipe:
     @property
     def in_kernel(self) -> bool:
         """Whether the qflash kernel compiles this recipe (integer exp, a rule that rescales)."""
-        return self.exp.integer_only and self.accumulation.in_kernel and not self.transforms
+        return self.exp.integer_only and self.accumulation.in_kernel
 
     def op_count(self) -> OpCount:
         """Integer ops per score element, as the kernel issues them: the shared pipeline, the exp

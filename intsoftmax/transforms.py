@@ -13,10 +13,10 @@ tensors quantize with less error, and says what the output needs back:
   ``sqrt(max|q_c| max|k_c|)`` (SmoothQuant's balance with alpha = 1/2), and ``q . k`` is
   unchanged in real arithmetic.
 
-They compute in float32, the precision the inputs are quantized from, with operations IEEE
-rounds correctly everywhere (max, min, addition, subtraction, multiplication, division and the
-square root; no fused multiply-add), so a GPU reproduces them and the kernel path can match the
-golden integers bit for bit. (A general SmoothQuant exponent alpha would need ``pow``, which no
+They compute in float32, the precision the inputs are quantized from, with correctly rounded
+operations only (max, min, addition, subtraction, multiplication, division, and the square root
+through :func:`sqrt_f32`; no fused multiply-add), so a GPU reproduces them and the kernel path
+matches the golden integers bit for bit. (A general SmoothQuant exponent alpha would need ``pow``, which no
 platform rounds correctly; hence alpha = 1/2.) The statistics are measured per call,
 per leading index (per batch and head): K stays one tensor or head per scale, so integer
 comparability holds. A recipe applies its transforms in order (``Recipe.transforms``);
@@ -62,8 +62,21 @@ class ChannelBalance(Transform):
         a_q = np.abs(q).max(axis=-2, keepdims=True)
         a_k = np.abs(k).max(axis=-2, keepdims=True)
         live = (a_q > 0) & (a_k > 0)
-        s = np.where(live, np.sqrt(np.where(live, a_k, 1) / np.where(live, a_q, 1)), np.float32(1))
+        s = np.where(live, sqrt_f32(np.where(live, a_k, 1) / np.where(live, a_q, 1)), np.float32(1))
         return q * s, k / s, v, None
+
+
+def sqrt_f32(r: np.ndarray) -> np.ndarray:
+    """The correctly rounded float32 square root of positive float32 ``r``, whatever the platform's
+    ``sqrt`` gives (torch's vectorized float32 sqrt on the CPU is off by one ulp at times): a
+    candidate within one ulp, moved to the neighbour whose rounding interval holds ``sqrt(r)``.
+    The midpoints between neighbours have 25 bits, so their squares are exact in float64."""
+    r64 = r.astype(np.float64)
+    s = np.sqrt(r64).astype(np.float32)
+    up = np.nextafter(s, np.float32(np.inf))
+    down = np.nextafter(s, np.float32(0))
+    s = np.where(((s.astype(np.float64) + up) / 2) ** 2 < r64, up, s)
+    return np.where(((s.astype(np.float64) + down) / 2) ** 2 > r64, down, s)
 
 
 def apply_all(transforms, q, k, v):

@@ -292,6 +292,9 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     int8 output scale into the table. device: where the table lives (default: the GPU if any).
     """
     recipe = _recipe(recipe)
+    if recipe.transforms:
+        raise ValueError("recipes with input transforms measure their statistics per call and take no static "
+                         "scales yet; leave the scales dynamic or use recipe.replace(transforms=())")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans, "qkv"):
         if g.block()[1] is not None:
@@ -353,11 +356,11 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
-         amax=None):
+         amax=None, voff=None):
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
-                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax,
+                         lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
                          **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
@@ -386,8 +389,12 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
 
 
 def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
+    out_dtype, voff = q.dtype, None
+    if recipe.transforms:  # rewrite the float inputs first (torch twins of the golden transforms)
+        q, k, v, c = _backend_transforms().apply_all(recipe.transforms, q, k, v)
+        voff = None if c is None else c.reshape(call.B * call.H, call.D)
     q8, k8, v8, _, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
-    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, q.dtype, flags, amax)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
@@ -500,6 +507,7 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     ``scale`` per ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values``
     equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
     recipe = _recipe(recipe)
+    _no_transforms(recipe, "attention_int")
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
@@ -544,6 +552,7 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
                          out_scale, out_dtype, static):
     """:func:`attention_int8`'s ordinary path: validate, derive, launch."""
     recipe = DEFAULT_RECIPE if recipe is None else recipe
+    _no_transforms(recipe, "attention_int8")
     table = None if static is None else static.table
     shape = q8.shape
     _check_sdpa_flags(q8, k8, v8, dropout_p, is_causal, enable_gqa, attn_mask)
@@ -614,6 +623,17 @@ def _planned(sig, inputs, recipe, static, run):
         return out
     _PLANS.put(sig, recorded)
     return out
+
+
+def _backend_transforms():
+    from . import transforms
+    return transforms
+
+
+def _no_transforms(recipe, what: str) -> None:
+    if isinstance(recipe, Recipe) and recipe.transforms:
+        raise ValueError(f"{what} takes no recipe with input transforms (they rewrite float inputs and add an offset "
+                         "to the float output): use qflash.attention, or recipe.replace(transforms=())")
 
 
 def _golden_on_cpu(q) -> bool:

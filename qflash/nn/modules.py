@@ -39,9 +39,6 @@ def check_recipe(recipe, backend: str) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}; "
                         "e.g. intsoftmax.Recipe.default() or Recipe.qflash()")
-    if backend != "golden" and recipe.transforms:
-        raise ValueError("the qflash kernel does not run input transforms yet; use backend='golden' (CPU reference) "
-                         "or recipe.replace(transforms=())")
     if backend != "golden" and not recipe.in_kernel:
         raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}; "
                          "use an integer exp and a rescaling accumulation rule, or backend='golden' (CPU reference)")
