@@ -31,6 +31,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
+
 from .accumulation import AccumulationRule, LazyRescale, ScaleRelease, TwoPass
 from .metrics import float_attention, sqnr_db
 from .recipe import Recipe
@@ -118,18 +120,45 @@ def _as_mapping(candidates) -> dict[str, Recipe]:
     return items
 
 
-def evaluate(candidates=None, workload: str = "A2", distribution: str = "uniform", seed: int = 0,
-             amplitude: float | None = None) -> list[Candidate]:
-    """SQNR and cost of every candidate (default: :func:`catalog`) on one draw of ``workload``
-    (``amplitude``: the distribution's scale, see :func:`intsoftmax.workloads.sample`).
+def _samples(samples) -> tuple:
+    """The user's ``(q, k, v)`` as float64 arrays (NumPy arrays or torch tensors, (..., N, D))."""
+    if not isinstance(samples, (tuple, list)) or len(samples) != 3:
+        raise TypeError(f"samples must be a tuple (q, k, v) of float arrays, got {type(samples).__name__}")
+    out = []
+    for name, x in zip("qkv", samples):
+        if hasattr(x, "detach"):  # a torch tensor, without importing torch
+            x = x.detach().float().cpu().numpy()
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or x.size == 0:
+            raise ValueError(f"samples: {name} must be a non-empty float array (..., N, D), got dtype {x.dtype}, "
+                             f"shape {x.shape}")
+        out.append(x.astype(np.float64))
+    return tuple(out)
 
-    Candidates whose :meth:`Recipe.max_seq_len` is below the workload's sequence length
-    are left out (they cannot run it). Returns them in catalog order.
-    """
+
+def _data(workload, distribution, seed, amplitude, samples) -> tuple:
+    """``(q, k, v, where)``: the user's samples, or one draw of the named workload."""
+    if samples is not None:
+        q, k, v = _samples(samples)
+        return q, k, v, f"your samples (q {q.shape}, k {k.shape})"
     _check_workload(workload, distribution)
     _check_amplitude(amplitude)
+    where = f"{workload}/{distribution}" + ("" if amplitude is None else f" at amplitude {amplitude:g}") + \
+        f" (seed {seed})"
+    return (*qkv(workload, distribution, seed=seed, amplitude=amplitude), where)
+
+
+def evaluate(candidates=None, workload: str = "A2", distribution: str = "uniform", seed: int = 0,
+             amplitude: float | None = None, samples=None) -> list[Candidate]:
+    """SQNR and cost of every candidate (default: :func:`catalog`) on one draw of ``workload``
+    (``amplitude``: the distribution's scale, see :func:`intsoftmax.workloads.sample`), or on
+    ``samples = (q, k, v)``, activations of the user's own model.
+
+    Candidates whose :meth:`Recipe.max_seq_len` is below the sequence length are left out
+    (they cannot run it). Returns them in catalog order.
+    """
+    q, k, v, _ = _data(workload, distribution, seed, amplitude, samples)
     recipes = _as_mapping(candidates)
-    q, k, v = qkv(workload, distribution, seed=seed, amplitude=amplitude)
     ref = float_attention(q, k, v)
     n = k.shape[-2]
     return [Candidate(label, r, float(sqnr_db(ref, r.attention(q, k, v))), r.op_count().total)
@@ -168,7 +197,7 @@ class Selection:
 
 
 def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uniform", *, seed: int = 0,
-           amplitude: float | None = None, candidates=None) -> Selection:
+           amplitude: float | None = None, candidates=None, samples=None) -> Selection:
     """The cheapest recipe whose SQNR on ``workload``/``distribution`` is at least ``target_sqnr_db``.
 
     target_sqnr_db: required SQNR in dB against float64 attention.
@@ -179,6 +208,8 @@ def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uni
     the cheapest recipe at one amplitude can fail at another (QFlash's exp at small ones).
     candidates: recipes to choose from, a mapping label -> Recipe or an iterable of
     Recipes; default: the built-in :func:`catalog` (100 recipes).
+    samples: ``(q, k, v)`` captured from your own model (NumPy arrays or torch tensors,
+    (..., N, D)): measure on them instead of a synthetic workload.
 
     "Cheapest" means the fewest integer ops per score element
     (``Recipe.op_count().total``); ties go to fewer P bits, then to one pass over the
@@ -190,8 +221,8 @@ def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uni
     best one and the INT8 ceiling), ``TypeError``/``ValueError`` for invalid arguments.
     """
     _check_target(target_sqnr_db)
-    results = evaluate(candidates, workload, distribution, seed, amplitude)
-    return choose(results, target_sqnr_db, workload, distribution, seed, amplitude)
+    results = evaluate(candidates, workload, distribution, seed, amplitude, samples)
+    return choose(results, target_sqnr_db, workload, distribution, seed, amplitude, samples)
 
 
 def _check_target(target_sqnr_db) -> None:
@@ -202,19 +233,17 @@ def _check_target(target_sqnr_db) -> None:
 
 
 def choose(results: list[Candidate], target_sqnr_db: float, workload: str, distribution: str,
-           seed: int = 0, amplitude: float | None = None) -> Selection:
+           seed: int = 0, amplitude: float | None = None, samples=None) -> Selection:
     """:func:`select`'s decision on already evaluated candidates (from :func:`evaluate` with the
-    same workload, distribution, seed and amplitude), so one evaluation can answer several targets."""
+    same data), so one evaluation can answer several targets."""
     _check_target(target_sqnr_db)
-    where = f"{workload}/{distribution}" + ("" if amplitude is None else f" at amplitude {amplitude:g}") + \
-        f" (seed {seed})"
+    q, k, v, where = _data(workload, distribution, seed, amplitude, samples)
     if not results:
-        raise ValueError(f"no candidate supports the {WORKLOADS[workload][2]} keys of {workload}; "
+        raise ValueError(f"no candidate supports the {k.shape[-2]} keys of {where}; "
                          "use recipes with a larger max_seq_len()")
     meeting = sorted((c for c in results if c.sqnr_db >= target_sqnr_db), key=lambda c: c.cost_key)
     if not meeting:
         best = max(results, key=lambda c: c.sqnr_db)
-        q, k, v = qkv(workload, distribution, seed=seed, amplitude=amplitude)
         ceiling = sqnr_db(float_attention(q, k, v), best.recipe.quantized_reference(q, k, v))
         raise ValueError(f"target_sqnr_db={target_sqnr_db:g}: no recipe of the {len(results)} candidates reaches it "
                          f"on {where}; the best is {best.label!r} at {best.sqnr_db:.2f} dB, and INT8 inputs alone "
@@ -228,5 +257,7 @@ def choose(results: list[Candidate], target_sqnr_db: float, workload: str, distr
         best_cheaper = max(cheaper, key=lambda c: c.sqnr_db)
         explanation += (f"; every cheaper recipe falls short (best: {best_cheaper.label!r}, {best_cheaper.ops} ops, "
                         f"{best_cheaper.sqnr_db:.2f} dB)")
+    if samples is not None:
+        workload, distribution = "samples", "yours"
     return Selection(chosen.recipe, chosen.label, chosen.sqnr_db, chosen.ops, float(target_sqnr_db), workload,
                      distribution, explanation + ".")

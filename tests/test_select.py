@@ -130,3 +130,27 @@ def test_catalog_front_is_not_dominated(a2_uniform):
         assert any(f.ops <= c.ops and f.sqnr_db >= c.sqnr_db for f in front)
     assert all(math.isfinite(c.sqnr_db) for c in a2_uniform)
     assert np.isclose(front[-1].sqnr_db, max(c.sqnr_db for c in a2_uniform))
+
+
+def test_select_on_your_own_samples():
+    """samples=(q, k, v) from the user's model (NumPy or torch): the SQNR is measured on them."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.normal(0, 1.5, (1, 2, 60, 32)) for _ in range(3))
+    k += rng.uniform(-4, 4, (1, 2, 1, 32))  # a per-channel key offset the synthetic workloads lack
+    candidates = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
+                  "transforms": ism.Recipe.default().replace(transforms=(ism.KeyOffset(),))}
+    ref = ism.float_attention(q, k, v)
+    measured = {label: ism.sqnr_db(ref, r.attention(q, k, v)) for label, r in candidates.items()}
+    target = (measured["default"] + measured["transforms"]) / 2  # only the key offset reaches it
+    chosen = ism.select(target, samples=(q, k, v), candidates=candidates)
+    assert chosen.label == "transforms" and chosen.sqnr_db == pytest.approx(measured["transforms"])
+    assert chosen.workload == "samples" and "your samples" in chosen.explanation
+    as_tensors = ism.select(target, samples=tuple(torch.from_numpy(x) for x in (q, k, v)), candidates=candidates)
+    assert as_tensors.label == "transforms"
+    with pytest.raises(TypeError, match=r"samples must be a tuple \(q, k, v\)"):
+        ism.select(30.0, samples=q)
+    with pytest.raises(ValueError, match="samples: k must be a non-empty float array"):
+        ism.select(30.0, samples=(q, k.astype(int), v))
+    with pytest.raises(ValueError, match="no recipe of the 3 candidates reaches it on your samples"):
+        ism.select(99.0, samples=(q, k, v), candidates=candidates)
