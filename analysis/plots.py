@@ -233,3 +233,27 @@ def pareto(study, path, note: str) -> pathlib.Path:
     fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.035, 1, top))
     return _finish_keep_layout(fig, pathlib.Path(path), note)
+
+
+# -- study 8 -------------------------------------------------------------------------------------
+def transforms(study, path, note: str) -> pathlib.Path:
+    """Grouped bars per input distribution: SQNR with each transform set, and both ceilings."""
+    from .transforms import DISTRIBUTIONS, TRANSFORMS
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    x = np.arange(len(DISTRIBUTIONS))
+    width = 0.8 / len(TRANSFORMS)
+    for i, label in enumerate(TRANSFORMS):
+        ax.bar(x + (i - (len(TRANSFORMS) - 1) / 2) * width, [study.sqnr[d, label] for d in DISTRIBUTIONS],
+               width=width, label=label)
+    for values, style, label in ((study.ceiling, ":", "INT8 ceiling"),
+                                 (study.ceiling_transformed, "--", "ceiling after all three")):
+        ax.plot(x, [values[d] for d in DISTRIBUTIONS], ls="none", marker="_", ms=40, mew=2,
+                color="black" if style == ":" else "tab:brown", label=label)
+    ax.set_xticks(x, DISTRIBUTIONS)
+    lo = min(study.sqnr.values())
+    ax.set_ylim(max(lo - 5.0, 0.0), None)
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title("Exact input transforms, default recipe, A2 shape", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    return _finish(fig, pathlib.Path(path), note)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import accumulation, exp_error, granularity, latency, pareto, robustness, workload_table
+from . import accumulation, exp_error, granularity, latency, pareto, robustness, transforms, workload_table
 from .progress import Progress, quiet
 from .provenance import REPO, Provenance
 
@@ -93,6 +93,12 @@ STUDIES = [
           "every cheaper one. `select` answers for the named data only: the cheapest recipe on U[-4, 4] may "
           "fail at other amplitudes (see the robustness study).",
           pareto.compute, pareto.markdown, _one("pareto", "pareto.png")),
+    Study("transforms", "Exact input transforms",
+          "Key offset, value offset and Q/K channel balance (`intsoftmax.transforms`, docs/algorithms.md §11): "
+          "rewrites of the float inputs that leave attention unchanged in real arithmetic and shrink what INT8 "
+          "must cover, alone and combined, with the default recipe on A2's shape. The ceilings are float "
+          "attention on the dequantized INT8 inputs, without and with all three transforms.",
+          transforms.compute, transforms.markdown, _one("transforms", "transforms.png")),
     Study("latency", "GPU latency",
           "The qflash kernel against PyTorch SDPA (fp16) through `qflash.benchmark.measure`, on a CUDA device "
           "only.",

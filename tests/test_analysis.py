@@ -206,7 +206,7 @@ def test_quick_report_renders_into_a_temporary_directory(tmp_path):
         assert f". {study.title}\n" in text
     assert f". {report.ACCURACY_TITLE}\n" in text
     images = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
-    assert len(images) == 7
+    assert len(images) == 8
     for rel in images:
         png = tmp_path / rel
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -264,3 +264,17 @@ def test_help_runs_without_matplotlib():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "usage: python -m analysis" in res.stdout
+
+
+# -- 8. transforms -------------------------------------------------------------------------------
+def test_transforms_study_measures_each_transform_against_both_ceilings():
+    from analysis import transforms
+    study = transforms.compute(quick=True)
+    assert set(study.sqnr) == {(d, t) for d in transforms.DISTRIBUTIONS for t in transforms.TRANSFORMS}
+    q, k, v = transforms.make_inputs("key/value offsets")
+    ref = ism.float_attention(q, k, v)
+    recipe = ism.Recipe.default().replace(transforms=transforms.TRANSFORMS["all three"])
+    assert study.sqnr["key/value offsets", "all three"] == pytest.approx(ism.sqnr_db(ref, recipe.attention(q, k, v)))
+    assert study.sqnr["key/value offsets", "all three"] > study.sqnr["key/value offsets", "none"] + 3
+    text = transforms.markdown(study)
+    assert "| key/value offsets |" in text and "ceiling after all three" in text
