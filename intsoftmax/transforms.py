@@ -79,13 +79,19 @@ def sqrt_f32(r: np.ndarray) -> np.ndarray:
     return np.where(((s.astype(np.float64) + down) / 2) ** 2 > r64, down, s)
 
 
+def compose(transforms, q, k, v, apply):
+    """``apply(t, q, k, v)`` for each transform in order: ``(q, k, v, v_offset)``, the value
+    offsets summed (or None). :func:`apply_all` here, and qflash's torch twins, run through it."""
+    offset = None
+    for t in transforms:
+        q, k, v, c = apply(t, q, k, v)
+        if c is not None:
+            offset = c if offset is None else offset + c
+    return q, k, v, offset
+
+
 def apply_all(transforms, q, k, v):
     """Apply ``transforms`` in order to float32 ``q, k, v``: ``(q, k, v, v_offset)``, the value
     offsets summed (float32, or None)."""
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
-    offset = None
-    for t in transforms:
-        q, k, v, c = t.apply(q, k, v)
-        if c is not None:
-            offset = c if offset is None else offset + c
-    return q, k, v, offset
+    return compose(transforms, q, k, v, lambda t, q, k, v: t.apply(q, k, v))

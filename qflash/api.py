@@ -24,7 +24,7 @@ from intsoftmax.granularity import scales_from_amax
 
 from . import cpu, plan
 from .spec import HEAD_DIMS, KernelSpec, MaskKind, OutKind, check_compiles
-from .table import host_table
+from .table import Col, host_table
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -375,11 +375,11 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
     flags slices holding NaN or Inf), or, for one row block per slice, on load (``amax`` set,
-    q, k, v passed as they are; the kernel finds NaN and Inf itself)."""
+    q, k, v passed as they are, ``s_v`` None: the static table holds it; the kernel finds NaN
+    and Inf itself)."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
-    if static is not None and call.NQ <= ON_LOAD_ROWS:
-        s_v = torch.where(amax_v > 0, amax_v / 127, torch.ones_like(amax_v))  # as scales_from_amax
-        return _flat(q), _flat(k), _flat(v), s_v, table, None, static
+    if static is not None and call.NQ <= ON_LOAD_ROWS:  # V's scale: in the static table (DEQ)
+        return _flat(q), _flat(k), _flat(v), None, table, None, static
     flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     qz = _backend()[0]
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static, flags)
@@ -519,7 +519,9 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
     q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, *statics)
     values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags, amax)
-    return values.reshape(query.shape), s_v * 2.0**-recipe.out_frac_bits
+    # the output scale s_v 2**-F: from the quantization, or the static table's DEQ column (the same float32)
+    scale = s_v * 2.0**-recipe.out_frac_bits if s_v is not None else table[:, 0, Col.DEQ].view(torch.float32)
+    return values.reshape(query.shape), scale
 
 
 def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dropout_p=0.0, is_causal=False,
@@ -608,7 +610,7 @@ def _signature(name: str, tensors, extent, *args):
 
 def _planned(sig, inputs, recipe, static, run):
     """Run the ordinary path; where ``sig`` allows, record its launches into a plan for the next call."""
-    if sig is None or _interpreter():
+    if sig is None or _interpreter() or _PLANS.known(sig):  # known here: it could not be planned
         return run()
     constants = () if not isinstance(static, StaticScales) else (static.table, static.amax_q, static.amax_k,
                                                                   static.amax_v)
@@ -620,6 +622,7 @@ def _planned(sig, inputs, recipe, static, run):
     try:
         recorded = plan.Plan(rec, out)
     except plan.Unplannable:
+        _PLANS.put(sig, None)
         return out
     _PLANS.put(sig, recorded)
     return out

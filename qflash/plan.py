@@ -85,20 +85,19 @@ class Plan:
         ARENA, ZEROS, OUT = n_in, n_in + 1, n_in + 2
         out_ptr = result.data_ptr() if isinstance(result, torch.Tensor) else None
         # each buffer's base and offset on replay: the output alone, the others packed in arenas
-        place, sizes = [], [0, 0]
+        place, sizes, out = [], [0, 0], None
         for b, zero in rec.buffers:
-            nbytes = b.untyped_storage().nbytes()
             if b.data_ptr() == out_ptr:
                 if not (result.is_contiguous() and result.numel() == b.numel()):
                     raise Unplannable("the result is not a whole buffer of the call")
                 place.append((OUT, 0))
+                out = b
                 continue
             arena = int(zero)
             place.append((ZEROS if zero else ARENA, sizes[arena]))
-            sizes[arena] += -(-nbytes // ALIGN) * ALIGN
-        if (OUT, 0) not in place:
+            sizes[arena] += -(-b.untyped_storage().nbytes() // ALIGN) * ALIGN
+        if out is None:
             raise Unplannable("the result is not a buffer of the call")
-        out = next(b for b, _ in rec.buffers if b.data_ptr() == out_ptr)
         self.arena, self.zeros = sizes
         self.out = (tuple(result.shape), out.dtype, out.device)
         # views of inputs keep the input's pointer (reshapes, expands, transposes); views of
@@ -162,7 +161,8 @@ def _has_slot(v) -> bool:
 
 
 class Cache:
-    """Plans by call signature, at most ``size`` of them (the oldest go first)."""
+    """Plans by call signature, at most ``size`` of them (the oldest go first). A signature whose
+    call could not be planned maps to None, so it is not recorded again on every call."""
 
     def __init__(self, size: int = 256):
         self.size = size
@@ -171,7 +171,10 @@ class Cache:
     def get(self, key):
         return None if key is None else self.plans.get(key)
 
-    def put(self, key, plan: Plan) -> None:
+    def known(self, key) -> bool:
+        return key in self.plans
+
+    def put(self, key, plan: Plan | None) -> None:
         if len(self.plans) >= self.size:
             self.plans.pop(next(iter(self.plans)))
         self.plans[key] = plan

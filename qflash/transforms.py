@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from intsoftmax.transforms import compose
+
 #: kind -> function (q, k, v) -> (q, k, v, v_offset or None), float32 tensors (..., N, D).
 TWINS: dict = {}
 
@@ -57,15 +59,13 @@ def sqrt_f32(r: torch.Tensor) -> torch.Tensor:
     return torch.where(((s.double() + down.double()) / 2) ** 2 > r64, down, s)
 
 
+def _twin(t, q, k, v):
+    if t.kind not in TWINS:
+        raise ValueError(f"transform {t.name} has no torch twin in qflash.transforms; register one with "
+                         "@qflash.transforms.twin(kind)")
+    return TWINS[t.kind](q, k, v)
+
+
 def apply_all(transforms, q, k, v):
     """:func:`intsoftmax.transforms.apply_all` on tensors: float32 ``(q, k, v, v_offset)``."""
-    q, k, v = (x.float() for x in (q, k, v))
-    offset = None
-    for t in transforms:
-        if t.kind not in TWINS:
-            raise ValueError(f"transform {t.name} has no torch twin in qflash.transforms; register one with "
-                             "@qflash.transforms.twin(kind)")
-        q, k, v, c = TWINS[t.kind](q, k, v)
-        if c is not None:
-            offset = c if offset is None else offset + c
-    return q, k, v, offset
+    return compose(transforms, *(x.float() for x in (q, k, v)), _twin)
