@@ -267,6 +267,44 @@ def format_row(row: dict) -> str:
     return "  ".join(cells) + f"  [{row['sdpa_backend']}, host {host:.1f} us]"
 
 
+def markdown(result: dict) -> str:
+    """The tables of ``docs/performance.md`` from a results file: latency (GPU time, ratios to SDPA;
+    the float paths as multiples of the int8 call), host time at batch 1 and 8 (default recipe),
+    the unfused pipeline and energy."""
+    names = list(next(iter(result["rows"]))["recipes"])
+    out = ["| workload | batch | SDPA fp16 (backend) | " + " | ".join(f"{n} int8 | {n} / SDPA" for n in names)
+           + " | " + " | ".join(f"{n} static / dynamic ÷ int8" for n in names) + " | SQNR " + " / ".join(names)
+           + " (dB) |", "|---|---:|---:|" + "---:|" * (3 * len(names) + 1)]
+    for row in result["rows"]:
+        rs = [row["recipes"][n] for n in names]
+        base = row["sdpa_graph_us"]
+        sqnr = " / ".join(f"{r['sqnr_db']:.2f}" for r in rs if "sqnr_db" in r)
+        out.append(f"| {row['workload']} | {row['batch']} | {base:.1f} ({row['sdpa_backend']}) | "
+                   + " | ".join(f"{r['int8_graph_us']:.1f} | {r['int8_graph_us'] / base:.2f}" for r in rs) + " | "
+                   + " | ".join(f"{r['static_graph_us'] / r['int8_graph_us']:.2f} / "
+                                f"{r['dynamic_graph_us'] / r['int8_graph_us']:.2f}" for r in rs) + f" | {sqnr} |")
+    out += ["", "| workload | batch | SDPA (plain call) | int8 | static | dynamic | int8 / static / dynamic ÷ SDPA |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        if row["batch"] <= 8:
+            r, host = row["recipes"][names[0]], row["sdpa_host_us"]
+            out.append(f"| {row['workload']} | {row['batch']} | {host:.1f} | " + " | ".join(
+                f"{r[p + '_host_us']:.1f}" for p in ("int8", "static", "dynamic")) + " | " + " / ".join(
+                f"{r[p + '_host_us'] / host:.2f}" for p in ("int8", "static", "dynamic")) + " |")
+    if "unfused" in result:
+        out += ["", "| workload | batch | fused kernel | unfused pipeline | unfused / fused | outputs equal |",
+                "|---|---:|---:|---:|---:|---|"]
+        out += [f"| {r['workload']} | {r['batch']} | {r['fused_graph_us']:.1f} µs | {r['unfused_graph_us']:.1f} µs | "
+                f"{r['unfused_graph_us'] / r['fused_graph_us']:.1f}× | {r['equal']} |" for r in result["unfused"]]
+    if "energy" in result:
+        out += ["", "| workload | batch | SDPA fp16 | " + " | ".join(names) + f" | {names[-1]} / SDPA |",
+                "|---|---:|---:|" + "---:|" * (len(names) + 1)]
+        out += [f"| {r['workload']} | {r['batch']} | {r['sdpa_mj']:.2f} mJ ({r['sdpa_backend']}) | "
+                + " | ".join(f"{r[n + '_mj']:.2f} mJ" for n in names) + f" | {r[names[-1] + '_mj'] / r['sdpa_mj']:.2f} |"
+                for r in result["energy"]]
+    return "\n".join(out)
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -280,7 +318,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", help="comma-separated workload:batch subset, e.g. A2:256,A7:256")
     parser.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse HEAD)")
     parser.add_argument("--no-extras", action="store_true", help="skip the energy and unfused comparisons")
+    parser.add_argument("--markdown", metavar="JSON", help="print docs/performance.md's tables from a results file "
+                        "and exit (no GPU)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return 0
     if not torch.cuda.is_available():
         raise SystemExit("qflash.benchmark needs a CUDA device")
     rows = ROWS if not args.rows else [(w, int(b)) for w, b in (x.split(":") for x in args.rows.split(","))]

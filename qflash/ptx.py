@@ -15,6 +15,8 @@ On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Trit
   instructions per four values instead of two per value);
 * :func:`split_half`: ``(y + 1) >> 1`` of up to 14 bits as two int8 MMA operands, its low seven
   bits and the rest, in four byte permutes, a shift and a mask per four values;
+* :func:`floor_s8`: float32 to int8 by the magic-number floor, off the quarter-rate conversion
+  unit;
 * :func:`rcp_f64`: the hardware's approximate float64 reciprocal (``div.rn.f64`` brings a
   slow-path subroutine the kernel does not need: its callers correct the quotient exactly).
 """
@@ -112,3 +114,20 @@ def rcp_f64(x, PTX: tl.constexpr):
     else:
         r = 1.0 / x
     return r
+
+
+@triton.jit
+def floor_s8(y, PTX: tl.constexpr):
+    """``floor(y)`` as int8 for float32 ``y`` in ``[-127, 127]``. On the GPU without the
+    quarter-rate ``FRND`` and ``F2I``: ``y + 1.5 * 2**23`` rounded down (``add.rm``) lands where
+    the float32 spacing is 1, so it is ``floor(y) + 1.5 * 2**23`` exactly and its low byte is
+    ``floor(y)`` in two's complement; three byte permutes gather four such bytes."""
+    if PTX:
+        x8 = tl.inline_asm_elementwise(
+            "{ .reg .b32 a, b, c, d; add.rm.f32 a, $1, 0f4B400000; add.rm.f32 b, $2, 0f4B400000; "
+            "add.rm.f32 c, $3, 0f4B400000; add.rm.f32 d, $4, 0f4B400000; "
+            "prmt.b32 a, a, b, 0x0040; prmt.b32 c, c, d, 0x0040; prmt.b32 $0, a, c, 0x5410; }",
+            "=r,f,f,f,f", [y], dtype=tl.int8, is_pure=True, pack=4)
+    else:
+        x8 = tl.floor(y).to(tl.int8)
+    return x8

@@ -2,6 +2,7 @@
 
     python scripts/sass_budget.py                      # default and fast, A2 and A7 shapes
     python scripts/sass_budget.py --recipes fast --workloads A2 --dump /tmp/fast.sass
+    python scripts/sass_budget.py --on-load            # float16 inputs quantized on load
 
 Compiles ``_qflash_fwd`` for sm_90 exactly as :func:`qflash.kernel.launch` specialises it for the
 API's launch configuration (CPU tensors stand in for the arguments; nothing runs), disassembles
@@ -59,13 +60,20 @@ def compile_only(kernel, grid, *args, **options):
                                        options=options.__dict__)
 
 
-def compiled(recipe, shape):
+def compiled(recipe, shape, on_load=False):
+    """The kernel for int8 inputs (V stored as the quantization launch stores it) or, ``on_load``,
+    for float16 inputs with static per-tensor ranges (quantized on load)."""
     B, H, N, D = shape
-    q8, k8 = torch.zeros(shape, dtype=torch.int8), torch.zeros(shape, dtype=torch.int8)
-    v8 = torch.zeros((B, H, D, -(-N // 16) * 16), dtype=torch.int8)[..., :N].transpose(-1, -2)
+    if on_load:
+        q8, k8, v8 = (torch.zeros(shape, dtype=torch.float16) for _ in range(3))
+        amax = (torch.ones(1, dtype=torch.float32),) * 3
+    else:
+        q8, k8 = torch.zeros(shape, dtype=torch.int8), torch.zeros(shape, dtype=torch.int8)
+        v8 = torch.zeros((B, H, D, -(-N // 16) * 16), dtype=torch.int8)[..., :N].transpose(-1, -2)
+        amax = None
     spec = KernelSpec.build(recipe, D, MaskKind.NONE, OutKind.FLOAT)
     launch(spec, q8, k8, v8, torch.zeros((1, 1, NCOL), dtype=torch.int32), torch.zeros(shape, dtype=torch.float16),
-           lut=api._lut(recipe.exp, "cpu"), launcher=compile_only, **api._launch_config(spec))
+           lut=api._lut(recipe.exp, "cpu"), launcher=compile_only, amax=amax, **api._launch_config(spec))
     return compile_only.last
 
 
@@ -92,11 +100,12 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="default,fast")
     p.add_argument("--workloads", default="A2,A7")
     p.add_argument("--dump", help="also write the SASS here")
+    p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
     a = p.parse_args(argv)
     for name in a.recipes.split(","):
         for w in a.workloads.split(","):
             shape = workload_shape(w, 256)
-            k = compiled(RECIPES[name], shape)
+            k = compiled(RECIPES[name], shape, a.on_load)
             text = sass(k)
             if a.dump:
                 with open(a.dump, "w") as f:

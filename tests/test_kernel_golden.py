@@ -252,6 +252,24 @@ def test_non_finite_inputs_give_nan_outputs(bad):
         ism.Recipe.default().attention(q, k, v)
 
 
+@pytest.mark.parametrize("gran", [ism.PerTensor(), ism.PerHead()], ids=["per_tensor", "per_head"])
+def test_range_reduction_walks_every_slice(monkeypatch, gran):
+    """With fewer range programs than (b, h) slices, each program walks several: the ranges, and so
+    the integers, are still the golden model's, and a NaN in the last slice still reaches them."""
+    from qflash import quantize as qz
+    monkeypatch.setattr(qz, "AMAX_PROGRAMS", 2)
+    rng = np.random.default_rng(12)
+    q, k, v = (rng.normal(0, 1, (3, 2, 20, 16)).astype(np.float32) for _ in range(3))
+    k[2, 1] *= 5  # the widest range sits in the last slice
+    recipe = ism.Recipe.default().replace(q_granularity=gran, k_granularity=gran, v_granularity=gran)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+    k[2, 1, 3, 0] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe))
+    assert np.isnan(out[2, 1]).all()
+    assert np.isnan(out).all() if gran == ism.PerTensor() else np.isfinite(out[:2]).all()
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_inputs_with_static_ranges_give_nan_slices(bad):
     """Static ranges never see the data, so the quantization flags each (b, h) slice holding NaN
