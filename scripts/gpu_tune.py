@@ -26,8 +26,7 @@ def prepared(workload, batch, recipe):
     return (q, k, v), (q8, k8, v8), table
 
 
-def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=0, persistent=0,
-                on_load=False):
+def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=0, on_load=False):
     """The kernel alone on int8 inputs, or (``on_load``) on the float16 ones with static ranges."""
     (q, k, v), (q8, k8, v8), table = prepared(workload, batch, recipe)
     spec = KernelSpec.build(recipe, q.shape[3], MaskKind.NONE, OutKind.FLOAT)
@@ -38,7 +37,7 @@ def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stag
         q8, k8, v8 = q, k, v
         extra["amax"] = tuple(torch.full((1,), 4.0, device="cuda") for _ in range(3))
     return graph_us(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, block_n=block_n,
-                                   num_warps=warps, num_stages=stages, persistent=persistent, **extra))
+                                   num_warps=warps, num_stages=stages, **extra))
 
 
 def sdpa_time(workload, batch):
@@ -74,7 +73,7 @@ def main(argv=None):
     p.add_argument("--recipes", default="default,fast,d1p8,d2p8,d2p11,old-default,paper")
     p.add_argument("--workloads", default="A2,A7,A4")
     p.add_argument("--configs", default="64/64/4/2,64/32/4/2,64/128/4/2,128/64/8/2,64/64/4/3",
-                   help="block_m/block_n/warps/stages[/maxnreg[/persistent programs per SM]]")
+                   help="block_m/block_n/warps/stages[/maxnreg]")
     p.add_argument("--sweep", default="default,fast", help="recipes timed in every config (others: the first)")
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
     a = p.parse_args(argv)
@@ -87,7 +86,7 @@ def main(argv=None):
         rows.append((w, "sdpa", "-", base, 1.0))
         for name in names:
             for cfg in a.configs.split(",") if name in a.sweep.split(",") else a.configs.split(",")[:1]:
-                bm, bn, warps, stages, *extra = map(int, cfg.split("/"))  # [maxnreg (0: none), persistent]
+                bm, bn, warps, stages, *extra = map(int, cfg.split("/"))  # [maxnreg (0: none)]
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
                 try:
