@@ -369,16 +369,41 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
 #: at most this many queries, the kernel quantizes q, k and v on load: each K and V tile is then
 #: quantized by one program only, where a separate quantization launch would cost more.
 ON_LOAD_ROWS = 64
+#: Programs per SM up to which an eager static call with more queries also quantizes on load:
+#: every row block then quantizes K and V again, which costs GPU time (A2 at batch 1: 18 µs
+#: against 10 µs for two launches), but one launch saves the host more than that (docs/performance.md).
+ON_LOAD_PROGRAMS_PER_SM = 1
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 0 elsewhere (the interpreter keeps the
+    one-row-block rule alone)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def _capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on the current stream (host time is then paid once)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _on_load(call: Call) -> bool:
+    """Whether static ranges are quantized inside the attention kernel (one launch): one row block
+    per slice, or, outside CUDA-graph capture, few enough programs for the GPU at once."""
+    if call.NQ <= ON_LOAD_ROWS:
+        return True
+    programs = call.B * call.H * -(-call.NQ // ON_LOAD_ROWS)
+    return programs <= ON_LOAD_PROGRAMS_PER_SM * _sm_count(call.device) and not _capturing(call.device)
 
 
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
     """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
-    flags slices holding NaN or Inf), or, for one row block per slice, on load (``amax`` set,
+    flags slices holding NaN or Inf), or, where :func:`_on_load` says so, on load (``amax`` set,
     q, k, v passed as they are, ``s_v`` None: the static table holds it; the kernel finds NaN
     and Inf itself)."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
-    if static is not None and call.NQ <= ON_LOAD_ROWS:  # V's scale: in the static table (DEQ)
+    if static is not None and _on_load(call):  # V's scale: in the static table (DEQ)
         return _flat(q), _flat(k), _flat(v), None, table, None, static
     flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     qz = _backend()[0]
@@ -584,9 +609,9 @@ _PLANS = plan.Cache()
 
 
 def _signature(name: str, tensors, extent, *args):
-    """A call's replay key: every argument (a recipe by value, static scales by identity), and
-    per tensor its shape, strides, dtype, device, 16-byte alignment, ``requires_grad`` and which
-    earlier argument it aliases. None where no plan applies (tracing, CPU tensors, unhashable
+    """A call's replay key: grad mode, CUDA-graph capture, every argument (a recipe by value,
+    static scales by identity), and per tensor its shape, strides, dtype, device, 16-byte
+    alignment, ``requires_grad`` and which earlier argument it aliases. None where no plan applies (tracing, CPU tensors, unhashable
     arguments)."""
     q = tensors[0]
     if not isinstance(q, torch.Tensor) or not q.is_cuda or torch.compiler.is_compiling():
@@ -600,7 +625,7 @@ def _signature(name: str, tensors, extent, *args):
             ptrs.append(p)
         else:
             metas.append(x)
-    sig = (name, torch.is_grad_enabled(), extent, *metas, *args)
+    sig = (name, torch.is_grad_enabled(), _capturing(q.device), extent, *metas, *args)
     try:
         hash(sig)
     except TypeError:

@@ -368,14 +368,19 @@ def test_float32_range_limits():
         ism.Recipe.default().attention(q, q, q, amax=(-1.0, 1.0, 1.0))
 
 
-@pytest.mark.parametrize("n_q,n_k,dtype,d", [(49, 49, torch.float16, 32), (20, 300, torch.bfloat16, 64),
-                                             (64, 64, torch.float32, 128), (1, 70, torch.float64, 16),
-                                             (100, 100, torch.float16, 32)])
-def test_static_ranges_quantized_on_load_equal_golden(n_q, n_k, dtype, d):
-    """Static ranges with one row block per slice (<= 64 queries): the kernel quantizes q, k and v
-    as it loads them (one launch); more queries go through the quantization launch. Both equal
-    the golden model's integers, for every input dtype, per-tensor and per-head ranges, a bias,
-    GQA and an online rule."""
+@pytest.mark.parametrize("n_q,n_k,dtype,d,small_gpu", [
+    (49, 49, torch.float16, 32, False), (20, 300, torch.bfloat16, 64, False), (64, 64, torch.float32, 128, False),
+    (1, 70, torch.float64, 16, False), (100, 100, torch.float16, 32, False), (150, 200, torch.float16, 64, True)])
+def test_static_ranges_quantized_on_load_equal_golden(monkeypatch, n_q, n_k, dtype, d, small_gpu):
+    """Static ranges with one row block per slice (<= 64 queries), or few enough programs for the
+    GPU (``small_gpu``: every call counts as small), make the kernel quantize q, k and v as it
+    loads them (one launch; with several row blocks each quantizes K twice and V again); else the
+    quantization launch runs first. Both equal the golden model's integers, for every input
+    dtype, per-tensor and per-head ranges, a bias, GQA and an online rule."""
+    from qflash import api
+    if small_gpu:
+        monkeypatch.setattr(api, "_sm_count", lambda device: 10**6)
+        assert api._on_load(api.Call((2,), 2, 1, 4, n_q, n_k, d, 1.0, None, torch.device(DEVICE)))
     rng = np.random.default_rng(n_q + n_k)
     q = rng.uniform(-3, 3, (2, 4, n_q, d))
     k, v = (rng.uniform(-3, 3, (2, 4, n_k, d)) for _ in range(2))
