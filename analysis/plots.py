@@ -238,12 +238,12 @@ def pareto(study, path, note: str) -> pathlib.Path:
 # -- study 8 -------------------------------------------------------------------------------------
 def transforms(study, path, note: str) -> pathlib.Path:
     """Grouped bars per input distribution: SQNR with each transform set, and both ceilings."""
-    from .transforms import DISTRIBUTIONS, TRANSFORMS
+    from .transforms import DISTRIBUTIONS, RECIPES
     fig, ax = plt.subplots(figsize=(9, 4.6))
     x = np.arange(len(DISTRIBUTIONS))
-    width = 0.8 / len(TRANSFORMS)
-    for i, label in enumerate(TRANSFORMS):
-        ax.bar(x + (i - (len(TRANSFORMS) - 1) / 2) * width, [study.sqnr[d, label] for d in DISTRIBUTIONS],
+    width = 0.8 / len(RECIPES)
+    for i, label in enumerate(RECIPES):
+        ax.bar(x + (i - (len(RECIPES) - 1) / 2) * width, [study.sqnr[d, label] for d in DISTRIBUTIONS],
                width=width, label=label)
     for values, style, label in ((study.ceiling, ":", "INT8 ceiling"),
                                  (study.ceiling_transformed, "--", "ceiling after all three")):

@@ -4,8 +4,9 @@ INT8 ceilings, alone and combined (issue 11, ``docs/algorithms.md`` section 11).
 Inputs: A2's shape (1 x 6 heads x 197 tokens x 64) from four distributions: U[-4, 4], N(0, 2^2),
 the channel-outlier draw of :mod:`intsoftmax.workloads`, and N(0, 1) plus per-channel key and
 value offsets U[-5, 5] (one vector per head, as a linear projection with a bias gives).
-Each row is the default recipe with the named transforms; two ceilings per distribution: float
-attention on the dequantized per-tensor INT8 inputs, without and with all three transforms.
+Each row is the default recipe with the named transforms, and one with all three plus per-token Q
+and per-channel V scales (issue 11's candidate for the default); two ceilings per distribution:
+float attention on the dequantized per-tensor INT8 inputs, without and with all three transforms.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from intsoftmax import ChannelBalance, KeyOffset, Recipe, ValueOffset, float_attention
+from intsoftmax import ChannelBalance, KeyOffset, PerChannel, PerToken, Recipe, ValueOffset, float_attention
 from intsoftmax.transforms import apply_all
 from intsoftmax.workloads import qkv
 
@@ -24,6 +25,11 @@ SEED = 0
 OFFSET = 5.0
 TRANSFORMS = {"none": (), "key offset": (KeyOffset(),), "value offset": (ValueOffset(),),
               "channel balance": (ChannelBalance(),), "all three": (KeyOffset(), ChannelBalance(), ValueOffset())}
+#: The rows: the default recipe with each transform set, and with all three plus finer Q and V scales.
+SCALED = "all three, Q per token, V per channel"
+RECIPES = {**{label: Recipe.default().replace(transforms=t) for label, t in TRANSFORMS.items()},
+           SCALED: Recipe.default().replace(transforms=TRANSFORMS["all three"], q_granularity=PerToken(),
+                                            v_granularity=PerChannel())}
 DISTRIBUTIONS = ("U[-4, 4]", "N(0, 2^2)", "channel outliers", "key/value offsets")
 
 
@@ -53,8 +59,7 @@ def compute(quick: bool = False, progress=quiet) -> TransformStudy:
         for dist in DISTRIBUTIONS:
             data = [make_inputs(dist, s) for s in seeds]
             refs = [float_attention(*x) for x in data]
-            for label, transforms in TRANSFORMS.items():
-                recipe = base.replace(transforms=transforms)
+            for label, recipe in RECIPES.items():
                 sqnr[dist, label] = pooled_sqnr([(ref, recipe.attention(*x)) for ref, x in zip(refs, data)])
             ceiling[dist] = pooled_sqnr([(ref, base.quantized_reference(*x)) for ref, x in zip(refs, data)])
             pairs = []
@@ -67,17 +72,20 @@ def compute(quick: bool = False, progress=quiet) -> TransformStudy:
 
 
 def markdown(study: TransformStudy) -> str:
-    head = ("| inputs | " + " | ".join(TRANSFORMS) + " | INT8 ceiling | ceiling after all three |\n|---|"
-            + "---:|" * (len(TRANSFORMS) + 2))
+    head = ("| inputs | " + " | ".join(RECIPES) + " | INT8 ceiling | ceiling after all three |\n|---|"
+            + "---:|" * (len(RECIPES) + 2))
     rows = [head]
     for dist in DISTRIBUTIONS:
-        cells = " | ".join(f"{study.sqnr[dist, label]:.2f}" for label in TRANSFORMS)
+        cells = " | ".join(f"{study.sqnr[dist, label]:.2f}" for label in RECIPES)
         rows.append(f"| {dist} | {cells} | {study.ceiling[dist]:.2f} | {study.ceiling_transformed[dist]:.2f} |")
     gains = {d: study.sqnr[d, "all three"] - study.sqnr[d, "none"] for d in DISTRIBUTIONS}
     gaps = [study.ceiling_transformed[d] - study.sqnr[d, "all three"] for d in DISTRIBUTIONS]
     summary = ("All three transforms against none: " + ", ".join(f"{d} {g:+.2f} dB" for d, g in gains.items())
                + f". With them the recipe stays within {max(gaps):.2f} dB of the transformed ceiling. The key "
                "offset and the channel balance act on the logits, the value offset on the output; a channel "
-               "that is loud in both q and k (the outlier draw) is out of every per-channel balance's reach.\n\n")
-    return (summary + f"SQNR in dB, default recipe with the named transforms, pooled over seeds "
+               "that is loud in both q and k (the outlier draw) is out of every per-channel balance's reach. "
+               f"Adding per-token Q and per-channel V scales ({SCALED}), against the per-tensor INT8 ceiling: "
+               + ", ".join(f"{d} {study.sqnr[d, SCALED] - study.ceiling[d]:+.2f} dB" for d in DISTRIBUTIONS)
+               + ".\n\n")
+    return (summary + f"SQNR in dB, default recipe with the named changes, pooled over seeds "
             f"{', '.join(map(str, study.seeds))}:\n\n" + "\n".join(rows))

@@ -9,7 +9,7 @@ from .accumulation import AccumulationRule, LazyRescale, NaiveScaleAccumulation,
 from .exp import (ExactExp, ExpStrategy, FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2,
                   ShiftmaxExp)
 from .fixedpoint import IntegerOverflowError
-from .granularity import Granularity, PerBlock, PerHead, PerTensor, PerToken, quantize
+from .granularity import Granularity, PerBlock, PerChannel, PerHead, PerTensor, PerToken, quantize
 from .metrics import float_attention, float_softmax, max_abs_error, max_rel_error, softmax_kl, sqnr_db
 from .recipe import IntAttention, Recipe
 from .select import select
@@ -19,7 +19,7 @@ from .transforms import ChannelBalance, KeyOffset, Transform, ValueOffset
 __all__ = [
     "AccumulationRule", "LazyRescale", "NaiveScaleAccumulation", "ScaleRelease", "TwoPass",
     "ExactExp", "ExpStrategy", "FusedExp2", "IBertExp", "LutExp2", "PolyExp2", "QFlashExp2", "ShiftLinearExp2", "ShiftmaxExp",
-    "IntegerOverflowError", "Granularity", "PerBlock", "PerHead", "PerTensor", "PerToken", "quantize",
+    "IntegerOverflowError", "Granularity", "PerBlock", "PerChannel", "PerHead", "PerTensor", "PerToken", "quantize",
     "float_attention", "float_softmax", "max_abs_error", "max_rel_error", "softmax_kl", "sqnr_db",
     "IntAttention", "Recipe", "available_strategies", "select",
     "ChannelBalance", "KeyOffset", "Transform", "ValueOffset",

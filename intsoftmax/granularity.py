@@ -9,13 +9,17 @@ PerTensor     the whole tensor                           ``(1, ..., 1, 1)``
 PerHead       one ``(..., N, D)`` slice (leading index)  ``(..., 1, 1)``
 PerToken      one row of ``D`` values                    ``(..., N, 1)``
 PerBlock(b)   ``b`` consecutive rows of one slice        ``(..., N, 1)`` (repeated)
+PerChannel    one channel (column) of one slice          ``(..., 1, D)``
 ============  =========================================  ====================
 
 Integer comparability: the running max and the exp compare integer logits of
 one query row across *all* keys, so every key of a row must share one K scale:
 K may be PerTensor or PerHead only. V scales sit inside ``sum_j P_j V_j``, so V
-must also be PerTensor or PerHead. Q scales are constant along a row, so every
-Q policy is valid (the integer constants become per-row).
+must also share one scale along the keys: PerTensor, PerHead or PerChannel (V only:
+output channel ``d`` sums ``P_j V8[j, d]`` in one scale and is dequantized by its own; on Q
+or K a per-channel scale would weight each term of ``q . k`` differently, which is what
+:class:`~intsoftmax.transforms.ChannelBalance` folds away exactly instead). Q scales are
+constant along a row, so every row policy is valid for Q (the integer constants become per-row).
 
 Quantization: ``s = amax / 127`` (float32; ``s = 1`` where ``amax = 0``) and
 ``x8 = clip(floor(x * (127 / amax) + 1/2), -127, 127)`` with every operation in
@@ -32,6 +36,10 @@ QMAX = 127
 
 
 class Granularity(Strategy):
+    #: Whether scales vary along the last (channel) axis; then :meth:`block` describes each
+    #: channel's scale. Valid for V only (the module docstring).
+    per_channel = False
+
     #: can this policy be used for K (and V)? See the module docstring.
     @property
     def row_uniform(self) -> bool:
@@ -92,6 +100,19 @@ class PerBlock(Granularity):
         padded = np.concatenate([rows, np.zeros(rows.shape[:-2] + (pad, 1), rows.dtype)], axis=-2)
         blocks = padded.reshape(rows.shape[:-2] + (-1, self.size, 1)).max(axis=-2)
         return np.repeat(blocks, self.size, axis=-2)[..., :n, :]
+
+
+@register("granularity", "per_channel")
+class PerChannel(Granularity):
+    """One scale per channel of each head (V only): column ``d`` of a ``(..., N, D)`` slice."""
+
+    per_channel = True
+
+    def amax(self, x):
+        return np.abs(x).max(axis=-2, keepdims=True)
+
+    def block(self):
+        return 1, None
 
 
 #: Below this range ``127 / amax`` overflows float32 (the quantizer's multiplier would be inf).

@@ -108,6 +108,11 @@ class Recipe:
         if not 0 <= self.out_frac_bits <= 16:
             raise ValueError(f"Recipe.out_frac_bits={self.out_frac_bits}: must be in [0, 16] "
                              "(127 * 2**16 is the largest output that fits int32 with headroom)")
+        for name in ("q_granularity", "k_granularity"):
+            if getattr(self, name).per_channel:
+                raise ValueError(f"Recipe.{name}=per_channel(): a per-channel scale on {name[0].upper()} would weight each "
+                                 "term of q . k differently, so the logits are no longer one integer dot product. Only "
+                                 "V may be per channel; balance Q and K channels exactly with transforms=(ChannelBalance(),)")
         for name in ("k_granularity", "v_granularity"):
             g = getattr(self, name)
             if not g.row_uniform:
@@ -303,6 +308,9 @@ class Recipe:
         if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
                                       or not 0 < out_scale < math.inf):
             raise ValueError(f"out_scale={out_scale!r}: must be a finite positive number")
+        if out_scale is not None and self.v_granularity.per_channel:
+            raise ValueError("out_scale (int8 output) needs one V scale per row; with v_granularity=per_channel() "
+                             "each output channel has its own: take float output (out_scale=None)")
         offset = None
         if self.transforms:
             if out_scale is not None or amax is not None:

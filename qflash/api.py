@@ -295,6 +295,7 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     if recipe.transforms:
         raise ValueError("recipes with input transforms measure their statistics per call and take no static "
                          "scales yet; leave the scales dynamic or use recipe.replace(transforms=())")
+    _no_per_channel(recipe, "static_scales")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans, "qkv"):
         if g.block()[1] is not None:
@@ -356,12 +357,14 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
-         amax=None, voff=None):
+         amax=None, voff=None, s_v=None):
+    """Launch the kernel. ``s_v``: V's per-channel scales (B*H, D), for float output."""
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
+    per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
-                         **_launch_config(spec))
+                         s_v=s_v if per_channel else None, **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
 
@@ -418,8 +421,8 @@ def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_
     if recipe.transforms:  # rewrite the float inputs first (torch twins of the golden transforms)
         q, k, v, c = _backend_transforms().apply_all(recipe.transforms, q, k, v)
         voff = None if c is None else c.reshape(call.B * call.H, call.D)
-    q8, k8, v8, _, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
-    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff)
+    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
@@ -529,7 +532,8 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
                   static: StaticScales | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`attention`'s integer result before dequantization (same arguments): ``(values,
     scale)`` with int32 ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32
-    ``scale`` per ``(b, h)`` (shape (B*H,) or (1,)), so ``output = values * scale``. ``values``
+    ``scale`` per ``(b, h)`` (shape (B*H,) or (1,); (B*H, D) for V per channel), so ``output =
+    values * scale`` (broadcast over the rows of each slice). ``values``
     equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
     recipe = _recipe(recipe)
     _no_transforms(recipe, "attention_int")
@@ -580,6 +584,7 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
     """:func:`attention_int8`'s ordinary path: validate, derive, launch."""
     recipe = DEFAULT_RECIPE if recipe is None else recipe
     _no_transforms(recipe, "attention_int8")
+    _no_per_channel(recipe, "attention_int8")
     table = None if static is None else static.table
     shape = q8.shape
     _check_sdpa_flags(q8, k8, v8, dropout_p, is_causal, enable_gqa, attn_mask)
@@ -656,6 +661,13 @@ def _planned(sig, inputs, recipe, static, run):
 def _backend_transforms():
     from . import transforms
     return transforms
+
+
+def _no_per_channel(recipe, what: str) -> None:
+    if isinstance(recipe, Recipe) and recipe.v_granularity.per_channel:
+        raise ValueError(f"{what} takes no recipe with per-channel V scales yet (they are measured per call): "
+                         "use qflash.attention or attention_int with dynamic ranges, or "
+                         "recipe.replace(v_granularity=PerHead())")
 
 
 def _no_transforms(recipe, what: str) -> None:

@@ -43,8 +43,13 @@ def attention(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static=N
 
 def attention_int(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static=None):
     """``(values, scale)`` as :func:`qflash.attention_int` returns them: int32 values, and the
-    float32 output scale per ``(b, h)`` ((B*H,), or (1,) for a per-tensor V scale)."""
+    float32 output scale per ``(b, h)`` ((B*H,), or (1,) for a per-tensor V scale; (B*H, D) per
+    channel)."""
     res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
-    per_bh = np.broadcast_to(res.scale[..., :1, :1], res.values.shape[:-2] + (1, 1)).reshape(-1)
-    out_scale = per_bh[:1] if recipe.v_granularity.block()[0] is None else per_bh
+    if recipe.v_granularity.per_channel:  # (B*H, D)
+        out_scale = np.broadcast_to(res.scale[..., :1, :], res.values.shape[:-2] + (1, res.values.shape[-1]))
+        out_scale = out_scale.reshape(-1, res.values.shape[-1])
+    else:
+        per_bh = np.broadcast_to(res.scale[..., :1, :1], res.values.shape[:-2] + (1, 1)).reshape(-1)
+        out_scale = per_bh[:1] if recipe.v_granularity.block()[0] is None else per_bh
     return torch.from_numpy(res.values.astype(np.int32)), torch.from_numpy(out_scale.astype(np.float32))

@@ -348,7 +348,7 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 
 @triton.jit
 def _qflash_fwd(
-    Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff,
+    Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, saq, sak, sav,
     H, B2, NQ, NK, NK_V,
@@ -357,7 +357,7 @@ def _qflash_fwd(
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
-    VOFF: tl.constexpr, ONE_TILE: tl.constexpr,
+    VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -483,7 +483,11 @@ def _qflash_fwd(
         deq = _rows(tl.load(trow + DEQ).to(tl.float32, bitcast=True), ROW_TABLE)
         if POISONABLE:
             deq = tl.where(poisoned, float("nan"), deq)
-        res = o.to(tl.float32) * deq
+        if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
+            cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
+            res = o.to(tl.float32) * cols[None, :] + (deq - deq)
+        else:
+            res = o.to(tl.float32) * deq
         if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
             c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
             res += tl.where((l > 0)[:, None], c[None, :], 0.0)
@@ -506,7 +510,7 @@ def readable_keys(v8) -> int:
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
-           amax=None, voff=None, **options):
+           amax=None, voff=None, s_v=None, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -515,7 +519,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``amax``: static ranges ``(amax_q, amax_k, amax_v)``, float32 of shape (1,) or (H,); then q8,
     k8, v8 are float tensors the kernel quantizes on load (bit-exact with the golden model).
     ``voff``: float32 (B*H, D) offsets added to the float output of every row with a live key
-    (the value offset of :mod:`intsoftmax.transforms`).
+    (the value offset of :mod:`intsoftmax.transforms`). ``s_v``: float32 (B*H, D), V's scale per
+    channel (V per channel; float output, each channel dequantized by its own).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
@@ -535,13 +540,13 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     launcher(
         _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
         flags if flags is not None else table, *(amax if amax is not None else (table,) * 3),
-        voff if voff is not None else table,
+        voff if voff is not None else table, s_v if s_v is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
         tab_b, tab_h, tab_m, *mstrides, *(int(a.numel() > 1) if amax is not None else 0 for a in (amax or (0,) * 3)),
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
-        ONE_TILE=spec.two_pass and NK <= block_n,
+        ONE_TILE=spec.two_pass and NK <= block_n, SV_COLS=s_v is not None,
         **spec.constexprs(),
         **options,
     )

@@ -31,7 +31,7 @@ from .ptx import floor_s8
 from .rows import F64_LOG2E, fixed_multiplier
 from .table import NCOL, Col, table_shape
 
-GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK = (tl.constexpr(i) for i in range(4))
+GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK, GRAN_CHANNEL = (tl.constexpr(i) for i in range(5))
 (C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
  C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
 # the core's constants, as the constexpr globals a Triton kernel may read
@@ -73,10 +73,22 @@ def _amax_bits(X, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
 
 
 @triton.jit
-def _amax_kernel(XS, OUT, SX, NS, H, BH, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr,
+def _amax_column_bits(X, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
+    """``max |x|`` of each column (channel) over ``rows`` of one ``(b, h)``, as :func:`_amax_bits`."""
+    cols = tl.arange(0, D_P2)
+    x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3],
+                mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
+    a = tl.abs(x)
+    amax = tl.where(tl.max((a != a).to(tl.int32), 0) > 0, float("nan"), tl.max(a, 0))
+    return amax.to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _amax_kernel(XS, OUT, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_R: tl.constexpr,
                  KINDS: tl.constexpr):
     """Ranges of q, k, v in one launch (``program_id(2)`` picks the tensor): ``KINDS[i]`` is 0 per
-    tensor (into ``OUT[i, 0]``), 1 per head (into ``OUT[i, bh]``), or -1 (not needed here). The
+    tensor (into ``OUT[i, 0]``), 1 per head (into ``OUT[i, bh]``), 4 per head and channel (into
+    ``OUT[i, bh * D + d]``), or -1 (not needed here); ``SO``: ``OUT``'s row stride. The
     programs along axis 1 walk the slices ``bh`` with stride ``num_programs(1)``; a per-tensor range
     meets the others in one atomic per program, not per slice (all on one address, they
     serialise: 147K of them at Swin's batch 256)."""
@@ -87,13 +99,18 @@ def _amax_kernel(XS, OUT, SX, NS, H, BH, D: tl.constexpr, D_P2: tl.constexpr, BL
             if which == i:
                 best = 0
                 for bh in range(tl.program_id(1), BH, tl.num_programs(1)):
-                    bits = _amax_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
-                    if KINDS[i] == 1:
-                        tl.atomic_max(OUT + i * BH + bh, bits)
+                    if KINDS[i] == GRAN_CHANNEL:
+                        cols = tl.arange(0, D_P2)
+                        bits = _amax_column_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
+                        tl.atomic_max(OUT + i * SO + bh * D + cols, bits, mask=cols < D)
                     else:
-                        best = tl.maximum(best, bits)
-                if KINDS[i] == 0:
-                    tl.atomic_max(OUT + i * BH, best)
+                        bits = _amax_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
+                        if KINDS[i] == GRAN_HEAD:
+                            tl.atomic_max(OUT + i * SO + bh, bits)
+                        else:
+                            best = tl.maximum(best, bits)
+                if KINDS[i] == GRAN_TENSOR:
+                    tl.atomic_max(OUT + i * SO, best)
 
 
 @triton.jit
@@ -116,6 +133,9 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
         amax = tl.max(tl.abs(x), 1)[:, None]
     elif GRAN == GRAN_BLOCK:
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.max(tl.max(tl.abs(x), 1), 0)
+    elif GRAN == GRAN_CHANNEL:  # one range per column
+        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1] + cols[None, :],
+                                                             mask=cols[None, :] < D, other=1.0)
     else:
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1])
     if FLAGS:
@@ -135,9 +155,13 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
     else:
         tl.store(x8_base + rows[:, None] * s8[2] + cols[None, :] * s8[3], x8, mask=inside & owner)
     ok = (rows < N) & (r < ROWS)
-    if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
-        ok = ok & (rows == 0)  # one scale per (b, h) / tensor
-    tl.store(S + b * ss[0] + h * ss[1] + rows * ss[2], tl.reshape(s, (BLOCK_R,)), mask=ok)
+    if GRAN == GRAN_CHANNEL:  # one scale per (b, h) and column, written by the first row block
+        tl.store(S + b * ss[0] + h * ss[1] + cols[None, :] + 0 * rows[:, None], s,
+                 mask=(rows[:, None] == 0) & (cols[None, :] < D))
+    else:
+        if GRAN == GRAN_TENSOR or GRAN == GRAN_HEAD:
+            ok = ok & (rows == 0)  # one scale per (b, h) / tensor
+        tl.store(S + b * ss[0] + h * ss[1] + rows * ss[2], tl.reshape(s, (BLOCK_R,)), mask=ok)
 
 
 @triton.jit
@@ -206,7 +230,10 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
 def gran_kind(granularity) -> int:
     """The quantization kernel's mode, from the granularity's block (:meth:`Granularity.block`): a
     range from the range kernel for all rows of a tensor (0) or of a head (1), or one reduced in
-    the program per row (2) or per block of rows (3)."""
+    the program per row (2) or per block of rows (3), or per head and channel from the range
+    kernel (4: ``per_channel``, V only)."""
+    if granularity.per_channel:
+        return 4
     heads, rows = granularity.block()
     if rows is None:
         return 0 if heads is None else 1
@@ -235,7 +262,8 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     """INT8 q, k, v by the recipe's granularities, in one range launch (if any range must be
     measured) and one quantization launch. Returns ``((q8, s_q), (k8, s_k), (v8, s_v))``.
 
-    Scales (float32): shape (1,) per tensor, (B*H,) per head, (B*H, N) per token / block.
+    Scales (float32): shape (1,) per tensor, (B*H,) per head, (B*H, N) per token / block, (B*H, D)
+    per channel.
     ``amax_static``: calibrated ``(amax_q, amax_k, amax_v)`` of shape (1,) or (H,): no reduction;
     then ``flags``, a zeroed int32 (B*H,) tensor, gets 1 where a ``(b, h)`` slice of q, k or v
     holds NaN or Inf (:func:`qflash.kernel.launch` makes those slices NaN).
@@ -248,12 +276,15 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     kinds = tuple(gran_kind(g) for g in grans)
     dev = q.device
-    if amax_static is None and any(kd <= 1 for kd in kinds):
-        amax = empty((3, B * H), torch.float32, dev, zero=True)
+    reduced = (0, 1, 4)  # kinds whose ranges the range kernel measures, and their sizes
+    sizes = {0: 1, 1: B * H, 4: B * H * D}
+    if amax_static is None and any(kd in reduced for kd in kinds):
+        amax = empty((3, max(sizes[kd] for kd in kinds if kd in reduced)), torch.float32, dev, zero=True)
         launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), min(B * H, AMAX_PROGRAMS), 3),
-               xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, D=D,
-               D_P2=triton.next_power_of_2(D), BLOCK_R=64, KINDS=tuple(kd if kd <= 1 else -1 for kd in kinds))
-        amaxes = tuple(amax[i, : (B * H if kd == 1 else 1)] for i, kd in enumerate(kinds))
+               xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, amax.stride(0),
+               D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64,
+               KINDS=tuple(kd if kd in reduced else -1 for kd in kinds))
+        amaxes = tuple(amax[i, : sizes.get(kd, 1)] for i, kd in enumerate(kinds))
     elif amax_static is None:
         amaxes = (empty(1, torch.float32, dev),) * 3  # unused pointers
     else:
@@ -266,15 +297,15 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
            empty((B, hv, D, -(-NK // 16) * 16), torch.int8, dev)[..., :NK].transpose(-1, -2)
            .expand(B, H, NK, D))
     ns = (NQ, NK, NK)
-    scales = tuple(empty((B * H, n), torch.float32, dev) if kd >= 2 else empty(a.numel() if kd == 1 else 1,
-                                                                                torch.float32, dev)
+    scales = tuple(empty((B * H, D), torch.float32, dev) if kd == 4 else empty((B * H, n), torch.float32, dev)
+                   if kd >= 2 else empty(a.numel() if kd == 1 else 1, torch.float32, dev)
                    for kd, a, n in zip(kinds, amaxes, ns))
     rows = tuple(g.block()[1] if kd == 3 else 64 for g, kd in zip(grans, kinds))
     launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
            xs, x8s, amaxes, scales, flags if flags is not None else scales[0], tuple(x.stride() for x in xs),
            tuple(x8.stride() for x8 in x8s),
-           tuple(_bh_strides(a, H) for a in amaxes),
-           tuple(_scale_strides(s, H, kd >= 2) for s, kd in zip(scales, kinds)),
+           tuple((H * D, D) if kd == 4 else _bh_strides(a, H) for a, kd in zip(amaxes, kinds)),
+           tuple((H * D, D, 0) if kd == 4 else _scale_strides(s, H, kd >= 2) for s, kd in zip(scales, kinds)),
            ns, H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
            ROWS=rows, GRANS=kinds, FLAGS=flags is not None, TRANSPOSE=tuple(x8.stride(2) == 1 for x8 in x8s),
            PTX=not interpreted(_quantize_kernel), enable_fp_fusion=False)
@@ -284,7 +315,9 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
 def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
           out_scale: float | None = None) -> torch.Tensor:
     """The per-row constant table ``(T_B, T_M, NCOL)`` from device scales (float32, shapes as
-    :func:`quantize_qkv` returns them, or (H,) for static per-head scales)."""
+    :func:`quantize_qkv` returns them, or (H,) for static per-head scales). A per-channel ``s_v``
+    (B*H, D) fills ``DEQ`` from channel 0: the kernel then reads each channel's scale apart and the
+    column only carries NaN (a non-finite range) to the output."""
     tb, tm = table_shape(recipe, batch, heads, nq)
     tab = empty((tb, tm, NCOL), torch.int32, s_q.device)
     twin = exp_twin(recipe.exp)
@@ -292,7 +325,8 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
     sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
     block = 64
     launch(_table_kernel, (triton.cdiv(tb * tm, block),),
-           tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads), *_bh_strides(s_v, heads),
+           tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads),
+           *((heads * s_v.shape[1], s_v.shape[1]) if s_v.dim() == 2 else _bh_strides(s_v, heads)),
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
            ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),

@@ -252,6 +252,28 @@ def test_non_finite_inputs_give_nan_outputs(bad):
         ism.Recipe.default().attention(q, k, v)
 
 
+def test_per_channel_v_equals_golden():
+    """V per channel (dynamic ranges): the integers are the golden model's, the scales are V's
+    column ranges / 127 per (b, h), each output channel is dequantized by its own, and a NaN in one
+    column of V makes exactly that channel of that slice NaN (the other channels never read it)."""
+    rng = np.random.default_rng(21)
+    q, k, v = (rng.normal(0, 1, (2, 3, 70, 32)).astype(np.float32) for _ in range(3))
+    v[..., 5] *= 10  # an outlier channel
+    recipe = ism.Recipe.default().replace(v_granularity=ism.PerChannel())
+    gold = recipe.attention_int(q, k, v)
+    values, scale = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), gold.values)
+    np.testing.assert_array_equal(n(scale), gold.scale[:, :, 0, :].reshape(6, 32).astype(np.float32))
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe))
+    np.testing.assert_allclose(out, gold.dequantize(), rtol=1e-6, atol=1e-7)
+    v[1, 2, 9, 7] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe))
+    assert np.isnan(out[1, 2, :, 7]).all()
+    assert np.isfinite(np.delete(out[1, 2], 7, axis=-1)).all() and np.isfinite(out[0]).all()
+    with pytest.raises(ValueError, match="per-channel V"):
+        qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=32, device=DEVICE)
+
+
 @pytest.mark.parametrize("gran", [ism.PerTensor(), ism.PerHead()], ids=["per_tensor", "per_head"])
 def test_range_reduction_walks_every_slice(monkeypatch, gran):
     """With fewer range programs than (b, h) slices, each program walks several: the ranges, and so

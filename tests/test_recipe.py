@@ -109,3 +109,22 @@ def test_granularity_block_matches_its_golden_ranges(g):
     for start in range(0, 10, rows or 10):
         chunk = a[..., start:start + (rows or 10)]
         assert (chunk == chunk[..., :1]).all()
+
+
+def test_per_channel_is_for_v_only():
+    """V's scale may vary per channel (each output channel is dequantized apart); Q's or K's may not
+    (the logit would no longer be one integer dot product), and int8 output needs one V scale per row."""
+    x = np.random.default_rng(1).normal(0, 1, (2, 3, 10, 8)).astype(np.float32)
+    x[..., 2] *= 10
+    g = ism.PerChannel()
+    assert g.per_channel and g.row_uniform and g.amax(x).shape == (2, 3, 1, 8)
+    assert g.amax(x)[0, 0, 0, 2] == np.abs(x[0, 0, :, 2]).max()
+    r = ism.Recipe.default().replace(v_granularity=g)
+    assert ism.Recipe.from_json(r.to_json()) == r and "v=per_channel()" in r.name
+    for name in ("q_granularity", "k_granularity"):
+        with pytest.raises(ValueError, match="Only V may be per channel"):
+            ism.Recipe.default().replace(**{name: g})
+    with pytest.raises(ValueError, match="take float output"):
+        r.attention_int(x, x, x, out_scale=0.1)
+    res = r.attention_int(x, x, x)
+    assert res.scale.shape == x.shape and (res.scale[0, 0, 0] != res.scale[0, 0, 0, 0]).any()

@@ -50,6 +50,9 @@ def check_static(recipe: Recipe, where: str) -> None:
     if recipe.transforms:
         raise ValueError(f"{where}: recipes with input transforms measure their statistics per call and take no "
                          "calibrated ranges yet; leave the model uncalibrated or use recipe.replace(transforms=())")
+    if recipe.v_granularity.per_channel:
+        raise ValueError(f"{where}: recipes with per-channel V scales take no calibrated ranges yet; leave the model "
+                         "uncalibrated or use recipe.replace(v_granularity=PerHead())")
     for name, g in zip("qkv", (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)):
         if g.block()[1] is not None:
             raise ValueError(f"{where}: the recipe's {name} granularity is {g.name}, whose ranges change with every "
