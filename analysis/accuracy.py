@@ -6,7 +6,8 @@ INT8 ranges.
 
     python -m analysis.accuracy          # the full table, as markdown
 
-Static ranges: :func:`qflash.calibrate` on the first ``CALIB_IMAGES`` training images.
+Static ranges: :func:`qflash.calibrate` on the first ``CALIB_IMAGES`` training images (for the
+recipe with input transforms it also folds their statistics into the projections first).
 Dynamic ranges are measured per evaluation batch of ``EVAL_BATCH`` images (per-tensor ranges
 depend on the batch, exactly as on the GPU).
 """
@@ -19,7 +20,7 @@ import time
 import torch
 
 import qflash
-from intsoftmax import Recipe, sqnr_db
+from intsoftmax import ChannelBalance, KeyOffset, Recipe, ValueOffset, sqnr_db
 from intsoftmax.granularity import PerHead
 from qflash.nn import tiny
 
@@ -31,9 +32,11 @@ TARGET_POINTS = 0.5
 
 def recipes(quick: bool) -> dict[str, Recipe]:
     out = {"qflash": Recipe.qflash(), "default": Recipe.default()}
-    if not quick:  # does per-head INT8 recover what per-tensor loses?
+    if not quick:  # does per-head INT8 recover what per-tensor loses? do the exact input transforms help?
         out["default, per-head Q/K/V"] = Recipe.default().replace(
             q_granularity=PerHead(), k_granularity=PerHead(), v_granularity=PerHead())
+        out["default + transforms (static: folded)"] = Recipe.default().replace(
+            transforms=(KeyOffset(), ChannelBalance(), ValueOffset()))
     return out
 
 

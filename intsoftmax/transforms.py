@@ -32,9 +32,18 @@ from .strategy import Strategy, register
 
 class Transform(Strategy):
     """Base class: ``apply(q, k, v)`` returns ``(q, k, v, v_offset)``; ``v_offset`` (broadcastable
-    to the output, or None) is added back to every row that attends to at least one key."""
+    to the output, or None) is added back to every row that attends to at least one key.
+
+    ``fold(hi, lo)`` is the static form (calibration): from per-channel maxima ``hi`` and minima
+    ``lo`` of q, k, v (tuples of float32 arrays (..., D) over the calibration data, already
+    rewritten by the transforms before this one) it returns ``(scales, shifts, v_offset)``, the
+    per-channel affine map ``x <- x * scale + shift`` of each tensor (None: unchanged; scales are
+    positive) that a projection's weights and bias can absorb, and V's offset."""
 
     def apply(self, q, k, v):
+        raise NotImplementedError
+
+    def fold(self, hi, lo):
         raise NotImplementedError
 
 
@@ -48,6 +57,9 @@ class KeyOffset(Transform):
     def apply(self, q, k, v):
         return q, k - _midrange(k), v, None
 
+    def fold(self, hi, lo):
+        return (None, None, None), (None, -(hi[1] + lo[1]) / np.float32(2), None), None
+
 
 @register("transform", "value_offset")
 class ValueOffset(Transform):
@@ -55,15 +67,29 @@ class ValueOffset(Transform):
         c = _midrange(v)
         return q, k, v - c, c
 
+    def fold(self, hi, lo):
+        c = (hi[2] + lo[2]) / np.float32(2)
+        return (None, None, None), (None, None, -c), c
+
 
 @register("transform", "channel_balance")
 class ChannelBalance(Transform):
     def apply(self, q, k, v):
         a_q = np.abs(q).max(axis=-2, keepdims=True)
         a_k = np.abs(k).max(axis=-2, keepdims=True)
-        live = (a_q > 0) & (a_k > 0)
-        s = np.where(live, sqrt_f32(np.where(live, a_k, 1) / np.where(live, a_q, 1)), np.float32(1))
+        s = _balance(a_q, a_k)
         return q * s, k / s, v, None
+
+    def fold(self, hi, lo):
+        a_q, a_k = (np.maximum(np.abs(hi[i]), np.abs(lo[i])) for i in (0, 1))
+        s = _balance(a_q, a_k)
+        return (s, np.float32(1) / s, None), (None, None, None), None
+
+
+def _balance(a_q, a_k):
+    """``sqrt(a_k / a_q)`` per channel (float32, correctly rounded), 1 where either range is 0."""
+    live = (a_q > 0) & (a_k > 0)
+    return np.where(live, sqrt_f32(np.where(live, a_k, 1) / np.where(live, a_q, 1)), np.float32(1)).astype(np.float32)
 
 
 def sqrt_f32(r: np.ndarray) -> np.ndarray:
@@ -88,6 +114,27 @@ def compose(transforms, q, k, v, apply):
         if c is not None:
             offset = c if offset is None else offset + c
     return q, k, v, offset
+
+
+def fold_all(transforms, hi, lo):
+    """The static form of ``transforms`` in order: ``(scales, shifts, v_offset)``, one per-channel
+    affine map per tensor (float32 (..., D) arrays) composing every transform's :meth:`~Transform.fold`,
+    each transform seeing the ranges its predecessors left (a positive scale maps maxima to
+    maxima), and V's offsets summed (or None)."""
+    hi, lo = [np.asarray(x, np.float32) for x in hi], [np.asarray(x, np.float32) for x in lo]
+    scales = [np.ones_like(x) for x in hi]
+    shifts = [np.zeros_like(x) for x in hi]
+    offset = None
+    for t in transforms:
+        a, b, c = t.fold(tuple(hi), tuple(lo))
+        for i in range(3):
+            a_i = np.float32(1) if a[i] is None else a[i]
+            b_i = np.float32(0) if b[i] is None else b[i]
+            scales[i], shifts[i] = scales[i] * a_i, shifts[i] * a_i + b_i
+            hi[i], lo[i] = hi[i] * a_i + b_i, lo[i] * a_i + b_i
+        if c is not None:
+            offset = c if offset is None else offset + c
+    return tuple(scales), tuple(shifts), offset
 
 
 def apply_all(transforms, q, k, v):

@@ -327,6 +327,45 @@ def test_golden_backend_runs_any_recipe():
     assert ism.sqnr_db(ref.numpy(), out.numpy()) > 30
 
 
+# -- static input transforms: folded into the projections -----------------------------------------
+TRANSFORMED = ism.Recipe.default().replace(transforms=(ism.KeyOffset(), ism.ChannelBalance(), ism.ValueOffset()))
+
+
+@pytest.mark.parametrize("build", [vit, swin])
+def test_calibration_folds_transforms_exactly_to_float_rounding(build):
+    """calibrate() with a transform recipe folds the transforms' static statistics into qkv and
+    proj: the float model with the folded weights computes what the original computes (to float32
+    rounding), the module then runs the recipe without transforms on static ranges, and the
+    integer model tracks float at least as well as without transforms."""
+    model, x = build(), images(8)
+    batches = [images(8, seed=s) for s in (3, 4)]
+    folded = patched(model, recipe=TRANSFORMED)
+    result = qflash.calibrate(folded, batches)
+    mods = [m for m in folded.modules() if isinstance(m, qflash.nn.modules.QAttentionBase)]
+    assert mods and all(m.folded == TRANSFORMED.transforms and not m.recipe.transforms for m in mods)
+    assert len(result.ranges) == len(mods) and "folded=key_offset" in repr(mods[0])
+    plain = copy.deepcopy(model)  # the float layout, with the folded weights
+    plain.load_state_dict(folded.state_dict(), strict=False)
+    with torch.no_grad():
+        ref = model(x)
+        np.testing.assert_allclose(plain(x).numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+        assert any((p1 != p2).any() for p1, p2 in zip(plain.parameters(), model.parameters()))  # weights did change
+        out = folded(x)
+        base = patched(model)
+        qflash.calibrate(base, batches)
+        assert ism.sqnr_db(ref.numpy(), out.numpy()) >= ism.sqnr_db(ref.numpy(), base(x).numpy()) - 0.5
+
+
+def test_folding_needs_a_foldable_layout_and_re_iterable_batches():
+    model = patched(vit(), recipe=TRANSFORMED)
+    with pytest.raises(TypeError, match="two passes"):
+        qflash.calibrate(model, iter([images(4)]))
+    model.blocks[0].attn.q_norm = nn.LayerNorm(16)
+    with pytest.raises(ValueError, match="cannot be folded.*q_norm"):
+        qflash.calibrate(model, [images(4)])
+    assert not model.blocks[1].attn.folded  # nothing was folded: the check runs first
+
+
 # -- the accuracy gate on real data -----------------------------------------------------------------
 def test_digits_accuracy_gate():
     """The committed digits checkpoints (scripts/train_digits.py), patched with the golden model:

@@ -4,7 +4,8 @@ Observers record ``max |x|`` of q, k and v per head over all the batches (the at
 runs in float meanwhile, so every layer sees float activations). The per-head ranges go to each
 module's ``amax_q/k/v`` buffers: a per-tensor recipe uses their maximum, a per-head recipe uses
 them as they are, so one calibration serves every recipe, and it is saved and loaded with the
-state dict.
+state dict. Recipes with input transforms take a first pass whose per-channel statistics are
+folded into the projections (:meth:`~qflash.nn.modules.QAttentionBase.fold_transforms`).
 """
 from __future__ import annotations
 
@@ -22,10 +23,33 @@ class Observer:
     def __init__(self):
         self.amax = None
 
+    @property
+    def seen(self) -> bool:
+        return self.amax is not None
+
     def observe(self, q, k, v) -> None:
         # (..., H, N, D) -> (H,): reduce everything but the head axis
         cur = [x.detach().abs().float().movedim(-3, 0).flatten(1).amax(1) for x in (q, k, v)]
         self.amax = cur if self.amax is None else [torch.maximum(a, c) for a, c in zip(self.amax, cur)]
+
+
+class ChannelObserver:
+    """Running per-head, per-channel maxima and minima of q, k, v (each (H, D)): the statistics of
+    static input transforms (:meth:`QAttentionBase.fold_transforms`)."""
+
+    def __init__(self):
+        self.hi = self.lo = None
+
+    @property
+    def seen(self) -> bool:
+        return self.hi is not None
+
+    def observe(self, q, k, v) -> None:
+        # (..., H, N, D) -> (H, M, D) -> (H, D)
+        flat = [x.detach().float().movedim(-3, 0).flatten(1, -2) for x in (q, k, v)]
+        hi, lo = [x.amax(1) for x in flat], [x.amin(1) for x in flat]
+        self.hi = hi if self.hi is None else [torch.maximum(a, c) for a, c in zip(self.hi, hi)]
+        self.lo = lo if self.lo is None else [torch.minimum(a, c) for a, c in zip(self.lo, lo)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,23 +79,52 @@ def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
     """Run ``model`` over ``batches`` and fix static per-head ranges in every patched module.
 
     batches: an iterable of model inputs (a tensor, a tuple of positional arguments or a dict of
-    keyword arguments per batch; for ``(x, y)`` loaders pass ``(x for x, _ in loader)``).
+    keyword arguments per batch; for ``(x, y)`` loaders pass ``(x for x, _ in loader)``; a
+    re-iterable such as a list when a recipe has input transforms, which take a first pass).
     forward: optional ``forward(model, batch)`` to call instead. The model runs in eval mode
     under ``torch.no_grad()`` and its modes are restored afterwards. Afterwards every call uses
     the static scales: no range reductions, no host synchronisation.
+
+    Modules whose recipe has input transforms first measure their statistics (per-channel maxima
+    and minima of q, k, v) and fold them into their projections' weights and biases
+    (:meth:`QAttentionBase.fold_transforms`: zero runtime cost; the model's weights change, its
+    function does not, to float rounding); the ranges are then measured on the folded model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"calibrate expects a torch.nn.Module, got {type(model).__name__}")
     mods = {name: m for name, m in model.named_modules() if isinstance(m, QAttentionBase)}
     if not mods:
         raise ValueError("calibrate found no qflash attention module in the model: call qflash.patch(model) first")
+    folding = {name: m for name, m in mods.items() if m.recipe.transforms}
     for name, m in mods.items():  # fail before running anything if a recipe cannot use static ranges
-        check_static(m.recipe, f"calibrate ({name or '<model>'})")
+        where = f"calibrate ({name or '<model>'})"
+        check_static(m.recipe.replace(transforms=()), where)
+        why = m.foldable() if m.recipe.transforms else None
+        if why is not None:
+            raise ValueError(f"{where}: the recipe's input transforms cannot be folded into this module: {why}; "
+                             "use recipe.replace(transforms=()) or leave the model uncalibrated")
     if isinstance(batches, torch.Tensor):
         raise TypeError("batches must be an iterable of batches (e.g. a list of tensors), not one tensor; "
                         "pass [x] to calibrate on a single batch")
+    if folding and iter(batches) is batches:
+        raise TypeError("recipes with input transforms calibrate in two passes over the batches; pass a list "
+                        "(or another re-iterable), not an iterator")
     forward = forward or _default_forward
-    observers = {name: Observer() for name in mods}
+    if folding:
+        stats = _observe(model, folding, ChannelObserver, batches, forward)[0]
+        for name, m in folding.items():
+            m.fold_transforms([x.cpu().numpy() for x in stats[name].hi], [x.cpu().numpy() for x in stats[name].lo])
+    observers, count = _observe(model, mods, Observer, batches, forward)
+    ranges = {}
+    for name, m in mods.items():
+        m.set_ranges(*observers[name].amax)
+        ranges[name] = tuple(getattr(m, n).detach().cpu().clone() for n in AMAX)
+    return Calibration(count, ranges)
+
+
+def _observe(model, mods: dict, kind, batches, forward) -> tuple[dict, int]:
+    """Run the batches in float with a ``kind`` observer in each module: ``(observers, batches run)``."""
+    observers = {name: kind() for name in mods}
     modes = [(m, m.training) for m in model.modules()]
     count = 0
     try:
@@ -89,12 +142,8 @@ def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
             m.training = training
     if count == 0:
         raise ValueError("calibrate got no batches; pass a few representative input batches")
-    missing = [name for name, o in observers.items() if o.amax is None]
+    missing = [name for name, o in observers.items() if not o.seen]
     if missing:
         raise ValueError(f"calibration never reached {missing}: the batches did not run through these attention "
                          "modules; calibrate with inputs that use every patched module")
-    ranges = {}
-    for name, m in mods.items():
-        m.set_ranges(*observers[name].amax)
-        ranges[name] = tuple(getattr(m, n).detach().cpu().clone() for n in AMAX)
-    return Calibration(count, ranges)
+    return observers, count

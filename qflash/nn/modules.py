@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from intsoftmax import Recipe
+from intsoftmax.transforms import fold_all
 
 from .. import api
 from ..spec import HEAD_DIMS
@@ -84,6 +85,7 @@ class QAttentionBase(nn.Module):
         for name in AMAX:  # per-head ranges; NaN = not calibrated
             self.register_buffer(name, torch.full((num_heads,), math.nan, device=device))
         self.observer = None  # set by qflash.calibrate while it runs
+        self.folded = ()  # the input transforms folded into the projections (fold_transforms)
         self._static = {}  # (device, kernel?) -> StaticScales, golden ranges or None (uncalibrated)
         self.register_load_state_dict_post_hook(_loaded)
 
@@ -165,8 +167,55 @@ class QAttentionBase(nn.Module):
             out = out.float()
         return out.to(device=q.device, dtype=q.dtype)
 
+    # -- static transforms ------------------------------------------------------------------------
+    def foldable(self) -> str | None:
+        """Why the recipe's transforms cannot be folded into this module's projections, or None."""
+        if not isinstance(self.qkv, nn.Linear) or not isinstance(self.proj, nn.Linear):
+            return "qkv and proj must be nn.Linear"
+        return None
+
+    def fold_transforms(self, hi, lo) -> None:
+        """Fold the recipe's transforms, with static statistics, into the projections: ``hi``,
+        ``lo`` are per-head, per-channel maxima and minima of q, k, v over the calibration data
+        (three float32 (H, D) arrays). :func:`intsoftmax.transforms.fold_all` turns them into a
+        per-channel scale and shift of each of q, k, v, which scale the rows of ``qkv``'s weight and
+        bias and shift the bias; V's offset comes back through ``proj``: its bias gains
+        ``proj.weight @ c_v``. Attention is unchanged in real arithmetic (float: to rounding; a row
+        whose every key is masked now gets ``proj(c_v)`` where it had ``proj(0)``). The recipe
+        then runs without transforms (:attr:`folded` keeps them), so the static path applies."""
+        why = self.foldable()
+        if why is not None:
+            raise ValueError(f"{type(self).__name__}: cannot fold the input transforms: {why}")
+        scales, shifts, offset = fold_all(self.recipe.transforms, hi, lo)
+        with torch.no_grad():
+            _affine_rows(self.qkv, _flat(scales), _flat(shifts))
+            if offset is not None:
+                w = self.proj.weight.double()
+                _affine_rows(self.proj, torch.ones(w.shape[0], dtype=torch.float64), w @ _flat([offset]).to(w.device))
+        self.folded = self.recipe.transforms
+        self.recipe = self.recipe.replace(transforms=())
+        self.invalidate()
+
     def extra_repr(self) -> str:
-        return f"heads={self.num_heads}, head_dim={self.head_dim}, backend={self.backend}, recipe={self.recipe.name}"
+        folded = f", folded={'+'.join(t.name for t in self.folded)}" if self.folded else ""
+        return (f"heads={self.num_heads}, head_dim={self.head_dim}, backend={self.backend}, recipe={self.recipe.name}"
+                + folded)
+
+
+def _flat(arrays) -> torch.Tensor:
+    """(H, D) arrays, concatenated in qkv's row order (head-major within each): float64."""
+    return torch.cat([torch.from_numpy(np.asarray(a, np.float64)).reshape(-1) for a in arrays])
+
+
+def _affine_rows(linear: nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """``linear``'s output row ``i`` becomes ``scale[i] * row + shift[i]`` (weight and bias, in
+    float64, then rounded to the parameters' dtype); a missing bias is created."""
+    w = linear.weight
+    scale, shift = scale.to(w.device), shift.to(w.device)
+    if linear.bias is None:
+        linear.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+    w.copy_((w.double() * scale[:, None]).to(w.dtype))
+    linear.bias.copy_((linear.bias.double() * scale + shift).to(linear.bias.dtype))
 
 
 def _loaded(module: QAttentionBase, incompatible_keys) -> None:
@@ -211,6 +260,12 @@ class QAttention(QAttentionBase):
             attn_mask = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
         o = self.attend(q, k, v, attn_mask)
         return self.proj_drop(self.proj(self.norm(o.transpose(1, 2).reshape(B, N, -1))))
+
+
+    def foldable(self) -> str | None:
+        if not all(isinstance(m, nn.Identity) for m in (self.q_norm, self.k_norm, self.norm)):
+            return "q_norm, k_norm and norm must be identities (a norm after qkv or before proj breaks the affine map)"
+        return super().foldable()
 
 
 class QWindowAttention(QAttentionBase):
