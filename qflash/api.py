@@ -399,17 +399,28 @@ def _on_load(call: Call) -> bool:
     return programs <= ON_LOAD_PROGRAMS_PER_SM * _sm_count(call.device) and not _capturing(call.device)
 
 
+def _ranges_apart(recipe: Recipe) -> bool:
+    """Whether every input's range is one per tensor or per head (measured by the range launch
+    alone, so the attention kernel can quantize on load)."""
+    return all(g.block()[1] is None and not g.per_channel
+               for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+
+
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
     """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
     flags slices holding NaN or Inf), or, where :func:`_on_load` says so, on load (``amax`` set,
-    q, k, v passed as they are, ``s_v`` None: the static table holds it; the kernel finds NaN
-    and Inf itself)."""
+    q, k, v passed as they are, ``s_v`` None: the table holds it; the kernel finds NaN and Inf
+    itself). Measured ranges quantize on load too when each is one per tensor or head: a range
+    launch, the table derived from the ranges, then the attention kernel."""
     static = None if amax_q is None else (amax_q, amax_k, amax_v)
-    if static is not None and _on_load(call):  # V's scale: in the static table (DEQ)
+    qz = _backend()[0]
+    if _on_load(call) and (static is not None or _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
+        if static is None:  # measured ranges: one range launch, the table from them, no int8 copies
+            static = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
+            table = qz.table(recipe, *static, call.scale, call.B, call.H, call.NQ, from_amax=True)
         return _flat(q), _flat(k), _flat(v), None, table, None, static
     flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
-    qz = _backend()[0]
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static, flags)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)

@@ -350,7 +350,7 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 def _qflash_fwd(
     Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
-    stb, sth, stm, smb1, smb2, smh, smm, smn, saq, sak, sav,
+    stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
     H, B2, NQ, NK, NK_V,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
@@ -382,8 +382,8 @@ def _qflash_fwd(
     inv = (1.0, 1.0)
     inv_q = 1.0
     if QUANT:
-        inv_q = scale_inv(tl.load(AmaxQ + h * saq))[1]
-        inv = (scale_inv(tl.load(AmaxK + h * sak))[1], scale_inv(tl.load(AmaxV + h * sav))[1])
+        inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))[1]
+        inv = (scale_inv(tl.load(AmaxK + b * sabk + h * sahk))[1], scale_inv(tl.load(AmaxV + b * sabv + h * sahv))[1])
     q, q_bad = _quant(q, inv_q, QUANT, PTX)
     bad = tl.zeros((BLOCK_M,), tl.float32)  # NaN once a V tile held NaN or Inf (QUANT)
     k_base = K + b * skb + h * skh
@@ -494,6 +494,14 @@ def _qflash_fwd(
         tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
 
 
+def _range_strides(amax, B: int, H: int) -> tuple[int, int]:
+    """``(stride_b, stride_h)`` of a range vector: (1,) per tensor, (H,) per head (static), (B*H,)
+    per batch and head (measured)."""
+    if amax is None or amax.numel() == 1:
+        return 0, 0
+    return (H, 1) if amax.numel() == B * H and B > 1 else (0, 1)
+
+
 def readable_keys(v8) -> int:
     """Keys of ``v8`` (a (B, H, N, D) view) the kernel may read per row: ``N`` rounded up to 16
     when each row of keys is contiguous, 16-byte aligned and followed in its storage by the
@@ -516,8 +524,9 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
     of the spec's mask kind. ``out``: ``(B, H, Nq, D)`` of the spec's output kind. ``flags``:
     int32 (B*H,), nonzero where a slice's output must be NaN (:func:`qflash.quantize.quantize_qkv`).
-    ``amax``: static ranges ``(amax_q, amax_k, amax_v)``, float32 of shape (1,) or (H,); then q8,
-    k8, v8 are float tensors the kernel quantizes on load (bit-exact with the golden model).
+    ``amax``: ranges ``(amax_q, amax_k, amax_v)``, float32 of shape (1,), (H,) (static) or (B*H,)
+    (measured); then q8, k8, v8 are float tensors the kernel quantizes on load (bit-exact with the
+    golden model).
     ``voff``: float32 (B*H, D) offsets added to the float output of every row with a live key
     (the value offset of :mod:`intsoftmax.transforms`). ``s_v``: float32 (B*H, D), V's scale per
     channel (V per channel; float output, each channel dequantized by its own).
@@ -542,7 +551,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         flags if flags is not None else table, *(amax if amax is not None else (table,) * 3),
         voff if voff is not None else table, s_v if s_v is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-        tab_b, tab_h, tab_m, *mstrides, *(int(a.numel() > 1) if amax is not None else 0 for a in (amax or (0,) * 3)),
+        tab_b, tab_h, tab_m, *mstrides, *(x for a in (amax or (None,) * 3) for x in _range_strides(a, B, H)),
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,

@@ -182,9 +182,11 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.co
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
                   ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr,
-                  OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                  OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr, FROM_AMAX: tl.constexpr):
     """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`). The exp
-    strategy's constants come from its registered row derivation ``ROW_FN`` (:mod:`qflash.rows`)."""
+    strategy's constants come from its registered row derivation ``ROW_FN`` (:mod:`qflash.rows`).
+    ``FROM_AMAX``: ``Sq``, ``Sk``, ``Sv`` hold ranges, whose scales ``amax / 127`` are derived here
+    exactly as the quantization launch derives them."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     b = idx // TM // H
     h = idx // TM % H
@@ -193,6 +195,8 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
     s_q = tl.load(Sq + b * sqb + h * sqh + m * sqm, mask=valid, other=1.0)
     s_k = tl.load(Sk + b * skb + h * skh, mask=valid, other=1.0)
     s_v = tl.load(Sv + b * svb + h * svh, mask=valid, other=1.0)
+    if FROM_AMAX:
+        s_q, s_k, s_v = scale_inv(s_q)[0], scale_inv(s_k)[0], scale_inv(s_v)[0]
     scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
     nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
     zero = tl.zeros((BLOCK,), tl.int64)
@@ -258,6 +262,29 @@ def _scale_strides(s: torch.Tensor, heads: int, per_row: bool) -> tuple[int, int
     return (*_bh_strides(s, heads), 0)
 
 
+#: Quantization kinds whose ranges the range launch measures (per tensor, per head, per channel).
+REDUCED = (0, 1, 4)
+
+
+def ranges(q, k, v, recipe):
+    """The measured ranges ``(amax_q, amax_k, amax_v)`` of float (B, H, N, D) inputs, one range
+    launch: float32 of shape (1,) per tensor, (B*H,) per head, (B*H*D,) per channel; for the
+    granularities reduced in the quantization launch itself (per token, per block), an unused
+    (1,). NaN anywhere in a range's data makes it NaN."""
+    B, H, NQ, D = q.shape
+    NK = k.shape[2]
+    kinds = tuple(gran_kind(g) for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+    if not any(kd in REDUCED for kd in kinds):
+        return (empty(1, torch.float32, q.device),) * 3
+    sizes = {0: 1, 1: B * H, 4: B * H * D}
+    amax = empty((3, max(sizes[kd] for kd in kinds if kd in REDUCED)), torch.float32, q.device, zero=True)
+    xs = (q, k, v)
+    launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), min(B * H, AMAX_PROGRAMS), 3),
+           xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, amax.stride(0),
+           D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64, KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds))
+    return tuple(amax[i, : sizes.get(kd, 1)] for i, kd in enumerate(kinds))
+
+
 def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     """INT8 q, k, v by the recipe's granularities, in one range launch (if any range must be
     measured) and one quantization launch. Returns ``((q8, s_q), (k8, s_k), (v8, s_v))``.
@@ -276,19 +303,7 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     kinds = tuple(gran_kind(g) for g in grans)
     dev = q.device
-    reduced = (0, 1, 4)  # kinds whose ranges the range kernel measures, and their sizes
-    sizes = {0: 1, 1: B * H, 4: B * H * D}
-    if amax_static is None and any(kd in reduced for kd in kinds):
-        amax = empty((3, max(sizes[kd] for kd in kinds if kd in reduced)), torch.float32, dev, zero=True)
-        launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), min(B * H, AMAX_PROGRAMS), 3),
-               xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, amax.stride(0),
-               D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64,
-               KINDS=tuple(kd if kd in reduced else -1 for kd in kinds))
-        amaxes = tuple(amax[i, : sizes.get(kd, 1)] for i, kd in enumerate(kinds))
-    elif amax_static is None:
-        amaxes = (empty(1, torch.float32, dev),) * 3  # unused pointers
-    else:
-        amaxes = tuple(amax_static)
+    amaxes = tuple(amax_static) if amax_static is not None else ranges(q, k, v, recipe)
     # heads read with stride 0 (grouped K/V, api._grouped) are stored once per group
     hk = 1 if k.stride(1) == 0 else H
     hv = 1 if v.stride(1) == 0 else H
@@ -313,11 +328,12 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
 
 
 def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
-          out_scale: float | None = None) -> torch.Tensor:
+          out_scale: float | None = None, from_amax: bool = False) -> torch.Tensor:
     """The per-row constant table ``(T_B, T_M, NCOL)`` from device scales (float32, shapes as
     :func:`quantize_qkv` returns them, or (H,) for static per-head scales). A per-channel ``s_v``
     (B*H, D) fills ``DEQ`` from channel 0: the kernel then reads each channel's scale apart and the
-    column only carries NaN (a non-finite range) to the output."""
+    column only carries NaN (a non-finite range) to the output. ``from_amax``: the three are
+    ranges (:func:`ranges`), not scales."""
     tb, tm = table_shape(recipe, batch, heads, nq)
     tab = empty((tb, tm, NCOL), torch.int32, s_q.device)
     twin = exp_twin(recipe.exp)
@@ -330,5 +346,6 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
            ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
-           OUT_FRAC=recipe.out_frac_bits, INT8_OUT=out_scale is not None, BLOCK=block, enable_fp_fusion=False)
+           OUT_FRAC=recipe.out_frac_bits, INT8_OUT=out_scale is not None, BLOCK=block, FROM_AMAX=from_amax,
+           enable_fp_fusion=False)
     return tab

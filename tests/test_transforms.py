@@ -124,14 +124,18 @@ def test_qflash_attention_runs_the_transforms_bit_exact():
         qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=16)
 
 
-def test_patched_models_run_the_transforms_but_take_no_calibration_yet():
+def test_calibration_folds_the_transforms_of_patched_models():
+    """Uncalibrated, a patched module runs the recipe's transforms per call; calibration folds them
+    into the projections (tests/test_nn.py checks the folding itself) and drops them from the recipe."""
     qflash = pytest.importorskip("qflash")
     from qflash.nn.tiny import TinyViT
     recipe = ism.Recipe.default().replace(transforms=(ism.ValueOffset(),))
-    model = TinyViT()
+    model = TinyViT().eval()
     qflash.patch(model, recipe, backend="golden")
-    with pytest.raises(ValueError, match="take no calibrated ranges yet"):
-        qflash.calibrate(model, [torch_batch()])
+    attn = model.blocks[0].attn
+    assert attn.recipe.transforms
+    qflash.calibrate(model, [torch_batch()])
+    assert attn.folded == (ism.ValueOffset(),) and not attn.recipe.transforms and attn.calibrated
 
 
 def torch_batch():
