@@ -136,32 +136,58 @@ def _samples(samples) -> tuple:
     return tuple(out)
 
 
+def _triples(samples) -> list[tuple]:
+    """The user's data as a list of ``(q, k, v)``: one triple, a list of triples (say one per
+    layer), or a model whose attention modules hold the triples they saw (``module.samples``, as
+    ``qflash.calibrate(model, batches, samples=n)`` leaves them; any object with ``modules()``)."""
+    if hasattr(samples, "modules"):
+        found = [m.samples for m in samples.modules() if getattr(m, "samples", None) is not None]
+        if not found:
+            raise ValueError("the model holds no captured (q, k, v): calibrate it with "
+                             "qflash.calibrate(model, batches, samples=8) first, or pass samples=(q, k, v)")
+        return [_samples(t) for t in found]
+    if isinstance(samples, list) and samples and isinstance(samples[0], (tuple, list)):
+        return [_samples(t) for t in samples]
+    return [_samples(samples)]
+
+
 def _data(workload, distribution, seed, amplitude, samples) -> tuple:
-    """``(q, k, v, where)``: the user's samples, or one draw of the named workload."""
+    """``(triples, where)``: the user's samples (one or several ``(q, k, v)``), or one draw of the
+    named workload."""
     if samples is not None:
-        q, k, v = _samples(samples)
-        return q, k, v, f"your samples (q {q.shape}, k {k.shape})"
+        triples = _triples(samples)
+        q, k = triples[0][:2]
+        where = (f"your samples (q {q.shape}, k {k.shape})" if len(triples) == 1 else
+                 f"your samples ({len(triples)} attention inputs, pooled)")
+        return triples, where
     _check_workload(workload, distribution)
     _check_amplitude(amplitude)
     where = f"{workload}/{distribution}" + ("" if amplitude is None else f" at amplitude {amplitude:g}") + \
         f" (seed {seed})"
-    return (*qkv(workload, distribution, seed=seed, amplitude=amplitude), where)
+    return [qkv(workload, distribution, seed=seed, amplitude=amplitude)], where
+
+
+def _pooled(triples, run) -> float:
+    """SQNR of ``run(q, k, v)`` against float attention, pooled over the triples (total signal over
+    total noise)."""
+    ref = np.concatenate([float_attention(*t).reshape(-1) for t in triples])
+    return float(sqnr_db(ref, np.concatenate([np.asarray(run(*t)).reshape(-1) for t in triples])))
 
 
 def evaluate(candidates=None, workload: str = "A2", distribution: str = "uniform", seed: int = 0,
              amplitude: float | None = None, samples=None) -> list[Candidate]:
     """SQNR and cost of every candidate (default: :func:`catalog`) on one draw of ``workload``
     (``amplitude``: the distribution's scale, see :func:`intsoftmax.workloads.sample`), or on
-    ``samples = (q, k, v)``, activations of the user's own model.
+    ``samples``, activations of the user's own model (one ``(q, k, v)``, a list of them, or a
+    model holding them: see :func:`select`).
 
     Candidates whose :meth:`Recipe.max_seq_len` is below the sequence length are left out
     (they cannot run it). Returns them in catalog order.
     """
-    q, k, v, _ = _data(workload, distribution, seed, amplitude, samples)
+    triples, _ = _data(workload, distribution, seed, amplitude, samples)
     recipes = _as_mapping(candidates)
-    ref = float_attention(q, k, v)
-    n = k.shape[-2]
-    return [Candidate(label, r, float(sqnr_db(ref, r.attention(q, k, v))), r.op_count().total)
+    n = max(t[1].shape[-2] for t in triples)
+    return [Candidate(label, r, _pooled(triples, r.attention), r.op_count().total)
             for label, r in recipes.items() if r.max_seq_len() >= n]
 
 
@@ -197,7 +223,7 @@ class Selection:
 
 
 def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uniform", *, seed: int = 0,
-           amplitude: float | None = None, candidates=None, samples=None) -> Selection:
+           amplitude: float | None = None, candidates=None, samples=None, model=None) -> Selection:
     """The cheapest recipe whose SQNR on ``workload``/``distribution`` is at least ``target_sqnr_db``.
 
     target_sqnr_db: required SQNR in dB against float64 attention.
@@ -209,7 +235,11 @@ def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uni
     candidates: recipes to choose from, a mapping label -> Recipe or an iterable of
     Recipes; default: the built-in :func:`catalog` (100 recipes).
     samples: ``(q, k, v)`` captured from your own model (NumPy arrays or torch tensors,
-    (..., N, D)): measure on them instead of a synthetic workload.
+    (..., N, D)), or a list of such triples (SQNR pooled over them): measure on them instead of
+    a synthetic workload.
+    model: a model calibrated with ``qflash.calibrate(model, batches, samples=n)``: measure on the
+    ``(q, k, v)`` each of its attention modules saw during calibration, pooled (without the
+    modules' masks or biases).
 
     "Cheapest" means the fewest integer ops per score element
     (``Recipe.op_count().total``); ties go to fewer P bits, then to one pass over the
@@ -221,6 +251,10 @@ def select(target_sqnr_db: float, workload: str = "A2", distribution: str = "uni
     best one and the INT8 ceiling), ``TypeError``/``ValueError`` for invalid arguments.
     """
     _check_target(target_sqnr_db)
+    if model is not None:
+        if samples is not None:
+            raise ValueError("pass samples or model, not both")
+        samples = model
     results = evaluate(candidates, workload, distribution, seed, amplitude, samples)
     return choose(results, target_sqnr_db, workload, distribution, seed, amplitude, samples)
 
@@ -237,14 +271,14 @@ def choose(results: list[Candidate], target_sqnr_db: float, workload: str, distr
     """:func:`select`'s decision on already evaluated candidates (from :func:`evaluate` with the
     same data), so one evaluation can answer several targets."""
     _check_target(target_sqnr_db)
-    q, k, v, where = _data(workload, distribution, seed, amplitude, samples)
+    triples, where = _data(workload, distribution, seed, amplitude, samples)
     if not results:
-        raise ValueError(f"no candidate supports the {k.shape[-2]} keys of {where}; "
+        raise ValueError(f"no candidate supports the {max(t[1].shape[-2] for t in triples)} keys of {where}; "
                          "use recipes with a larger max_seq_len()")
     meeting = sorted((c for c in results if c.sqnr_db >= target_sqnr_db), key=lambda c: c.cost_key)
     if not meeting:
         best = max(results, key=lambda c: c.sqnr_db)
-        ceiling = sqnr_db(float_attention(q, k, v), best.recipe.quantized_reference(q, k, v))
+        ceiling = _pooled(triples, best.recipe.quantized_reference)
         raise ValueError(f"target_sqnr_db={target_sqnr_db:g}: no recipe of the {len(results)} candidates reaches it "
                          f"on {where}; the best is {best.label!r} at {best.sqnr_db:.2f} dB, and INT8 inputs alone "
                          f"allow {ceiling:.2f} dB. Lower the target or pass other candidates.")

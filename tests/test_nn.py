@@ -366,6 +366,29 @@ def test_folding_needs_a_foldable_layout_and_re_iterable_batches():
     assert not model.blocks[1].attn.folded  # nothing was folded: the check runs first
 
 
+def test_select_on_a_calibrated_models_own_activations():
+    """calibrate(..., samples=n) keeps each module's first q, k, v slices; select(model=...) measures
+    the candidates on them, pooled over the modules, as select(samples=[...]) does on the same triples."""
+    model = patched(vit())
+    qflash.calibrate(model, [images(4), images(4, seed=1)], samples=2)
+    mods = [m for m in model.modules() if isinstance(m, qflash.nn.modules.QAttentionBase)]
+    assert len(mods) == 2 and all(len(m.samples) == 3 and m.samples[0].shape[0] == 2 for m in mods)
+    cands = {"default": ism.Recipe.default(), "qflash": ism.Recipe.qflash()}
+    chosen = ism.select(20.0, candidates=cands, model=model)
+    same = ism.select(20.0, candidates=cands, samples=[m.samples for m in mods])
+    assert (chosen.recipe, chosen.sqnr_db) == (same.recipe, same.sqnr_db)
+    assert "2 attention inputs, pooled" in chosen.explanation
+    ref = np.concatenate([ism.float_attention(*m.samples).ravel() for m in mods])
+    out = np.concatenate([chosen.recipe.attention(*m.samples).ravel() for m in mods])
+    assert chosen.sqnr_db == pytest.approx(ism.sqnr_db(ref, out))
+    with pytest.raises(ValueError, match="calibrate it with"):
+        ism.select(20.0, model=patched(vit()))
+    with pytest.raises(ValueError, match="samples or model"):
+        ism.select(20.0, model=model, samples=mods[0].samples)
+    with pytest.raises(ValueError, match="samples=-1"):
+        qflash.calibrate(model, [images(4)], samples=-1)
+
+
 # -- the accuracy gate on real data -----------------------------------------------------------------
 def test_digits_accuracy_gate():
     """The committed digits checkpoints (scripts/train_digits.py), patched with the golden model:

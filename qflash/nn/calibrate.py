@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,10 +19,13 @@ from .modules import AMAX, QAttentionBase, check_static
 
 
 class Observer:
-    """Running per-head ``max |x|`` of q, k, v (tensors of shape (H,) on the inputs' device)."""
+    """Running per-head ``max |x|`` of q, k, v (tensors of shape (H,) on the inputs' device), and
+    the first ``keep`` (H, N, D) slices of the first batch's q, k, v (float32 CPU arrays)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = 0):
         self.amax = None
+        self.keep = keep
+        self.samples = None
 
     @property
     def seen(self) -> bool:
@@ -31,6 +35,9 @@ class Observer:
         # (..., H, N, D) -> (H,): reduce everything but the head axis
         cur = [x.detach().abs().float().movedim(-3, 0).flatten(1).amax(1) for x in (q, k, v)]
         self.amax = cur if self.amax is None else [torch.maximum(a, c) for a, c in zip(self.amax, cur)]
+        if self.keep and self.samples is None:
+            self.samples = tuple(x.detach().float().reshape(-1, *x.shape[-3:])[:self.keep].cpu().numpy()
+                                 for x in (q, k, v))
 
 
 class ChannelObserver:
@@ -75,13 +82,16 @@ def _default_forward(model, batch):
     return model(batch)
 
 
-def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
+def calibrate(model: nn.Module, batches, *, forward=None, samples: int = 0) -> Calibration:
     """Run ``model`` over ``batches`` and fix static per-head ranges in every patched module.
 
     batches: an iterable of model inputs (a tensor, a tuple of positional arguments or a dict of
     keyword arguments per batch; for ``(x, y)`` loaders pass ``(x for x, _ in loader)``; a
     re-iterable such as a list when a recipe has input transforms, which take a first pass).
-    forward: optional ``forward(model, batch)`` to call instead. The model runs in eval mode
+    forward: optional ``forward(model, batch)`` to call instead. samples: keep the q, k, v of this
+    many (batch x window) slices of the first batch in each module as ``module.samples``, for
+    ``intsoftmax.select(..., model=model)`` (q carries the module's softmax scale relative to
+    ``1/sqrt(D)``, so a recipe's default scale sees the module's logits). The model runs in eval mode
     under ``torch.no_grad()`` and its modes are restored afterwards. Afterwards every call uses
     the static scales: no range reductions, no host synchronisation.
 
@@ -95,6 +105,8 @@ def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
     mods = {name: m for name, m in model.named_modules() if isinstance(m, QAttentionBase)}
     if not mods:
         raise ValueError("calibrate found no qflash attention module in the model: call qflash.patch(model) first")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"samples={samples!r}: the number of slices to keep per module, an int >= 0")
     folding = {name: m for name, m in mods.items() if m.recipe.transforms}
     for name, m in mods.items():  # fail before running anything if a recipe cannot use static ranges
         where = f"calibrate ({name or '<model>'})"
@@ -114,7 +126,13 @@ def calibrate(model: nn.Module, batches, *, forward=None) -> Calibration:
         stats = _observe(model, folding, ChannelObserver, batches, forward)[0]
         for name, m in folding.items():
             m.fold_transforms([x.cpu().numpy() for x in stats[name].hi], [x.cpu().numpy() for x in stats[name].lo])
-    observers, count = _observe(model, mods, Observer, batches, forward)
+    observers, count = _observe(model, mods, lambda: Observer(samples), batches, forward)
+    for name, m in mods.items():
+        kept = observers[name].samples
+        if kept is not None:
+            ratio = np.float32(m.scale * m.head_dim ** 0.5)
+            kept = (kept[0] * ratio if ratio != 1 else kept[0], kept[1], kept[2])
+        m.samples = kept
     ranges = {}
     for name, m in mods.items():
         m.set_ranges(*observers[name].amax)

@@ -86,6 +86,7 @@ class QAttentionBase(nn.Module):
             self.register_buffer(name, torch.full((num_heads,), math.nan, device=device))
         self.observer = None  # set by qflash.calibrate while it runs
         self.folded = ()  # the input transforms folded into the projections (fold_transforms)
+        self.samples = None  # (q, k, v) kept by qflash.calibrate(..., samples=n), for intsoftmax.select
         self._static = {}  # (device, kernel?) -> StaticScales, golden ranges or None (uncalibrated)
         self.register_load_state_dict_post_hook(_loaded)
 
