@@ -368,9 +368,10 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
     return out.reshape(call.batch + out.shape[1:])
 
 
-#: Query rows of one program (every launch configuration's ``block_m``). With static ranges and
-#: at most this many queries, the kernel quantizes q, k and v on load: each K and V tile is then
-#: quantized by one program only, where a separate quantization launch would cost more.
+#: Query rows of one program (every launch configuration's ``block_m``). With at most this many
+#: queries the kernel quantizes q, k and v on load (static ranges, or measured ones per tensor or
+#: head): each K and V tile is then quantized by one program only, where a separate
+#: quantization launch would cost more.
 ON_LOAD_ROWS = 64
 #: Programs per SM up to which an eager static call with more queries also quantizes on load:
 #: every row block then quantizes K and V again, which costs GPU time (A2 at batch 1: 18 µs
