@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU suite, for the lent H200 (torch, triton and numpy are already there): every kernel
-# test on CUDA tensors, then the GPU-only checks (full-size workloads bit for bit, CUDA-graph
+# test on CUDA tensors (the transforms' torch twins and the patched models' kernel backend
+# included), then the GPU-only checks (full-size workloads bit for bit, CUDA-graph
 # replay, torch.compile). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'
 python3 -m pytest -q -p no:cacheprovider tests/test_kernel_exp.py tests/test_kernel_golden.py tests/test_api.py tests/test_unfused.py tests/test_registry.py \
-  tests/test_gpu.py "$@"
+  tests/test_transforms.py tests/test_nn.py tests/test_gpu.py "$@"

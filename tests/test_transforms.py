@@ -86,18 +86,35 @@ def test_transforms_are_recipe_data():
         r.attention(np.full((1, 4, 16), np.nan), np.ones((1, 4, 16)), np.ones((1, 4, 16)))
 
 
+def _device():
+    """The GPU where there is one (the GPU suite), else the CPU."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def test_torch_twins_compute_the_same_float32_values():
     torch = pytest.importorskip("torch")
     qt = pytest.importorskip("qflash.transforms")
     q, k, v = inputs()
     golden = apply_all(ALL, q, k, v)
-    twins = qt.apply_all(ALL, *(torch.from_numpy(x) for x in (q, k, v)))
+    twins = qt.apply_all(ALL, *(torch.from_numpy(x).to(_device()) for x in (q, k, v)))
     for g, d in zip(golden, twins):
-        np.testing.assert_array_equal(d.numpy(), g)
+        np.testing.assert_array_equal(d.cpu().numpy(), g)
     assert set(qt.TWINS) == set(ism.available_strategies("transform"))
 
 
-@pytest.mark.skipif(__import__("os").environ.get("TRITON_INTERPRET") != "1", reason="runs the kernel in the interpreter")
+def _kernel_runs() -> bool:
+    if __import__("os").environ.get("TRITON_INTERPRET") == "1":
+        return True
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _kernel_runs(), reason="runs the kernel: on a GPU or in the Triton interpreter")
 def test_qflash_attention_runs_the_transforms_bit_exact():
     """qflash.attention rewrites the inputs with the torch twins, the kernel runs the integer
     pipeline on them (integers equal to the golden model's) and adds the value offset to every
@@ -110,18 +127,19 @@ def test_qflash_attention_runs_the_transforms_bit_exact():
     mask = rng.random((40, 40)) < 0.7
     mask[9] = False
     recipe = ism.Recipe.default().replace(transforms=ALL)
-    t = [torch.from_numpy(x.astype(np.float32)) for x in (q, k, v)]
-    out = qflash.attention(*t, torch.from_numpy(mask), recipe=recipe).numpy()
+    t = [torch.from_numpy(x.astype(np.float32)).to(_device()) for x in (q, k, v)]
+    m = torch.from_numpy(mask).to(_device())
+    out = qflash.attention(*t, m, recipe=recipe).cpu().numpy()
     gold = recipe.attention_int(q, k, v, attn_mask=mask)
     np.testing.assert_allclose(out, gold.dequantize(), rtol=1e-5, atol=1e-5)
     assert (out[:, :, 9] == 0).all()
     rewritten = qt.apply_all(ALL, *t)[:3]
-    values, _ = qflash.attention_int(*rewritten, torch.from_numpy(mask), recipe=recipe.replace(transforms=()))
-    np.testing.assert_array_equal(values.numpy(), gold.values)
+    values, _ = qflash.attention_int(*rewritten, m, recipe=recipe.replace(transforms=()))
+    np.testing.assert_array_equal(values.cpu().numpy(), gold.values)
     with pytest.raises(ValueError, match="takes no recipe with input transforms"):
         qflash.attention_int(*t, recipe=recipe)
     with pytest.raises(ValueError, match="take no static scales yet"):
-        qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=16)
+        qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=16, device=_device())
 
 
 def test_calibration_folds_the_transforms_of_patched_models():
