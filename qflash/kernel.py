@@ -27,9 +27,10 @@ time where its storage allows (:func:`readable_keys`).
 Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); sequence
 lengths, batch and heads are runtime values, and of the key count only one bit is compiled in:
 ``ONE_TILE`` (two-pass rules, every key in one tile: Swin windows), whose kernel carries neither
-the first pass nor the key loops (11 % faster on the Swin shapes than branching at run time). Every integer constant comes from the constant
-table (:mod:`qflash.table`): scalars for per-tensor and per-head scales, per-row vectors for
-per-token ones (``ROW_TABLE``).
+the first pass nor the key loops (9-11 % faster on the Swin shapes than branching at run time).
+Every integer constant comes from the constant table (:mod:`qflash.table`): scalars for
+per-tensor and per-head scales, per-row vectors for per-token ones (``ROW_TABLE``). Float inputs
+quantized on load bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``).
 """
 from __future__ import annotations
 
