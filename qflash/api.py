@@ -292,9 +292,7 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     int8 output scale into the table. device: where the table lives (default: the GPU if any).
     """
     recipe = _recipe(recipe)
-    if recipe.transforms:
-        raise ValueError("recipes with input transforms measure their statistics per call and take no static "
-                         "scales yet; leave the scales dynamic or use recipe.replace(transforms=())")
+    _no_transforms(recipe, "static_scales")
     _no_per_channel(recipe, "static_scales")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans, "qkv"):
@@ -414,15 +412,15 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     q, k, v passed as they are, ``s_v`` None: the table holds it; the kernel finds NaN and Inf
     itself). Measured ranges quantize on load too when each is one per tensor or head: a range
     launch, the table derived from the ranges, then the attention kernel."""
-    static = None if amax_q is None else (amax_q, amax_k, amax_v)
+    amax = None if amax_q is None else (amax_q, amax_k, amax_v)
     qz = _backend()[0]
-    if _on_load(call) and (static is not None or _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
-        if static is None:  # measured ranges: one range launch, the table from them, no int8 copies
-            static = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
-            table = qz.table(recipe, *static, call.scale, call.B, call.H, call.NQ, from_amax=True)
-        return _flat(q), _flat(k), _flat(v), None, table, None, static
-    flags = None if static is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
-    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, static, flags)
+    if _on_load(call) and (amax is not None or _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
+        if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
+            amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
+            table = qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ, from_amax=True)
+        return _flat(q), _flat(k), _flat(v), None, table, None, amax
+    flags = None if amax is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
+    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
     return q8, k8, v8, s_v, table, flags, None
@@ -628,8 +626,8 @@ _PLANS = plan.Cache()
 def _signature(name: str, tensors, extent, *args):
     """A call's replay key: grad mode, CUDA-graph capture, every argument (a recipe by value,
     static scales by identity), and per tensor its shape, strides, dtype, device, 16-byte
-    alignment, ``requires_grad`` and which earlier argument it aliases. None where no plan applies (tracing, CPU tensors, unhashable
-    arguments)."""
+    alignment, ``requires_grad`` and which earlier argument it aliases. None where no plan
+    applies (tracing, CPU tensors, unhashable arguments)."""
     q = tensors[0]
     if not isinstance(q, torch.Tensor) or not q.is_cuda or torch.compiler.is_compiling():
         return None
@@ -685,7 +683,8 @@ def _no_per_channel(recipe, what: str) -> None:
 def _no_transforms(recipe, what: str) -> None:
     if isinstance(recipe, Recipe) and recipe.transforms:
         raise ValueError(f"{what} takes no recipe with input transforms (they rewrite float inputs and add an offset "
-                         "to the float output): use qflash.attention, or recipe.replace(transforms=())")
+                         "to the float output): use qflash.attention with dynamic ranges, fold them into a patched "
+                         "model with qflash.calibrate, or use recipe.replace(transforms=())")
 
 
 def _golden_on_cpu(q) -> bool:

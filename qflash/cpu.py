@@ -46,10 +46,8 @@ def attention_int(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, stat
     float32 output scale per ``(b, h)`` ((B*H,), or (1,) for a per-tensor V scale; (B*H, D) per
     channel)."""
     res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
-    if recipe.v_granularity.per_channel:  # (B*H, D)
-        out_scale = np.broadcast_to(res.scale[..., :1, :], res.values.shape[:-2] + (1, res.values.shape[-1]))
-        out_scale = out_scale.reshape(-1, res.values.shape[-1])
-    else:
-        per_bh = np.broadcast_to(res.scale[..., :1, :1], res.values.shape[:-2] + (1, 1)).reshape(-1)
-        out_scale = per_bh[:1] if recipe.v_granularity.block()[0] is None else per_bh
+    d = res.values.shape[-1]
+    cols = np.broadcast_to(res.scale[..., :1, :], res.values.shape[:-2] + (1, d)).reshape(-1, d)  # (B*H, D)
+    g = recipe.v_granularity
+    out_scale = cols if g.per_channel else cols[:1, 0] if g.block()[0] is None else cols[:, 0]
     return torch.from_numpy(res.values.astype(np.int32)), torch.from_numpy(out_scale.astype(np.float32))

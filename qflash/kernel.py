@@ -42,7 +42,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
-from .quantize import scale_inv
+from .quantize import bh_strides, scale_inv
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -495,14 +495,6 @@ def _qflash_fwd(
         tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
 
 
-def _range_strides(amax, B: int, H: int) -> tuple[int, int]:
-    """``(stride_b, stride_h)`` of a range vector: (1,) per tensor, (H,) per head (static), (B*H,)
-    per batch and head (measured)."""
-    if amax is None or amax.numel() == 1:
-        return 0, 0
-    return (H, 1) if amax.numel() == B * H and B > 1 else (0, 1)
-
-
 def readable_keys(v8) -> int:
     """Keys of ``v8`` (a (B, H, N, D) view) the kernel may read per row: ``N`` rounded up to 16
     when each row of keys is contiguous, 16-byte aligned and followed in its storage by the
@@ -547,12 +539,13 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     tab_m = table.stride(1) if table.shape[1] > 1 else 0
     mstrides = mask.stride() if mask is not None else (0, 0, 0, 0, 0)
     grid = (triton.cdiv(NQ, block_m), B * H)
+    range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
     launcher(
         _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
         flags if flags is not None else table, *(amax if amax is not None else (table,) * 3),
         voff if voff is not None else table, s_v if s_v is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-        tab_b, tab_h, tab_m, *mstrides, *(x for a in (amax or (None,) * 3) for x in _range_strides(a, B, H)),
+        tab_b, tab_h, tab_m, *mstrides, *range_strides,
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,

@@ -61,20 +61,10 @@ def scale_inv(amax):
 
 
 @triton.jit
-def _amax_bits(X, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
-    """``max |x|`` over ``rows`` of one ``(b, h)`` as int32 float bits: non-negative floats order as
-    their bits, and NaN anywhere gives NaN's bits, 0x7FC00000, which win over +inf's."""
-    cols = tl.arange(0, D_P2)
-    x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3],
-                mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
-    a = tl.abs(x)
-    amax = tl.where(tl.max(tl.max((a != a).to(tl.int32), 1), 0) > 0, float("nan"), tl.max(tl.max(a, 1), 0))
-    return amax.to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def _amax_column_bits(X, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
-    """``max |x|`` of each column (channel) over ``rows`` of one ``(b, h)``, as :func:`_amax_bits`."""
+def _column_amax_bits(X, sx, b, h, rows, N, D: tl.constexpr, D_P2: tl.constexpr):
+    """``max |x|`` of each column (channel) over ``rows`` of one ``(b, h)``, as int32 float bits
+    (padded columns: 0). Non-negative floats order as their bits and NaN's bits, 0x7FC00000, win
+    over +inf's, so an integer max of these bits is the range, NaN wherever the data held NaN."""
     cols = tl.arange(0, D_P2)
     x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3],
                 mask=(rows[:, None] < N) & (cols[None, :] < D), other=0.0).to(tl.float32)
@@ -99,12 +89,12 @@ def _amax_kernel(XS, OUT, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr
             if which == i:
                 best = 0
                 for bh in range(tl.program_id(1), BH, tl.num_programs(1)):
+                    bits = _column_amax_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
                     if KINDS[i] == GRAN_CHANNEL:
                         cols = tl.arange(0, D_P2)
-                        bits = _amax_column_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
                         tl.atomic_max(OUT + i * SO + bh * D + cols, bits, mask=cols < D)
                     else:
-                        bits = _amax_bits(XS[i], SX[i], bh // H, bh % H, rows, NS[i], D, D_P2)
+                        bits = tl.max(bits, 0)
                         if KINDS[i] == GRAN_HEAD:
                             tl.atomic_max(OUT + i * SO + bh, bits)
                         else:
@@ -244,9 +234,12 @@ def gran_kind(granularity) -> int:
     return 2 if rows == 1 else 3
 
 
-def _bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
-    """``(stride_b, stride_h)`` of a per-(b, h) vector: shape (1,) broadcasts, (H,) is per head
-    (static scales), (B*H,) per batch and head."""
+def bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
+    """``(stride_b, stride_h)`` in elements of a per-(b, h) scale or range tensor: shape (1,)
+    broadcasts, (H,) is per head (static), (B*H,) per batch and head, (B*H, n) has ``n`` per
+    batch and head (rows or channels)."""
+    if t.dim() == 2:
+        return heads * t.shape[1], t.shape[1]
     n = t.numel()
     if n == 1:
         return 0, 0
@@ -255,20 +248,13 @@ def _bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
     return heads, 1
 
 
-def _scale_strides(s: torch.Tensor, heads: int, per_row: bool) -> tuple[int, int, int]:
-    """``(stride_b, stride_h, stride_row)`` of a scale tensor (see :func:`quantize_qkv`)."""
-    if per_row:
-        return heads * s.shape[-1], s.shape[-1], 1
-    return (*_bh_strides(s, heads), 0)
-
-
 #: Quantization kinds whose ranges the range launch measures (per tensor, per head, per channel).
 REDUCED = (0, 1, 4)
 
 
 def ranges(q, k, v, recipe):
     """The measured ranges ``(amax_q, amax_k, amax_v)`` of float (B, H, N, D) inputs, one range
-    launch: float32 of shape (1,) per tensor, (B*H,) per head, (B*H*D,) per channel; for the
+    launch: float32 of shape (1,) per tensor, (B*H,) per head, (B*H, D) per channel; for the
     granularities reduced in the quantization launch itself (per token, per block), an unused
     (1,). NaN anywhere in a range's data makes it NaN."""
     B, H, NQ, D = q.shape
@@ -282,7 +268,8 @@ def ranges(q, k, v, recipe):
     launch(_amax_kernel, (triton.cdiv(max(NQ, NK), 64), min(B * H, AMAX_PROGRAMS), 3),
            xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, amax.stride(0),
            D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64, KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds))
-    return tuple(amax[i, : sizes.get(kd, 1)] for i, kd in enumerate(kinds))
+    return tuple(amax[i, : B * H * D].view(B * H, D) if kd == 4 else amax[i, : sizes.get(kd, 1)]
+                 for i, kd in enumerate(kinds))
 
 
 def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
@@ -319,8 +306,7 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
            xs, x8s, amaxes, scales, flags if flags is not None else scales[0], tuple(x.stride() for x in xs),
            tuple(x8.stride() for x8 in x8s),
-           tuple((H * D, D) if kd == 4 else _bh_strides(a, H) for a, kd in zip(amaxes, kinds)),
-           tuple((H * D, D, 0) if kd == 4 else _scale_strides(s, H, kd >= 2) for s, kd in zip(scales, kinds)),
+           tuple(bh_strides(a, H) for a in amaxes), tuple((*bh_strides(s, H), int(s.dim() == 2)) for s in scales),
            ns, H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
            ROWS=rows, GRANS=kinds, FLAGS=flags is not None, TRANSPOSE=tuple(x8.stride(2) == 1 for x8 in x8s),
            PTX=not interpreted(_quantize_kernel), enable_fp_fusion=False)
@@ -337,12 +323,11 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
     tb, tm = table_shape(recipe, batch, heads, nq)
     tab = empty((tb, tm, NCOL), torch.int32, s_q.device)
     twin = exp_twin(recipe.exp)
-    sqm = 1 if s_q.dim() == 2 else 0
-    sqb, sqh = (heads * nq, nq) if s_q.dim() == 2 else _bh_strides(s_q, heads)
+    sqm = int(s_q.dim() == 2)
+    sqb, sqh = bh_strides(s_q, heads)
     block = 64
     launch(_table_kernel, (triton.cdiv(tb * tm, block),),
-           tab, s_q, s_k, s_v, sqb, sqh, sqm, *_bh_strides(s_k, heads),
-           *((heads * s_v.shape[1], s_v.shape[1]) if s_v.dim() == 2 else _bh_strides(s_v, heads)),
+           tab, s_q, s_k, s_v, sqb, sqh, sqm, *bh_strides(s_k, heads), *bh_strides(s_v, heads),
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
            ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),

@@ -138,7 +138,7 @@ def test_qflash_attention_runs_the_transforms_bit_exact():
     np.testing.assert_array_equal(values.cpu().numpy(), gold.values)
     with pytest.raises(ValueError, match="takes no recipe with input transforms"):
         qflash.attention_int(*t, recipe=recipe)
-    with pytest.raises(ValueError, match="take no static scales yet"):
+    with pytest.raises(ValueError, match="static_scales takes no recipe with input transforms"):
         qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=16, device=_device())
 
 

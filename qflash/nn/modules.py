@@ -49,8 +49,9 @@ def check_recipe(recipe, backend: str) -> Recipe:
 def check_static(recipe: Recipe, where: str) -> None:
     """Raise ``ValueError`` unless every input of ``recipe`` can use calibrated ranges."""
     if recipe.transforms:
-        raise ValueError(f"{where}: recipes with input transforms measure their statistics per call and take no "
-                         "calibrated ranges yet; leave the model uncalibrated or use recipe.replace(transforms=())")
+        raise ValueError(f"{where}: static ranges for a recipe with input transforms need the transforms folded "
+                         "into the projections first: run qflash.calibrate (it folds them), leave the model "
+                         "uncalibrated, or use recipe.replace(transforms=())")
     if recipe.v_granularity.per_channel:
         raise ValueError(f"{where}: recipes with per-channel V scales take no calibrated ranges yet; leave the model "
                          "uncalibrated or use recipe.replace(v_granularity=PerHead())")
