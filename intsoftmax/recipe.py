@@ -70,7 +70,8 @@ class Recipe:
     they are part of the numerics). out_frac_bits: fractional bits kept in the
     integer output, in units of V's scale. transforms: exact reparametrizations of
     the float inputs applied, in order, before quantization
-    (:mod:`intsoftmax.transforms`; golden model only for now).
+    (:mod:`intsoftmax.transforms`; measured per call, or folded into a model's projections by
+    ``qflash.calibrate``).
     """
 
     exp: ExpStrategy = dataclasses.field(default_factory=FusedExp2)

@@ -20,8 +20,9 @@ matches the golden integers bit for bit. (A general SmoothQuant exponent alpha w
 platform rounds correctly; hence alpha = 1/2.) The statistics are measured per call,
 per leading index (per batch and head): K stays one tensor or head per scale, so integer
 comparability holds. A recipe applies its transforms in order (``Recipe.transforms``);
-``docs/algorithms.md`` section 11 derives them. The qflash kernel does not run them yet
-(:func:`qflash.spec.check_compiles` says so).
+``docs/algorithms.md`` section 11 derives them. On the device ``qflash.attention`` applies them
+with torch twins (:mod:`qflash.transforms`); :meth:`Transform.fold` is their static form, which
+``qflash.calibrate`` folds into a model's projections.
 """
 from __future__ import annotations
 
