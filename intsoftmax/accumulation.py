@@ -1,7 +1,8 @@
 """Tile-wise accumulation rules: how ``m``, ``l`` and ``acc`` change between key tiles.
 
 State per query row (integers): ``m`` the reference max (int32, QK units),
-``l = sum P`` (int32) and ``acc = sum P * V`` (int32, one per output column).
+``l = sum P`` (int32) and ``acc = sum P * V`` (int32, or int64 for ``TwoPass(acc_bits=64)``;
+one per output column).
 ``P`` is computed relative to ``m`` and is at most ``P_max = 2**p_bits - 1``.
 When a later tile moves ``m`` up by ``delta`` QK units, earlier sums must be
 multiplied by ``alpha = 2**(-delta * c)``; the exp strategy gives
@@ -31,7 +32,10 @@ Overflow limits (``|V8| <= 128``, ``N`` keys):
   ``l <= N * P_max`` and ``|acc| <= 128 * N * P_max`` must fit int32; the rescale
   product ``x * alpha_int * rel_M`` is int64 (``< 2**61``) with ``alpha_int * rel_M
   <= 2**S`` int32. :meth:`AccumulationRule.max_keys` gives the resulting ``N``.
-* two-pass: the same int32 sums, no products.
+* two-pass: the same int32 sums, no products. ``TwoPass(acc_bits=64)`` widens ``acc``: then only
+  ``l <= N * P_max`` must fit int32 (over a million keys at 11-bit P; the kernel adds int32 partial
+  sums of at most ``INT32_MAX // (128 P_max)`` keys into int64), and the normalization narrows
+  ``l`` to 24 bits first (:func:`intsoftmax.golden.narrow`).
 * naive: after ``k`` rescales ``l`` can reach ``(k + 1) * block_n * P_max * one**k``;
   :meth:`NaiveScaleAccumulation.max_keys` returns the worst case for ``acc_bits``.
 """
@@ -56,6 +60,8 @@ class AccumulationRule(Strategy):
     release_shift = 30
     #: The Triton kernel compiles this rule.
     in_kernel = True
+    #: Width of ``acc`` (``l`` is int32 for every rule the kernel compiles).
+    acc_bits = 32
 
     def headroom_octaves_value(self) -> int:
         return 0
@@ -116,9 +122,19 @@ class LazyRescale(AccumulationRule):
 
 @register("accumulation", "two_pass")
 class TwoPass(AccumulationRule):
-    """Exact row max first (an extra Q.K pass), then one accumulation pass with no rescale."""
+    """Exact row max first (an extra Q.K pass), then one accumulation pass with no rescale.
+    ``acc_bits=64``: a wide ``acc`` for long rows (no rescale ever multiplies it)."""
 
     two_pass = True
+    acc_bits: int = 32
+
+    def _validate(self):
+        self._check(self.acc_bits in (32, 64), "acc_bits",
+                    "must be 32 (int32 acc: 8196 keys at 11-bit P) or 64 (int64 acc: l alone bounds the keys)")
+
+    def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
+        """``acc_bits=32``: ``128 N P_max`` fits int32; 64: ``l = N P_max`` does."""
+        return INT32_MAX // (INT8_ABS * p_max) if self.acc_bits == 32 else INT32_MAX // p_max
 
     def next_reference(self, m, tile_max, headroom_units):
         return m  # fixed to the global row max before the loop

@@ -9,13 +9,16 @@ For each query row, key tiles of ``block_n`` keys are visited in order:
 3. ``t = m - L``; ``e = exp(t)`` (prescale + exp strategy); ``P = min(P_max,
    requant(e))``; ``l += sum P``; ``acc += P . V8`` (int32).
 
-Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row:
+Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row. A row sum ``l`` of
+``2**24`` or more (a wide accumulator's long rows) is first brought below it: ``sh = bitlen(l) -
+24``, ``l <- l >> sh`` and ``acc <- round(acc / 2**sh)`` (``l`` keeps 24 bits, a relative error
+below ``2**-23``). Then
 ``e = min(floor(log2 l), F + 3)``, ``r = 2**(NORM_BITS + e) // l`` and
 ``o = (acc * r + 2**(s-1)) >> s`` with ``s = NORM_BITS + e - F <= 33``, so the kernel spends one
 ``IMAD.WIDE`` and a funnel shift per output. ``r`` keeps at least 16 bits (``l < 2**24``), which
 puts the truncation error below half an output LSB (``2**-F`` of V's scale). ``acc`` is first
-clamped to ``[-128 l, 128 l]``, which only removes rounding excess of the online rules
-(``|V8| <= 128``). A row with ``l = 0`` (every key masked) gives ``o = 0``. Every intermediate
+clamped to ``[-128 l, 128 l]``, which only removes rounding excess of the online rules and of
+the narrowing (``|V8| <= 128``). A row with ``l = 0`` (every key masked) gives ``o = 0``. Every intermediate
 is checked against the width the kernel uses; an :class:`IntegerOverflowError` is raised,
 never a silent wrap.
 """
@@ -29,8 +32,7 @@ from .plan import BIAS_MAX, MASKED_LOGIT, NORM_FRAC, AttentionPlan
 
 #: Bits of the per-row reciprocal ``r = 2**(NORM_BITS + e) // l``.
 NORM_BITS = 30
-#: Every rule the kernel compiles keeps ``l`` below this (``128 N P_max < 2**31``); beyond it (naive
-#: accumulation only) the output is the exactly rounded ``acc 2**F / l``, in Python integers.
+#: ``l`` below this keeps the reciprocal ``r`` at 16 bits or more; a larger ``l`` is shifted below it first.
 NORM_L_LIMIT = 2**24
 #: Largest |int8| value (the int8 range is [-128, 127]).
 INT8_ABS = 128
@@ -73,7 +75,7 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
 
     ``pv(P, j0, j1)`` returns the tile's int64 contribution ``P . V[j0:j1]``
     with shape ``acc_shape``. Returns ``(acc, l)`` as int64 arrays holding the
-    kernel's int32 values.
+    kernel's values: ``l`` int32, ``acc`` of the rule's ``acc_bits``.
     """
     rule, exp = recipe.accumulation, recipe.exp
     nk = L.shape[-1]
@@ -99,7 +101,7 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
             l, acc = l + tile_l, acc + tile_pv
             if check_limits:
                 check_range(l, 32, f"l after key tile {tile}")
-                check_range(acc, 32, f"acc after key tile {tile}")
+                check_range(acc, rule.acc_bits, f"acc after key tile {tile}")
         else:  # naive: earlier sums carry scale one**-k, so new terms are scaled by one**k
             scale_k = np.where(moved, scale_k * np.asarray(plan.exp.one, dtype=object), scale_k)
             l = l.astype(object) + tile_l.astype(object) * scale_k
@@ -120,15 +122,24 @@ def reciprocal(l, frac_bits: int):
     return r, e
 
 
-def normalize(acc, l, frac_bits: int):
-    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``)."""
+def narrow(acc, l):
+    """``(acc, l)`` with ``l < NORM_L_LIMIT``: for ``l >= 2**24``, ``sh = bitlen(l) - 24``,
+    ``l >> sh`` and ``acc`` rounded to the same scale, half up, as ``((acc >> (sh - 1)) + 1) >> 1``
+    (no intermediate exceeds ``acc``). Identity below ``2**24``."""
     acc, l = np.asarray(acc, dtype=np.int64), np.asarray(l, dtype=np.int64)
-    bound = INT8_ABS * l
-    acc = np.clip(acc, -bound, bound)
-    if l.size and l.max() >= NORM_L_LIMIT:  # naive accumulation: exact rounding, Python integers
-        def exact(a, d):
-            return 0 if d == 0 else (2 * int(a) * 2**frac_bits + int(d)) // (2 * int(d))
-        return np.vectorize(exact, otypes=[np.int64])(acc, np.broadcast_to(l, acc.shape))
+    bits = np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64)  # bitlen(l); exact below 2**53
+    sh = np.maximum(bits - 24, 0)
+    if not sh.any():
+        return acc, l
+    rounded = ((acc >> np.maximum(sh - 1, 0)) + 1) >> 1
+    return np.where(sh > 0, rounded, acc), l >> sh
+
+
+def normalize(acc, l, frac_bits: int):
+    """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``),
+    after :func:`narrow` (``l`` then holds at most 24 bits)."""
+    acc, l = narrow(acc, l)
+    acc = np.clip(acc, -INT8_ABS * l, INT8_ABS * l)
     r, e = reciprocal(l, frac_bits)
     s = NORM_BITS + e - frac_bits
     return (acc * r + (np.int64(1) << (s - 1))) >> s

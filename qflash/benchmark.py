@@ -1,13 +1,15 @@
 """qflash against PyTorch SDPA (fp16), everything measured in the same run (CUDA only).
 
 ``python -m qflash.benchmark --json docs/performance.json`` measures every row of
-:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, and L1 causal as "L1c") and prints a table:
+:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, L1 causal as "L1c", and
+the decode shape D1: one query against 32768 keys) and prints a table:
 
 * SDPA fp16: GPU time by CUDA-graph replay of the fastest of its backends (``sdpa_graph_us``,
   ``sdpa_backend``); eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per
   call (``sdpa_host_us``, calls queued back to back) of the plain call a user makes (default
   dispatch, no backend context manager);
-* per recipe (``default``, ``fast``) and path: ``int8`` is :func:`qflash.attention_int8` on int8
+* per recipe (``default``, ``fast``; on the LLM rows also ``long_context``; a recipe whose key
+  limit the row exceeds is left out) and path: ``int8`` is :func:`qflash.attention_int8` on int8
   Q/K/V with calibrated per-tensor scales; ``static`` and ``dynamic`` are :func:`qflash.attention`
   on the fp16 inputs with calibrated and measured ranges. Each path's GPU time by graph replay
   (``<path>_graph_us``), eager time (``<path>_eager_us``) and host time (``<path>_host_us``);
@@ -36,10 +38,14 @@ import intsoftmax as ism
 from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
-#: LLM shapes (B, H, N, D), named like the workloads; "L1c" is L1 with ``is_causal=True``.
-LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128)}
+#: LLM shapes (B, H, N, D) of the queries, named like the workloads; "L1c" is L1 with
+#: ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
+LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128)}
+KEYS = {"D1": 32768}
 CAUSAL = {"L1c"}
-ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2)]
+#: The LLM rows also measure the long-context recipe (issue 12).
+LONG_RECIPES = {"long_context": ism.Recipe.long_context()}
+ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 8)]
 #: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
 ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
 #: The unfused pipeline runs the fast recipe (7-bit P: one int8 GEMM for P.V).
@@ -48,7 +54,21 @@ UNFUSED_ROWS = [("A2", 8), ("A2", 256), ("A7", 256)]
 
 
 def shape_of(workload: str, batch: int) -> tuple:
+    """The queries' (B, H, N, D)."""
     return LLM_SHAPES[workload] if workload in LLM_SHAPES else workload_shape(workload, batch)
+
+
+def kv_shape_of(workload: str, batch: int) -> tuple:
+    """The keys' and values' (B, H, N, D)."""
+    B, H, N, D = shape_of(workload, batch)
+    return B, H, KEYS.get(workload, N), D
+
+
+def row_recipes(workload: str, batch: int) -> dict:
+    """The recipes measured on a row: those whose key limit it keeps, plus the long-context one on LLM rows."""
+    recipes = {**RECIPES, **(LONG_RECIPES if workload in LLM_SHAPES else {})}
+    keys = kv_shape_of(workload, batch)[2]
+    return {name: r for name, r in recipes.items() if keys <= r.max_seq_len()}
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -166,10 +186,11 @@ def int8_inputs(q, k, v, recipe: ism.Recipe, amax: float = 4.0):
     return q8, k8, v8, static
 
 
-def uniform(shape, seed: int = 0):
+def uniform(shape, seed: int = 0, kv_shape=None):
+    """fp16 q, k, v on U[-4, 4]; k and v of ``kv_shape`` where given."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
-    return tuple(torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
-                 for _ in range(3))
+    return tuple(torch.empty(s, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
+                 for s in (shape, kv_shape or shape, kv_shape or shape))
 
 
 def sqnr_db(workload: str, recipe: ism.Recipe) -> float:
@@ -181,12 +202,12 @@ def sqnr_db(workload: str, recipe: ism.Recipe) -> float:
     return float(ism.sqnr_db(ism.float_attention(q, k, v), out.double().cpu().numpy()))
 
 
-def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
-    """Every column of one row (see the module docstring)."""
+def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
+    """Every column of one row (see the module docstring); ``recipes``: :func:`row_recipes` by default."""
     import qflash
     shape = shape_of(workload, batch)
     causal = workload in CAUSAL
-    q, k, v = uniform(shape)
+    q, k, v = uniform(shape, kv_shape=kv_shape_of(workload, batch))
     t, backend, _ = best_sdpa(q, k, v, causal)
 
     def plain():  # what a user calls: SDPA's default dispatch
@@ -195,7 +216,9 @@ def measure_row(workload: str, batch: int, recipes=RECIPES, log=print) -> dict:
                sdpa_eager_us=eager_us(plain), sdpa_host_us=host_us(plain), recipes={})
     if causal:
         row["is_causal"] = True
-    for name, recipe in recipes.items():
+    if workload in KEYS:
+        row["keys"] = KEYS[workload]
+    for name, recipe in (recipes or row_recipes(workload, batch)).items():
         q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
         static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
         calls = {
@@ -272,10 +295,13 @@ def markdown(result: dict) -> str:
     the float paths as multiples of the int8 call), host time at batch 1 and 8 (default recipe),
     the unfused pipeline and energy."""
     names = list(next(iter(result["rows"]))["recipes"])
+    long_rows = [row for row in result["rows"] if set(row["recipes"]) != set(names)]
     out = ["| workload | batch | SDPA fp16 (backend) | " + " | ".join(f"{n} int8 | {n} / SDPA" for n in names)
            + " | " + " | ".join(f"{n} static / dynamic ÷ int8" for n in names) + " | SQNR " + " / ".join(names)
            + " (dB) |", "|---|---:|---:|" + "---:|" * (3 * len(names) + 1)]
     for row in result["rows"]:
+        if not set(names) <= set(row["recipes"]):
+            continue
         rs = [row["recipes"][n] for n in names]
         base = row["sdpa_graph_us"]
         sqnr = " / ".join(f"{r['sqnr_db']:.2f}" for r in rs if "sqnr_db" in r)
@@ -283,10 +309,20 @@ def markdown(result: dict) -> str:
                    + " | ".join(f"{r['int8_graph_us']:.1f} | {r['int8_graph_us'] / base:.2f}" for r in rs) + " | "
                    + " | ".join(f"{r['static_graph_us'] / r['int8_graph_us']:.2f} / "
                                 f"{r['dynamic_graph_us'] / r['int8_graph_us']:.2f}" for r in rs) + f" | {sqnr} |")
+    if long_rows:
+        every = list(dict.fromkeys(n for row in long_rows for n in row["recipes"]))
+        out += ["", "| workload | keys | SDPA fp16 (backend) | " + " | ".join(f"{n} int8 | {n} / SDPA" for n in every)
+                + " |", "|---|---:|---:|" + "---:|" * (2 * len(every))]
+        for row in long_rows:
+            base = row["sdpa_graph_us"]
+            out.append(f"| {row['workload']} | {row.get('keys', row['shape'][2])} | {base:.1f} ({row['sdpa_backend']}) | "
+                       + " | ".join(f"{row['recipes'][n]['int8_graph_us']:.1f} | "
+                                    f"{row['recipes'][n]['int8_graph_us'] / base:.2f}" if n in row["recipes"]
+                                    else "— | —" for n in every) + " |")
     out += ["", "| workload | batch | SDPA (plain call) | int8 | static | dynamic | int8 / static / dynamic ÷ SDPA |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
-        if row["batch"] <= 8:
+        if row["batch"] <= 8 and names[0] in row["recipes"]:
             r, host = row["recipes"][names[0]], row["sdpa_host_us"]
             out.append(f"| {row['workload']} | {row['batch']} | {host:.1f} | " + " | ".join(
                 f"{r[p + '_host_us']:.1f}" for p in ("int8", "static", "dynamic")) + " | " + " / ".join(

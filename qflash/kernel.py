@@ -322,6 +322,20 @@ def _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, 
 
 
 @triton.jit
+def _narrow(wide, l):
+    """:func:`intsoftmax.golden.narrow` and the clamp to ``+-128 l`` after it: int64 ``wide`` and
+    int32 ``l`` to an int32 ``acc`` and an ``l`` below ``2**24``. ``bitlen(l)`` from ``l``'s
+    float64 exponent (exact); ``l = 0`` gives ``sh = 0``."""
+    bits = ((l.to(tl.float64).to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1022
+    sh = tl.maximum(bits - 24, 0)
+    rounded = ((wide >> tl.maximum(sh - 1, 0)[:, None]) + 1) >> 1
+    acc = tl.where(sh[:, None] > 0, rounded, wide)
+    l = (l >> sh).to(tl.int32)
+    bound = 128 * l.to(tl.int64)[:, None]
+    return tl.minimum(tl.maximum(acc, -bound), bound).to(tl.int32), l
+
+
+@triton.jit
 def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.constexpr):
     """:func:`intsoftmax.golden.normalize`: ``o = (acc r + 2**(s-1)) >> s`` as
     ``((acc r) >> (s - 1) + 1) >> 1``, one ``IMAD.WIDE``, a funnel shift (``s - 1 <= 32``), an add
@@ -358,7 +372,7 @@ def _qflash_fwd(
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
-    VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr,
+    VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -392,6 +406,8 @@ def _qflash_fwd(
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
+    if ACC64:
+        wide = tl.zeros((BLOCK_M, D_PAD), tl.int64)
     # keys [0, n_full) in full tiles (masked only by a user mask), the rest up to n_end in
     # masked tiles; causal rows skip the keys past their block's last row
     if MASK_KIND == MASK_CAUSAL:
@@ -420,12 +436,18 @@ def _qflash_fwd(
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                               BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                               FULL_MASK, False, ROW_TABLE, PTX, QUANT)
+                if ACC64:  # every CHUNK keys: the int32 partial sums into int64
+                    if (j + BLOCK_N) % CHUNK == 0:
+                        wide += acc.to(tl.int64)
+                        acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
             for j in range(n_full, n_end, TAIL):
                 l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                               TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                               MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         l = tl.max(l2, 1)
+        if ACC64:
+            wide += acc.to(tl.int64)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             if ONE_TILE:
                 n_tiled = BLOCK_N
@@ -433,6 +455,10 @@ def _qflash_fwd(
                 n_tiled = n_full + tl.cdiv(n_end - n_full, TAIL) * TAIL
             l = 127 * n_tiled - l
             acc = -acc
+            if ACC64:
+                wide = -wide
+        if ACC64:  # l to 24 bits, acc to its scale: int32 again
+            acc, l = _narrow(wide, l)
     else:
         l = tl.zeros((BLOCK_M,), tl.int32)
         rel_M = tl.load(trow + REL_M)
@@ -454,7 +480,7 @@ def _qflash_fwd(
 
     out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
     out_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)
+    o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
     # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
     # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
     # takes (-2**31, -128)
@@ -549,7 +575,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         H, batch2, NQ, NK, readable_keys(v8),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
         enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
-        ONE_TILE=spec.two_pass and NK <= block_n, SV_COLS=s_v is not None,
+        ONE_TILE=spec.two_pass and NK <= block_n, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n),
         **spec.constexprs(),
         **options,
     )

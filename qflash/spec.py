@@ -50,6 +50,7 @@ class KernelSpec:
     req_shift: int
     p_bits: int
     two_pass: bool
+    acc_bits: int  # 64: int32 partial sums added into an int64 acc (TwoPass(acc_bits=64))
     release_shift: int
     block_n: int
     head_dim: int
@@ -67,7 +68,8 @@ class KernelSpec:
         p_args = fused_args(recipe.exp, recipe.p_max) if recipe.exp.fuses_requant else ()
         return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),
                    recipe.p_bits,
-                   recipe.accumulation.two_pass, recipe.accumulation.release_shift, recipe.block_n, head_dim,
+                   recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.release_shift,
+                   recipe.block_n, head_dim,
                    MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
 
     @property
@@ -80,12 +82,18 @@ class KernelSpec:
     def name(self) -> str:
         return "qflash_fwd[" + ",".join(f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self)) + "]"
 
+    def chunk_keys(self, block_n: int) -> int:
+        """Keys whose int32 partial sums a wide accumulator adds into int64 at once: half of what
+        int32 holds (``128 keys P_max < 2**31``), so a chunk's last tiles and the masked tail
+        tiles after it (at most 256 keys) still fit; a multiple of ``block_n``."""
+        return (2**31 - 1) // (128 * (2**self.p_bits - 1)) // 2 // block_n * block_n
+
     def constexprs(self) -> dict:
         """The kernel's constexpr arguments (tile sizes aside)."""
         return dict(
             D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_FN=self.twin.fn, EXP_ARGS=self.exp_args,
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
-            REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass,
+            REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,
         )

@@ -56,6 +56,29 @@ def test_rescaling_rules_hold_their_limit_on_the_worst_case(rule, p_bits, rising
             staircase(recipe, n + 1, rising, check_limits=True)
 
 
+def test_wide_accumulator_holds_its_limit_where_l_alone_bounds_the_keys():
+    """Recipe.long_context (int64 acc): 1049088 keys at P_max with V = -128 keep l in int32 and the
+    output exact (the narrowing loses nothing here: the mean of V is -128 exactly); one key more
+    overflows l, not acc."""
+    recipe = ism.Recipe.long_context()
+    n = recipe.max_seq_len()
+    assert n == (2**31 - 1) // recipe.p_max >= 131072
+    assert (staircase(recipe, n, rising=False, check_limits=True) == -128 * 2**recipe.out_frac_bits).all()
+    with pytest.raises(IntegerOverflowError, match="l after key tile"):
+        staircase(recipe, n + 1, rising=False, check_limits=True)
+
+
+@given(acc=st.integers(-128, 128), l=st.integers(0, 2**31 - 1), noise=st.integers(-2**20, 2**20))
+def test_narrowing_keeps_24_bits_and_rounds_half_up(acc, l, noise):
+    a = np.int64(acc * l + (noise if l else 0))
+    narrowed, l2 = golden.narrow(np.array([a]), np.array([l]))
+    assert 0 <= l2[0] < golden.NORM_L_LIMIT
+    sh = max(int(l).bit_length() - 24, 0)
+    assert l2[0] == l >> sh and narrowed[0] == (int(a) + (1 << sh >> 1)) >> sh  # exact rounding, Python ints
+    if l < 2**24:
+        assert narrowed[0] == a
+
+
 @given(x=st.lists(st.integers(-2**31, 2**31 - 1), min_size=1, max_size=20),
        one_bits=st.integers(4, 25), shift=st.integers(16, 30), data=st.data())
 def test_scale_release_never_increases_a_magnitude(x, one_bits, shift, data):

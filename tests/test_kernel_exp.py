@@ -7,7 +7,7 @@ import triton.language as tl
 
 import intsoftmax as ism
 from qflash.exp import exp_spec, exp_twin
-from qflash.kernel import _normalize
+from qflash.kernel import _narrow, _normalize
 
 from kernel_utils import DEVICE, n, needs_kernel, t
 
@@ -73,6 +73,33 @@ def _normalize_rows(ACC, L, OUT, OUT_FRAC: tl.constexpr, D: tl.constexpr, BLOCK:
 
 
 PTX = tl.constexpr(DEVICE != "cpu")
+
+
+@triton.jit
+def _narrow_normalize_rows(ACC, L, OUT, OUT_FRAC: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D)
+    acc, l = _narrow(tl.load(ACC + rows[:, None] * D + cols[None, :]), tl.load(L + rows))
+    tl.store(OUT + rows[:, None] * D + cols[None, :], _normalize(acc, l, False, OUT_FRAC, PTX))
+
+
+def test_wide_accumulator_narrowing_equals_golden():
+    """A wide (int64) acc and an int32 l up to 2**31 - 1: the kernel's narrowing (l to 24 bits, acc
+    rounded half up to the same scale, both clamps) then the normalization equal the golden
+    model's, at every power of two and its neighbours, near the extremes and at random."""
+    rng = np.random.default_rng(64)
+    edges = [v for k in range(32) for v in (2**k - 1, 2**k, 2**k + 1) if 0 <= v < 2**31]
+    l = np.concatenate([np.arange(0, 64), edges, rng.integers(2**24, 2**31, 1000)]).astype(np.int64)
+    l = np.concatenate([l, np.ones((-len(l)) % 64, np.int64)])
+    D = 32
+    acc = rng.integers(-128, 129, (len(l), D)) * l[:, None] // 128 + rng.integers(-3, 4, (len(l), D))
+    acc[:, 0], acc[:, 1], acc[:, 2] = 128 * l, -128 * l, -128 * l + 1
+    out = torch.empty((len(l), D), dtype=torch.int32, device=DEVICE)
+    _narrow_normalize_rows[(len(l) // 64,)](t(acc), t(l.astype(np.int32)), out, 8, D, 64)
+    gold = ism.golden.normalize(acc, l[:, None], 8)
+    np.testing.assert_array_equal(n(out), gold)
+    wide = l >= 2**24
+    assert wide.sum() > 1000 and (gold[wide, 0] == 128 * 256).all() and (gold[wide, 1] == -128 * 256).all()
 
 
 @pytest.mark.parametrize("frac_bits", [8, 16])

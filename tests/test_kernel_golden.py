@@ -75,6 +75,22 @@ def test_long_odd_sequence():
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
 
+def test_long_context_recipe_past_the_int32_limit():
+    """Recipe.long_context past the default's 8196 keys, on nearly flat attention (|logit| <= 0.03
+    nats, so every P >= 0.97 P_max and l >= 12000 * 0.97 * 2047 > 2**24): the kernel's int32
+    partial sums added into int64 every 4096 keys and its narrowing of l to 24 bits equal the
+    golden model; the default recipe rejects the length, naming the long-context recipe."""
+    rng = np.random.default_rng(12000)
+    q = rng.uniform(-0.0075, 0.0075, (1, 1, 8, 16)).astype(np.float32)
+    k = rng.uniform(-1, 1, (1, 1, 12000, 16)).astype(np.float32)
+    v = rng.normal(0, 1, (1, 1, 12000, 16)).astype(np.float32)
+    recipe = ism.Recipe.long_context()
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+    with pytest.raises(ValueError, match="long_context"):
+        qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.default())
+
+
 def test_float_output_is_the_dequantized_integers():
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(0, 2, (2, 3, 49, 32)).astype(np.float32) for _ in range(3))

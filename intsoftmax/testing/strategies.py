@@ -87,7 +87,7 @@ def accumulation_rules(kernel_only: bool = True) -> st.SearchStrategy:
     options = [
         st.builds(ScaleRelease, release_shift=st.integers(20, 30)),
         st.builds(LazyRescale, headroom_octaves=st.integers(0, 2), release_shift=st.just(30)),
-        st.just(TwoPass()),
+        st.builds(TwoPass, acc_bits=st.sampled_from([32, 64])),
     ]
     if not kernel_only:
         options.append(st.builds(NaiveScaleAccumulation, acc_bits=st.sampled_from([32, 64])))
