@@ -364,7 +364,8 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
     per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
-                         s_v=s_v if per_channel else None, **_launch_config(spec))
+                         s_v=s_v if per_channel else None, derive_scale=call.scale if table is None else None,
+                         **_launch_config(spec))
     return out.reshape(call.batch + out.shape[1:])
 
 
@@ -391,13 +392,17 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
-def _on_load(call: Call) -> bool:
-    """Whether static ranges are quantized inside the attention kernel (one launch): one row block
-    per slice, or, outside CUDA-graph capture, few enough programs for the GPU at once."""
-    if call.NQ <= ON_LOAD_ROWS:
-        return True
+def _small(call: Call) -> bool:
+    """Whether host time matters more than a little GPU time: outside CUDA-graph capture, few
+    enough programs for the GPU at once."""
     programs = call.B * call.H * -(-call.NQ // ON_LOAD_ROWS)
     return programs <= ON_LOAD_PROGRAMS_PER_SM * _sm_count(call.device) and not _capturing(call.device)
+
+
+def _on_load(call: Call) -> bool:
+    """Whether static ranges are quantized inside the attention kernel (one launch): one row block
+    per slice, or a small call (:func:`_small`)."""
+    return call.NQ <= ON_LOAD_ROWS or _small(call)
 
 
 def _ranges_apart(recipe: Recipe) -> bool:
@@ -407,19 +412,22 @@ def _ranges_apart(recipe: Recipe) -> bool:
                for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
 
 
-def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table):
+def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table, derive: bool = False):
     """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
     flags slices holding NaN or Inf), or, where :func:`_on_load` says so, on load (``amax`` set,
     q, k, v passed as they are, ``s_v`` None: the table holds it; the kernel finds NaN and Inf
     itself). Measured ranges quantize on load too when each is one per tensor or head: a range
-    launch, the table derived from the ranges, then the attention kernel."""
+    launch, the table derived from the ranges, then the attention kernel; with ``derive`` (float
+    output, which needs no table afterwards), in a small call (:func:`_small`), each attention
+    program derives its own row instead (``table`` None): one launch less on the host."""
     amax = None if amax_q is None else (amax_q, amax_k, amax_v)
     qz = _backend()[0]
     if _on_load(call) and (amax is not None or _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
         if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
-            table = qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ, from_amax=True)
+            table = None if derive and _small(call) else qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ,
+                                                         from_amax=True)
         return _flat(q), _flat(k), _flat(v), None, table, None, amax
     flags = None if amax is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags)
@@ -433,7 +441,8 @@ def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_
     if recipe.transforms:  # rewrite the float inputs first (torch twins of the golden transforms)
         q, k, v, c = _backend_transforms().apply_all(recipe.transforms, q, k, v)
         voff = None if c is None else c.reshape(call.B * call.H, call.D)
-    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table)
+    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table,
+                                                     derive=True)
     return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v)
 
 

@@ -29,8 +29,11 @@ lengths, batch and heads are runtime values, and of the key count only one bit i
 ``ONE_TILE`` (two-pass rules, every key in one tile: Swin windows), whose kernel carries neither
 the first pass nor the key loops (9-11 % faster on the Swin shapes than branching at run time).
 Every integer constant comes from the constant table (:mod:`qflash.table`): scalars for
-per-tensor and per-head scales, per-row vectors for per-token ones (``ROW_TABLE``). Float inputs
-quantized on load bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``).
+per-tensor and per-head scales, per-row vectors for per-token ones (``ROW_TABLE``), or, in small
+calls with measured ranges, from each program's own derivation of its row (``DERIVE``, the table
+kernel's :func:`~qflash.quantize.table_row`: one launch less). Float inputs quantized on load
+bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). ``ACC64``: the
+wide accumulator of ``TwoPass(acc_bits=64)`` (int32 partial sums of ``CHUNK`` keys into int64).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
-from .quantize import bh_strides, scale_inv
+from .quantize import bh_strides, f64_bits, scale_inv, table_row
 from .spec import MaskKind, OutKind
 from .table import Col
 
@@ -362,17 +365,29 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 
 
 @triton.jit
+def _constant(trow, derived, COL: tl.constexpr, DERIVE: tl.constexpr):
+    """Column ``COL`` of this program's constant row: loaded from the table, or ``DERIVE``d in
+    the prologue (:func:`qflash.quantize.table_row`)."""
+    if DERIVE:
+        return derived[COL]
+    else:
+        return tl.load(trow + COL)
+
+
+@triton.jit(do_not_specialize=["scale_bits"])
 def _qflash_fwd(
     Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
-    H, B2, NQ, NK, NK_V,
+    H, B2, NQ, NK, NK_V, scale_bits,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
-    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr,
+    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
+    HEADROOM_OCT: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
+    DERIVE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -382,23 +397,31 @@ def _qflash_fwd(
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
 
+    # QUANT: float q, k, v quantized on load with their ranges (per tensor or per head)
+    inv = (1.0, 1.0)
+    inv_q = 1.0
+    derived = 0
+    if QUANT:
+        s_q, inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))
+        s_k, inv_k = scale_inv(tl.load(AmaxK + b * sabk + h * sahk))
+        s_v, inv_v = scale_inv(tl.load(AmaxV + b * sabv + h * sahv))
+        inv = (inv_k, inv_v)
+        if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
+            derived = table_row(s_q, s_k, s_v, scale_bits.to(tl.int64).to(tl.float64, bitcast=True), 1.0,
+                                ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
     # the integer constants: scalars (one table row per program), or per query row
     trow = Tab + b * stb + h * sth
     if ROW_TABLE:
         trow = trow + tl.minimum(offs_m, NQ - 1) * stm
-    rc = (tl.load(trow + PRE_M), tl.load(trow + PRE_L), tl.load(trow + PRE_R), tl.load(trow + T_CAP),
-          tl.load(trow + U_MAX), tl.load(trow + EXP_C0), tl.load(trow + EXP_C1))
-    req_M = tl.load(trow + REQ_M)
-    bias_inv = tl.load(trow + BIAS_INV).to(tl.float32, bitcast=True)
+    rc = (_constant(trow, derived, PRE_M, DERIVE), _constant(trow, derived, PRE_L, DERIVE),
+          _constant(trow, derived, PRE_R, DERIVE), _constant(trow, derived, T_CAP, DERIVE),
+          _constant(trow, derived, U_MAX, DERIVE), _constant(trow, derived, EXP_C0, DERIVE),
+          _constant(trow, derived, EXP_C1, DERIVE))
+    req_M = _constant(trow, derived, REQ_M, DERIVE)
+    bias_inv = _constant(trow, derived, BIAS_INV, DERIVE).to(tl.float32, bitcast=True)
 
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
-    # QUANT: float q, k, v quantized on load with their static ranges (per tensor or per head)
-    inv = (1.0, 1.0)
-    inv_q = 1.0
-    if QUANT:
-        inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))[1]
-        inv = (scale_inv(tl.load(AmaxK + b * sabk + h * sahk))[1], scale_inv(tl.load(AmaxV + b * sabv + h * sahv))[1])
     q, q_bad = _quant(q, inv_q, QUANT, PTX)
     bad = tl.zeros((BLOCK_M,), tl.float32)  # NaN once a V tile held NaN or Inf (QUANT)
     k_base = K + b * skb + h * skh
@@ -461,8 +484,8 @@ def _qflash_fwd(
             acc, l = _narrow(wide, l)
     else:
         l = tl.zeros((BLOCK_M,), tl.int32)
-        rel_M = tl.load(trow + REL_M)
-        headroom = tl.load(trow + HEADROOM)
+        rel_M = _constant(trow, derived, REL_M, DERIVE)
+        headroom = _constant(trow, derived, HEADROOM, DERIVE)
         m = tl.full((BLOCK_M,), MASKED, tl.int32)
         # full tiles need no padding (and, unmasked, no masking); the last partial tile does.
         # Tiles start at multiples of block_n, as the golden model's (online integers depend on them)
@@ -507,7 +530,7 @@ def _qflash_fwd(
             o8 = tl.where(poisoned, -128, o8)
         tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
     else:
-        deq = _rows(tl.load(trow + DEQ).to(tl.float32, bitcast=True), ROW_TABLE)
+        deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
         if POISONABLE:
             deq = tl.where(poisoned, float("nan"), deq)
         if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
@@ -537,7 +560,7 @@ def readable_keys(v8) -> int:
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
-           amax=None, voff=None, s_v=None, **options):
+           amax=None, voff=None, s_v=None, derive_scale: float | None = None, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -549,6 +572,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``voff``: float32 (B*H, D) offsets added to the float output of every row with a live key
     (the value offset of :mod:`intsoftmax.transforms`). ``s_v``: float32 (B*H, D), V's scale per
     channel (V per channel; float output, each channel dequantized by its own).
+    ``derive_scale``: with ``amax`` and no ``table`` (None), each program derives its constant row
+    from the ranges and this logit scale (float output; one launch less than the table kernel).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
@@ -559,10 +584,15 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         block_n = block_n or 64
     else:
         block_n = spec.block_n
-    # table rows: one, per head (static scales), or per (batch, head); times Nq when per row
-    tab_b = table.stride(0) * H if table.shape[0] == B * H and table.shape[0] > H else 0
-    tab_h = table.stride(0) if table.shape[0] > 1 else 0
-    tab_m = table.stride(1) if table.shape[1] > 1 else 0
+    derive = derive_scale is not None
+    if derive and (amax is None or table is not None or spec.out_kind == OutKind.INT8):
+        raise ValueError("derive_scale needs ranges (amax), no table and a float or int32 output")
+    if derive:
+        table, tab_b, tab_h, tab_m = amax[0], 0, 0, 0  # (the pointer is never read)
+    else:  # table rows: one, per head (static scales), or per (batch, head); times Nq when per row
+        tab_b = table.stride(0) * H if table.shape[0] == B * H and table.shape[0] > H else 0
+        tab_h = table.stride(0) if table.shape[0] > 1 else 0
+        tab_m = table.stride(1) if table.shape[1] > 1 else 0
     mstrides = mask.stride() if mask is not None else (0, 0, 0, 0, 0)
     grid = (triton.cdiv(NQ, block_m), B * H)
     range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
@@ -572,9 +602,10 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         voff if voff is not None else table, s_v if s_v is not None else table,
         *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
         tab_b, tab_h, tab_m, *mstrides, *range_strides,
-        H, batch2, NQ, NK, readable_keys(v8),
+        H, batch2, NQ, NK, readable_keys(v8), f64_bits(derive_scale or 1.0),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, ROW_TABLE=table.shape[1] > 1, PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
+        enable_fp_fusion=False, ROW_TABLE=not derive and table.shape[1] > 1, DERIVE=derive,
+        PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
         ONE_TILE=spec.two_pass and NK <= block_n, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n),
         **spec.constexprs(),
         **options,

@@ -29,11 +29,9 @@ from .launcher import interpreted, launch
 from .plan import empty
 from .ptx import floor_s8
 from .rows import F64_LOG2E, fixed_multiplier
-from .table import NCOL, Col, table_shape
+from .table import NCOL, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK, GRAN_CHANNEL = (tl.constexpr(i) for i in range(5))
-(C_PRE_M, C_PRE_L, C_PRE_R, C_T_CAP, C_U_MAX, C_REQ_M, C_REL_M, C_HEADROOM, C_EXP_C0, C_EXP_C1, C_BIAS_INV,
- C_OUT_M, C_OUT_SHIFT, C_DEQ) = (tl.constexpr(int(c)) for c in Col)
 # the core's constants, as the constexpr globals a Triton kernel may read
 HEADROOM_MAX = tl.constexpr(float(plan.HEADROOM_MAX))
 NORM_FRAC = tl.constexpr(plan.NORM_FRAC)
@@ -177,14 +175,41 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.co
                                TRANSPOSE[i], PTX)
 
 
+@triton.jit
+def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
+              REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr):
+    """Every integer constant of a table row (:class:`qflash.table.Col` order, int32; ``BIAS_INV``
+    and ``DEQ`` as float32 bits) from float32 scales and the float64 logit and output scales:
+    scalars (the attention kernel deriving its own row, ``DERIVE``) or vectors (the table
+    kernel). The exp strategy's constants come from its registered row derivation ``ROW_FN``
+    (:mod:`qflash.rows`)."""
+    nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
+    zero = (nat * 0).to(tl.int64)
+    pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
+    rel_M = (1 << REL_SHIFT) // one
+    headroom = tl.floor(tl.minimum(HEADROOM_OCT / (nat * F64_LOG2E), HEADROOM_MAX)).to(tl.int64)
+    bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
+    out_M = zero
+    out_shift = zero
+    if INT8_OUT:
+        ratio = s_v.to(tl.float64) / out_scale * (2.0 ** -NORM_FRAC)
+        out_M, out_shift = fixed_multiplier(tl.minimum(ratio, 1073741824.0))
+    # non-finite inputs (a NaN or infinite range) or scales that are not finite and positive: the
+    # dequantized output is NaN, never plausible numbers (a host check would need a sync)
+    finite = (s_q > 0) & (s_q < float("inf")) & (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
+    deq = tl.where(finite, s_v * (2.0 ** -OUT_FRAC), float("nan")).to(tl.int32, bitcast=True)
+    return (pre_M.to(tl.int32), pre_l.to(tl.int32), pre_r.to(tl.int32), t_cap.to(tl.int32), u_max.to(tl.int32),
+            req_M.to(tl.int32), rel_M.to(tl.int32), headroom.to(tl.int32), rc0.to(tl.int32), rc1.to(tl.int32),
+            bias_inv, out_M.to(tl.int32), out_shift.to(tl.int32), deq)
+
+
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
                   ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr,
                   OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr, FROM_AMAX: tl.constexpr):
-    """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`). The exp
-    strategy's constants come from its registered row derivation ``ROW_FN`` (:mod:`qflash.rows`).
-    ``FROM_AMAX``: ``Sq``, ``Sk``, ``Sv`` hold ranges, whose scales ``amax / 127`` are derived here
-    exactly as the quantization launch derives them."""
+    """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`), by
+    :func:`table_row`. ``FROM_AMAX``: ``Sq``, ``Sk``, ``Sv`` hold ranges, whose scales ``amax / 127``
+    are derived here exactly as the quantization launch derives them."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     b = idx // TM // H
     h = idx // TM % H
@@ -196,37 +221,11 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
     if FROM_AMAX:
         s_q, s_k, s_v = scale_inv(s_q)[0], scale_inv(s_k)[0], scale_inv(s_v)[0]
     scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
-    nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
-    zero = tl.zeros((BLOCK,), tl.int64)
-    pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
-    rel_M = (1 << REL_SHIFT) // one
-    headroom = tl.floor(tl.minimum(HEADROOM_OCT / (nat * F64_LOG2E), HEADROOM_MAX)).to(tl.int64)
-    bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
-    out_M = zero
-    out_shift = zero
-    if INT8_OUT:
-        out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
-        ratio = s_v.to(tl.float64) / out_scale * (2.0 ** -NORM_FRAC)
-        out_M, out_shift = fixed_multiplier(tl.minimum(ratio, 1073741824.0))
-    # non-finite inputs (a NaN or infinite range) or scales that are not finite and positive: the
-    # dequantized output is NaN, never plausible numbers (a host check would need a sync)
-    finite = (s_q > 0) & (s_q < float("inf")) & (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
-    deq = tl.where(finite, s_v * (2.0 ** -OUT_FRAC), float("nan")).to(tl.int32, bitcast=True)
+    out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
+    cols = table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, INT8_OUT)
     row = Tab + idx * NCOLS
-    tl.store(row + C_PRE_M, pre_M.to(tl.int32), mask=valid)
-    tl.store(row + C_PRE_L, pre_l.to(tl.int32), mask=valid)
-    tl.store(row + C_PRE_R, pre_r.to(tl.int32), mask=valid)
-    tl.store(row + C_T_CAP, t_cap.to(tl.int32), mask=valid)
-    tl.store(row + C_U_MAX, u_max.to(tl.int32), mask=valid)
-    tl.store(row + C_REQ_M, req_M.to(tl.int32), mask=valid)
-    tl.store(row + C_REL_M, rel_M.to(tl.int32), mask=valid)
-    tl.store(row + C_HEADROOM, headroom.to(tl.int32), mask=valid)
-    tl.store(row + C_EXP_C0, rc0.to(tl.int32), mask=valid)
-    tl.store(row + C_EXP_C1, rc1.to(tl.int32), mask=valid)
-    tl.store(row + C_BIAS_INV, bias_inv, mask=valid)
-    tl.store(row + C_OUT_M, out_M.to(tl.int32), mask=valid)
-    tl.store(row + C_OUT_SHIFT, out_shift.to(tl.int32), mask=valid)
-    tl.store(row + C_DEQ, deq, mask=valid)
+    for c in tl.static_range(NCOLS):
+        tl.store(row + c, cols[c], mask=valid)
 
 
 def gran_kind(granularity) -> int:

@@ -48,6 +48,8 @@ class KernelSpec:
     prescaled: bool
     p_args: tuple  # fused_args of a strategy that fuses the requantization, at P_max; () otherwise
     req_shift: int
+    row_args: tuple  # the strategy's row derivation's arguments (qflash.rows), for rows derived in the kernel
+    headroom_octaves: int
     p_bits: int
     two_pass: bool
     acc_bits: int  # 64: int32 partial sums added into an int64 acc (TwoPass(acc_bits=64))
@@ -66,7 +68,9 @@ class KernelSpec:
         from .exp import exp_spec, fused_args  # Triton-side; the enums above import without triton
         kind, args = exp_spec(recipe.exp)
         p_args = fused_args(recipe.exp, recipe.p_max) if recipe.exp.fuses_requant else ()
+        from .exp import TWINS
         return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),
+                   TWINS[kind].row_args(recipe.exp, recipe.p_max), recipe.accumulation.headroom_octaves_value(),
                    recipe.p_bits,
                    recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.release_shift,
                    recipe.block_n, head_dim,
@@ -93,7 +97,8 @@ class KernelSpec:
         return dict(
             D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_FN=self.twin.fn, EXP_ARGS=self.exp_args,
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
-            REQ_SHIFT=self.req_shift, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
+            REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
+            HEADROOM_OCT=self.headroom_octaves, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,
         )

@@ -406,6 +406,37 @@ def test_float32_range_limits():
         ism.Recipe.default().attention(q, q, q, amax=(-1.0, 1.0, 1.0))
 
 
+def test_small_dynamic_calls_derive_their_constants_in_the_kernel(monkeypatch):
+    """A small eager float call with measured per-tensor or per-head ranges runs two launches: the
+    range reduction, then the attention kernel quantizing on load and deriving its constant row from
+    the ranges (no table launch). Its integers (recovered from the float output: below 2**24, times
+    a power-of-two multiple of V's scale) equal the golden model's for fused, prescaled (QFlash's)
+    and lazy-rescale rows, with a float bias (the row's bias_inv); a NaN input still gives NaN."""
+    from qflash import api, kernel
+    monkeypatch.setattr(api, "_sm_count", lambda device: 10**6)
+    tables = []
+    monkeypatch.setattr(api._backend()[0], "table", lambda *a, **k: tables.append(a) or pytest.fail("table launch"))
+    derived = []
+    launch = kernel.launch
+    monkeypatch.setattr(kernel, "launch", lambda *a, **k: derived.append(k["derive_scale"]) or launch(*a, **k))
+    rng = np.random.default_rng(100)
+    q = rng.normal(0, 2, (2, 3, 100, 32)).astype(np.float32)
+    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
+    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
+    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+                                            v_granularity=ism.PerHead())
+    lazy = ism.Recipe.default().replace(accumulation=ism.LazyRescale(headroom_octaves=2))
+    for recipe in (ism.Recipe.default(), per_head, ism.Recipe.qflash(), lazy):
+        out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe)).astype(np.float64)
+        gold = recipe.attention_int(q, k, v, attn_bias=bias)
+        deq = np.broadcast_to(gold.scale, out.shape).astype(np.float32).astype(np.float64)
+        np.testing.assert_array_equal(np.rint(out / deq), gold.values, err_msg=recipe.name)
+    assert derived == [pytest.approx(32 ** -0.5)] * 4 and not tables
+    k[1, 2, 5, 3] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=per_head))
+    assert np.isnan(out[1, 2]).all() and np.isfinite(out[0]).all()
+
+
 @pytest.mark.parametrize("n_q,n_k,dtype,d,small_gpu", [
     (49, 49, torch.float16, 32, False), (20, 300, torch.bfloat16, 64, False), (64, 64, torch.float32, 128, False),
     (1, 70, torch.float64, 16, False), (100, 100, torch.float16, 32, False), (150, 200, torch.float16, 64, True)])
