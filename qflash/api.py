@@ -85,9 +85,7 @@ def _launch_config(spec: KernelSpec) -> dict:
         return dict(block_m=64, num_warps=4, num_stages=1)
     if not spec.two_pass:
         return dict(block_m=64, num_warps=4, num_stages=2)
-    if spec.acc_bits == 64:  # an int64 acc besides the int32 one: spread over 8 warps, no spills (sm_90 SASS)
-        return dict(block_m=64, block_n=64, num_warps=8, num_stages=3)
-    cap = MAXNREG.get(spec.head_dim)
+    cap = MAXNREG.get(spec.head_dim) if spec.acc_bits == 32 else None  # the wide sum's registers: no cap
     return dict(block_m=64, block_n=64, num_warps=4, num_stages=3, **({"maxnreg": cap} if cap else {}))
 
 

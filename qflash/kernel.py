@@ -33,7 +33,9 @@ per-tensor and per-head scales, per-row vectors for per-token ones (``ROW_TABLE`
 calls with measured ranges, from each program's own derivation of its row (``DERIVE``, the table
 kernel's :func:`~qflash.quantize.table_row`: one launch less). Float inputs quantized on load
 bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). ``ACC64``: the
-wide accumulator of ``TwoPass(acc_bits=64)`` (int32 partial sums of ``CHUNK`` keys into int64).
+wide accumulator of ``TwoPass(acc_bits=64)``: ``hi * 2**24 + acc`` in two int32 registers per
+element, ``acc``'s bits above 24 moved into ``hi`` every ``CHUNK`` keys (one register more than
+the default, where an int64 sum beside the int32 one took two and spilled at D = 128).
 """
 from __future__ import annotations
 
@@ -429,8 +431,8 @@ def _qflash_fwd(
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
-    if ACC64:
-        wide = tl.zeros((BLOCK_M, D_PAD), tl.int64)
+    if ACC64:  # the wide sum is hi * 2**24 + acc; a flush moves acc's high bits into hi
+        hi = tl.zeros((BLOCK_M, D_PAD), tl.int32)
     # keys [0, n_full) in full tiles (masked only by a user mask), the rest up to n_end in
     # masked tiles; causal rows skip the keys past their block's last row
     if MASK_KIND == MASK_CAUSAL:
@@ -459,10 +461,10 @@ def _qflash_fwd(
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                               BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                               FULL_MASK, False, ROW_TABLE, PTX, QUANT)
-                if ACC64:  # every CHUNK keys: the int32 partial sums into int64
+                if ACC64:  # every CHUNK keys: acc's bits above 24 into hi (acc keeps 0 <= acc < 2**24)
                     if (j + BLOCK_N) % CHUNK == 0:
-                        wide += acc.to(tl.int64)
-                        acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
+                        hi += acc >> 24
+                        acc = acc & 0xFFFFFF
             for j in range(n_full, n_end, TAIL):
                 l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
@@ -470,7 +472,7 @@ def _qflash_fwd(
                                               MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         l = tl.max(l2, 1)
         if ACC64:
-            wide += acc.to(tl.int64)
+            wide = (hi.to(tl.int64) << 24) + acc.to(tl.int64)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             if ONE_TILE:
                 n_tiled = BLOCK_N

@@ -52,7 +52,7 @@ class KernelSpec:
     headroom_octaves: int
     p_bits: int
     two_pass: bool
-    acc_bits: int  # 64: int32 partial sums added into an int64 acc (TwoPass(acc_bits=64))
+    acc_bits: int  # 64: the wide sum hi * 2**24 + acc of TwoPass(acc_bits=64) (qflash.kernel)
     release_shift: int
     block_n: int
     head_dim: int
@@ -87,9 +87,10 @@ class KernelSpec:
         return "qflash_fwd[" + ",".join(f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self)) + "]"
 
     def chunk_keys(self, block_n: int) -> int:
-        """Keys whose int32 partial sums a wide accumulator adds into int64 at once: half of what
-        int32 holds (``128 keys P_max < 2**31``), so a chunk's last tiles and the masked tail
-        tiles after it (at most 256 keys) still fit; a multiple of ``block_n``."""
+        """Keys a wide accumulator sums in its int32 ``acc`` between two moves of its high bits into
+        ``hi``: half of what int32 holds (``128 keys P_max < 2**31``), so the remainder (below
+        2**24) plus a chunk's last tiles and the masked tail tiles after it (at most 256 keys)
+        still fit; a multiple of ``block_n``."""
         return (2**31 - 1) // (128 * (2**self.p_bits - 1)) // 2 // block_n * block_n
 
     def constexprs(self) -> dict:

@@ -75,16 +75,21 @@ def test_long_odd_sequence():
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
 
-def test_long_context_recipe_past_the_int32_limit():
+@pytest.mark.parametrize("p_bits, chunk", [(11, None), (8, 1024)])
+def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
     """Recipe.long_context past the default's 8196 keys, on nearly flat attention (|logit| <= 0.03
-    nats, so every P >= 0.97 P_max and l >= 12000 * 0.97 * 2047 > 2**24): the kernel's int32
-    partial sums added into int64 every 4096 keys and its narrowing of l to 24 bits equal the
-    golden model; the default recipe rejects the length, naming the long-context recipe."""
+    nats, so every P >= 0.97 P_max and, at 11 bits, l >= 12000 * 0.97 * 2047 > 2**24): the
+    kernel's wide sum (acc's high bits moved into a second int32 every 4096 keys at 11 bits; every
+    1024 here for 8-bit P, whose offset form sums negative values; any chunk within the int32
+    bound is exact) and its narrowing of l to 24 bits equal the golden model; the default recipe
+    rejects the length, naming the long-context recipe."""
+    if chunk:
+        monkeypatch.setattr(qflash.spec.KernelSpec, "chunk_keys", lambda self, block_n: chunk)
     rng = np.random.default_rng(12000)
     q = rng.uniform(-0.0075, 0.0075, (1, 1, 8, 16)).astype(np.float32)
     k = rng.uniform(-1, 1, (1, 1, 12000, 16)).astype(np.float32)
     v = rng.normal(0, 1, (1, 1, 12000, 16)).astype(np.float32)
-    recipe = ism.Recipe.long_context()
+    recipe = ism.Recipe.long_context().replace(p_bits=p_bits)
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
     with pytest.raises(ValueError, match="long_context"):
