@@ -1,6 +1,8 @@
 """Kernel-only GPU time of recipes and tile configurations, by CUDA-graph replay, beside SDPA fp16
 (same run). Development tool: ``python3 scripts/gpu_tune.py [--check] [--on-load]`` on the GPU machine.
-``--check`` first compares each variant's integers with the golden model on a small A2 batch."""
+``--check`` first compares each variant's integers with the golden model on a small A2 batch.
+Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, D1: their own batch), e.g.
+``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``."""
 from __future__ import annotations
 
 import argparse
@@ -10,17 +12,21 @@ import numpy as np
 import torch
 
 import intsoftmax as ism
-from intsoftmax.workloads import workload_shape
 from qflash import api, quantize as qz
-from qflash.benchmark import graph_us
+from qflash.benchmark import LLM_SHAPES, graph_us, kv_shape_of, shape_of
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 
 
-def prepared(workload, batch, recipe):
-    shape = workload_shape(workload, batch)
+def inputs(workload, batch):
     gen = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen) for _ in range(3))
+    return tuple(torch.empty(s, device="cuda", dtype=torch.float16).uniform_(-4, 4, generator=gen)
+                 for s in (shape_of(workload, batch), kv_shape_of(workload, batch), kv_shape_of(workload, batch)))
+
+
+def prepared(workload, batch, recipe):
+    q, k, v = inputs(workload, batch)
+    shape = q.shape
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(q, k, v, recipe)
     table = qz.table(recipe, s_q, s_k, s_v, shape[3] ** -0.5, shape[0], shape[1], shape[2])
     return (q, k, v), (q8, k8, v8), table
@@ -41,8 +47,7 @@ def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stag
 
 
 def sdpa_time(workload, batch):
-    shape = workload_shape(workload, batch)
-    q, k, v = (torch.empty(shape, device="cuda", dtype=torch.float16).uniform_(-4, 4) for _ in range(3))
+    q, k, v = inputs(workload, batch)
     return graph_us(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
@@ -54,6 +59,7 @@ RECIPES = {
     "d2p11": ism.Recipe(exp=ism.FusedExp2(degree=2)),
     "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()),
     "paper": ism.Recipe.qflash(),
+    "long_context": ism.Recipe.long_context(),
 }
 
 
@@ -82,7 +88,8 @@ def main(argv=None):
         check(names)
     rows = []
     for w in a.workloads.split(","):
-        base = sdpa_time(w, 256)
+        batch = LLM_SHAPES[w][0] if w in LLM_SHAPES else 256
+        base = sdpa_time(w, batch)
         rows.append((w, "sdpa", "-", base, 1.0))
         for name in names:
             for cfg in a.configs.split(",") if name in a.sweep.split(",") else a.configs.split(",")[:1]:
@@ -90,12 +97,12 @@ def main(argv=None):
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
                 try:
-                    t = kernel_time(w, 256, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load)
+                    t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load)
                 except Exception as err:  # a configuration out of resources: report, go on
                     print(f"{w} {name} {cfg}: {type(err).__name__} {str(err)[:120]}", flush=True)
                     continue
                 rows.append((w, name, cfg, t, t / base))
-                print(f"{w} b=256 {name:12s} {cfg:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
+                print(f"{w} b={batch} {name:12s} {cfg:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
     print("\nworkload recipe config us ratio")
     for r in rows:
         print(f"{r[0]} {r[1]:12s} {r[2]:12s} {r[3]:8.1f} {r[4]:5.2f}")
