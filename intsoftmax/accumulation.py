@@ -33,8 +33,8 @@ Overflow limits (``|V8| <= 128``, ``N`` keys):
   product ``x * alpha_int * rel_M`` is int64 (``< 2**61``) with ``alpha_int * rel_M
   <= 2**S`` int32. :meth:`AccumulationRule.max_keys` gives the resulting ``N``.
 * two-pass: the same int32 sums, no products. ``TwoPass(acc_bits=64)`` widens ``acc``: then only
-  ``l <= N * P_max`` must fit int32 (over a million keys at 11-bit P; the kernel adds int32 partial
-  sums of at most ``INT32_MAX // (128 P_max)`` keys into int64), and the normalization narrows
+  ``l <= N * P_max`` must fit int32 (over a million keys at 11-bit P; the kernel moves its int32
+  sum's high bits into a second int32 every few thousand keys), and the normalization narrows
   ``l`` to 24 bits first (:func:`intsoftmax.golden.narrow`).
 * naive: after ``k`` rescales ``l`` can reach ``(k + 1) * block_n * P_max * one**k``;
   :meth:`NaiveScaleAccumulation.max_keys` returns the worst case for ``acc_bits``.

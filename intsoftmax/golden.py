@@ -112,12 +112,16 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
     return acc, l
 
 
+def bit_length(l):
+    """``int.bit_length`` of each non-negative int64 below ``2**53`` (0 for 0), from float64's exponent."""
+    return np.where(l > 0, np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64), 0)
+
+
 def reciprocal(l, frac_bits: int):
     """``(r, e)`` per row: ``e = min(floor(log2 l), F + 3)`` and ``r = 2**(NORM_BITS + e) // l``
     (``r = 0``, ``e = 0`` where ``l = 0``); ``l < 2**24``."""
     l = np.asarray(l, dtype=np.int64)
-    b = np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2 l), exact
-    e = np.where(l > 0, np.minimum(b, frac_bits + 3), 0)
+    e = np.where(l > 0, np.minimum(bit_length(l) - 1, frac_bits + 3), 0)  # floor(log2 l)
     r = np.where(l > 0, (np.int64(1) << (NORM_BITS + e)) // np.maximum(l, 1), 0)
     return r, e
 
@@ -127,8 +131,7 @@ def narrow(acc, l):
     ``l >> sh`` and ``acc`` rounded to the same scale, half up, as ``((acc >> (sh - 1)) + 1) >> 1``
     (no intermediate exceeds ``acc``). Identity below ``2**24``."""
     acc, l = np.asarray(acc, dtype=np.int64), np.asarray(l, dtype=np.int64)
-    bits = np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64)  # bitlen(l); exact below 2**53
-    sh = np.maximum(bits - 24, 0)
+    sh = np.maximum(bit_length(l) - 24, 0)
     if not sh.any():
         return acc, l
     rounded = ((acc >> np.maximum(sh - 1, 0)) + 1) >> 1

@@ -163,8 +163,8 @@ class Recipe:
         only ``l = sum P <= N P_max`` bounds the keys, 1049088 of them (11-bit P); rows whose
         ``l`` reaches 2**24 are narrowed to 24 bits before the normalization
         (:func:`intsoftmax.golden.narrow`). Below 2**24 its integers are the default's: 36.2 dB on
-        U[-4, 4] at N = 2048, D = 128 (tests/test_attention_golden.py). Kernel: an int64
-        accumulator besides the int32 MMA one, 8 warps (docs/algorithms.md §4)."""
+        U[-4, 4] at N = 2048, D = 128 (tests/test_attention_golden.py). Kernel: the wide sum as
+        ``hi * 2**24 + acc`` in two int32 registers per element (docs/algorithms.md §4)."""
         return cls(accumulation=TwoPass(acc_bits=64))
 
     # -- identity ----------------------------------------------------------------------------

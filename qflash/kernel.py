@@ -47,6 +47,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
+from .rows import frexp_exponent
 from .quantize import bh_strides, f64_bits, scale_inv, table_row
 from .spec import MaskKind, OutKind
 from .table import Col
@@ -331,8 +332,7 @@ def _narrow(wide, l):
     """:func:`intsoftmax.golden.narrow` and the clamp to ``+-128 l`` after it: int64 ``wide`` and
     int32 ``l`` to an int32 ``acc`` and an ``l`` below ``2**24``. ``bitlen(l)`` from ``l``'s
     float64 exponent (exact); ``l = 0`` gives ``sh = 0``."""
-    bits = ((l.to(tl.float64).to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1022
-    sh = tl.maximum(bits - 24, 0)
+    sh = tl.maximum(frexp_exponent(l.to(tl.float64)) - 24, 0)
     rounded = ((wide >> tl.maximum(sh - 1, 0)[:, None]) + 1) >> 1
     acc = tl.where(sh[:, None] > 0, rounded, wide)
     l = (l >> sh).to(tl.int32)
@@ -351,7 +351,7 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
     ``+-128 l`` (a no-op unless online rescales rounded)."""
     l64 = l.to(tl.int64)
     lf = tl.maximum(l64, 1).to(tl.float64)
-    e = tl.minimum(((lf.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1023, OUT_FRAC + 3)
+    e = tl.minimum(frexp_exponent(lf) - 1, OUT_FRAC + 3)
     num = ((e + 30 + 1023) << 52).to(tl.float64, bitcast=True)
     inv = rcp_f64(lf, PTX)
     inv = inv + inv * (1.0 - lf * inv)

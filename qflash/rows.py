@@ -22,10 +22,16 @@ MAX_MULT_SHIFT = tl.constexpr(fixedpoint.MAX_MULT_SHIFT)
 
 
 @triton.jit
+def frexp_exponent(x):
+    """NumPy's ``frexp(x)[1]`` of a positive normal float64 (int64), from its exponent bits: the bit
+    length of an integer below ``2**53`` held exactly; ``-1022`` for zero."""
+    return ((x.to(tl.int64, bitcast=True) >> 52) & 0x7FF) - 1022
+
+
+@triton.jit
 def fixed_multiplier(real):
     """:func:`intsoftmax.fixedpoint.fixed_multiplier`: ``(M, shift)`` (int64) from the float's exponent bits."""
-    bits = real.to(tl.int64, bitcast=True)
-    expo = ((bits >> 52) & 0x7FF) - 1022  # frexp's exponent for normal numbers
+    expo = frexp_exponent(real)
     shift = tl.minimum(tl.maximum(MULT_BITS - expo, 0), MAX_MULT_SHIFT)
     shift = tl.where(real == 0, MULT_BITS, shift)
     pow2 = ((shift + 1023) << 52).to(tl.float64, bitcast=True)
