@@ -57,12 +57,12 @@ def test_output_is_a_convex_combination_of_v(inputs, recipe):
     res = recipe.attention_int(x.q, x.k, x.v, x.attn_bias, x.attn_mask, x.scale)
     out = res.dequantize()
     assert np.isfinite(out).all()
-    dead = np.zeros(out.shape[:-1], bool)
+    attended = np.ones(out.shape[:-1] + (x.k.shape[-2],), bool)  # (..., Nq, Nk)
     if x.attn_mask is not None:
-        dead = ~np.broadcast_to(x.attn_mask, out.shape[:-1] + (x.k.shape[-2],)).any(-1)
+        attended &= x.attn_mask
     if x.attn_bias is not None:  # -inf, and biases beyond the representable range, mask their key
-        bias_int = ism.recipe.quantize_bias(x.attn_bias, res.plan, x.q.shape[-2], x.k.shape[-2])
-        dead |= np.broadcast_to(bias_int == MASKED_LOGIT, out.shape[:-1] + (x.k.shape[-2],)).all(-1)
+        attended &= ism.recipe.quantize_bias(x.attn_bias, res.plan, x.q.shape[-2], x.k.shape[-2]) != MASKED_LOGIT
+    dead = ~attended.any(-1)  # a row is dead when every key is masked, by the mask or by the bias
     assert (res.values[dead] == 0).all()
     (_, _), (_, _), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
     v_deq = np.broadcast_to(v8 * s_v.astype(np.float64), x.v.shape)
