@@ -360,10 +360,11 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel
+    config = _launch_config(spec)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
                          s_v=s_v if per_channel else None, derive_scale=call.scale if table is None else None,
-                         **_launch_config(spec))
+                         splits=_splits(spec, call, config["block_m"]), **config)
     return out.reshape(call.batch + out.shape[1:])
 
 
@@ -383,6 +384,21 @@ def _sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device; 0 elsewhere (the interpreter keeps the
     one-row-block rule alone)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+#: Split-key calls (two-pass rules): the programs to aim for per SM, and the fewest keys a split takes.
+SPLIT_PROGRAMS_PER_SM = 4
+SPLIT_MIN_KEYS = 1024
+
+
+def _splits(spec: KernelSpec, call: Call, block_m: int) -> int:
+    """Key splits for a two-pass call whose row blocks leave the GPU idle (decoding: a few queries
+    per (batch, head) against many keys): enough for ``SPLIT_PROGRAMS_PER_SM`` programs per SM, at
+    least ``SPLIT_MIN_KEYS`` keys each; 1 otherwise, and off a GPU. Shapes only, no recompile."""
+    if not spec.two_pass:
+        return 1  # online rules' integers depend on the tile order from the first key
+    programs = call.B * call.H * -(-call.NQ // block_m)
+    return max(1, min(SPLIT_PROGRAMS_PER_SM * _sm_count(call.device) // programs, call.NK // SPLIT_MIN_KEYS))
 
 
 def _capturing(device: torch.device) -> bool:

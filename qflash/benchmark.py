@@ -24,6 +24,7 @@ SDPA's graph time of the same row. The table is printed last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -38,14 +39,14 @@ import intsoftmax as ism
 from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
-#: LLM shapes (B, H, N, D) of the queries, named like the workloads; "L1c" is L1 with
-#: ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
+#: LLM shapes (B, H, N, D) of the queries at their usual batch, named like the workloads; "L1c" is
+#: L1 with ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
 LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128)}
 KEYS = {"D1": 32768}
 CAUSAL = {"L1c"}
 #: The LLM rows also measure the long-context recipe (issue 12).
 LONG_RECIPES = {"long_context": ism.Recipe.long_context()}
-ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 8)]
+ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 1), ("D1", 8)]
 #: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
 ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
 #: The unfused pipeline runs the fast recipe (7-bit P: one int8 GEMM for P.V).
@@ -55,7 +56,7 @@ UNFUSED_ROWS = [("A2", 8), ("A2", 256), ("A7", 256)]
 
 def shape_of(workload: str, batch: int) -> tuple:
     """The queries' (B, H, N, D)."""
-    return LLM_SHAPES[workload] if workload in LLM_SHAPES else workload_shape(workload, batch)
+    return (batch,) + LLM_SHAPES[workload][1:] if workload in LLM_SHAPES else workload_shape(workload, batch)
 
 
 def kv_shape_of(workload: str, batch: int) -> tuple:
@@ -232,11 +233,40 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
             r[f"{path}_graph_us"] = graph_us(fn)
             r[f"{path}_eager_us"] = eager_us(fn)
             r[f"{path}_host_us"] = host_us(fn)
+        splits = split_count(recipe, shape, kv_shape_of(workload, batch)[2])
+        if splits > 1:  # split-key decoding: the int8 call without it, for the gain in the same run
+            r["splits"] = splits
+            with unsplit():
+                r["int8_unsplit_graph_us"] = graph_us(calls["int8"])
         if batch == 1 and workload in WORKLOADS:
             r["sqnr_db"] = sqnr_db(workload, recipe)
         row["recipes"][name] = r
     log(format_row(row))
     return row
+
+
+def split_count(recipe, shape, keys: int) -> int:
+    """How many key splits the API gives an int8 call of this shape (:func:`qflash.api._splits`)."""
+    from qflash import api
+    B, H, NQ, D = shape
+    spec = api._spec(recipe, D, api.MaskKind.NONE, api.OutKind.FLOAT)
+    call = api.Call((B,), B, 1, H, NQ, keys, D, 1.0, api.MaskKind.NONE, torch.device("cuda"))
+    return api._splits(spec, call, api._launch_config(spec)["block_m"])
+
+
+@contextlib.contextmanager
+def unsplit():
+    """Calls inside run unsplit (one program per row block); recorded call plans are dropped on
+    entry and exit, since a plan replays the launches it recorded."""
+    from qflash import api
+    saved = api._splits
+    api._splits = lambda spec, call, block_m: 1
+    api._PLANS.plans.clear()
+    try:
+        yield
+    finally:
+        api._splits = saved
+        api._PLANS.plans.clear()
 
 
 def energy_rows(log=print) -> list:
@@ -311,14 +341,14 @@ def markdown(result: dict) -> str:
                                 f"{r['dynamic_graph_us'] / r['int8_graph_us']:.2f}" for r in rs) + f" | {sqnr} |")
     if long_rows:
         every = list(dict.fromkeys(n for row in long_rows for n in row["recipes"]))
-        out += ["", "| workload | keys | SDPA fp16 (backend) | " + " | ".join(f"{n} int8 | {n} / SDPA" for n in every)
-                + " |", "|---|---:|---:|" + "---:|" * (2 * len(every))]
+        out += ["", "| workload | batch | keys | SDPA fp16 (backend) | "
+                + " | ".join(f"{n} int8 | {n} / SDPA" for n in every) + " |",
+                "|---|---:|---:|---:|" + "---:|" * (2 * len(every))]
         for row in long_rows:
             base = row["sdpa_graph_us"]
-            out.append(f"| {row['workload']} | {row.get('keys', row['shape'][2])} | {base:.1f} ({row['sdpa_backend']}) | "
-                       + " | ".join(f"{row['recipes'][n]['int8_graph_us']:.1f} | "
-                                    f"{row['recipes'][n]['int8_graph_us'] / base:.2f}" if n in row["recipes"]
-                                    else "— | —" for n in every) + " |")
+            out.append(f"| {row['workload']} | {row['batch']} | {row.get('keys', row['shape'][2])} | {base:.1f} "
+                       f"({row['sdpa_backend']}) | " + " | ".join(_long_cell(row["recipes"].get(n), base) for n in every)
+                       + " |")
     out += ["", "| workload | batch | SDPA (plain call) | int8 | static | dynamic | int8 / static / dynamic ÷ SDPA |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
@@ -339,6 +369,14 @@ def markdown(result: dict) -> str:
                 + " | ".join(f"{r[n + '_mj']:.2f} mJ" for n in names) + f" | {r[names[-1] + '_mj'] / r['sdpa_mj']:.2f} |"
                 for r in result["energy"]]
     return "\n".join(out)
+
+
+def _long_cell(r, base: float) -> str:
+    """An LLM row's int8 time and ratio; split-key calls also give their splits and unsplit time."""
+    if r is None:
+        return "— | —"
+    split = f" ({r['splits']} splits; unsplit {r['int8_unsplit_graph_us']:.1f})" if "splits" in r else ""
+    return f"{r['int8_graph_us']:.1f}{split} | {r['int8_graph_us'] / base:.2f}"
 
 
 def git_commit() -> str:

@@ -36,9 +36,16 @@ bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). `
 wide accumulator of ``TwoPass(acc_bits=64)``: ``hi * 2**24 + acc`` in two int32 registers per
 element, ``acc``'s bits above 24 moved into ``hi`` every ``CHUNK`` keys (one register more than
 the default, where an int64 sum beside the int32 one took two and spilled at D = 128).
+
+``SPLIT`` (two-pass rules, decoding): a call whose row blocks leave the GPU idle splits each
+row's keys over a third grid dimension in two launches of this template: ``SPLIT_MAX`` stores
+each split's row max; ``SPLIT_SUM`` takes the max of them (the row's exact max), sums its keys as
+pass 2 does, stores its integers, and the last split of a row block to finish adds them all and
+runs the epilogue (``docs/algorithms.md`` §4.2: the same integers as one program).
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -46,6 +53,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
+from .plan import empty
 from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
 from .rows import frexp_exponent
 from .quantize import bh_strides, f64_bits, scale_inv, table_row
@@ -66,6 +74,8 @@ TAIL = tl.constexpr(32)
 #: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
 #: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
 POISON = tl.constexpr(2**30)
+#: Split-key phases (``SPLIT``): one launch over all keys; the splits' row maxima; their sums.
+SPLIT_NONE, SPLIT_MAX, SPLIT_SUM = (tl.constexpr(i) for i in range(3))
 
 
 @triton.jit
@@ -181,21 +191,74 @@ def _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv_v, D: tl.constexpr, WIDTH: tl
 
 
 @triton.jit
-def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv_k, n_full, n_end,
+def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv_k, keys,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FULL_MASK: tl.constexpr,
              MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr, PTX: tl.constexpr):
-    """Pass 1 of two-pass rules: the exact integer row max over every key (full tiles below
-    ``n_full``, masked by ``FULL_MASK``; 32-key tiles up to ``n_end``)."""
+    """Pass 1 of two-pass rules: the exact integer row max over the program's ``keys``
+    (:func:`_key_range`: full tiles masked by ``FULL_MASK``, then 32-key tiles)."""
+    n_lo, n_full, n_tail, n_end = keys
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
-    for j in range(0, n_full, BLOCK_N):
+    for j in range(n_lo, n_full, BLOCK_N):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
                          BLOCK_N, BLOCK_N, FULL_MASK, False, True, ROW_TABLE, QUANT, PTX)
         m = tl.maximum(m, tl.max(s, 1))
-    for j in range(n_full, n_end, TAIL):
+    for j in range(n_tail, n_end, TAIL):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
                          TAIL, TAIL, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
         m = tl.maximum(m, tl.max(s, 1))
     return m
+
+
+@triton.jit
+def _key_range(n_full, n_end, split, split_tiles, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """A two-pass program's keys ``(lo, full_end, tail_lo, end)``: full tiles over ``[lo, full_end)``,
+    32-key tiles over ``[tail_lo, end)``. Unsplit: the row block's keys (``n_full`` of them in full
+    tiles, up to ``n_end``); split: those of them in split ``split``'s ``split_tiles`` tiles of
+    ``BLOCK_N`` keys (a split may be empty). Counted in tiles, ``lo`` is a known multiple of
+    ``BLOCK_N``: the compiler keeps the loads vectorized and pipelined."""
+    if SPLIT == SPLIT_NONE:
+        return 0, n_full, n_full, n_end
+    else:
+        KS = split_tiles * BLOCK_N
+        lo = split * KS
+        hi = tl.minimum(lo + KS, n_end)
+        return lo, tl.minimum(n_full, hi), tl.maximum(n_full, lo), hi
+
+
+@triton.jit
+def _shared_max(SplitM, rows, row_ok, n_rows, SPLITS):
+    """The row max of a split call: the max of every split's (``SplitM``: int32 (splits, n_rows))."""
+    m = tl.full(rows.shape, MASKED, tl.int32)
+    for i in range(0, SPLITS):
+        m = tl.maximum(m, tl.load(SplitM + i * n_rows + rows, mask=row_ok, other=MASKED))
+    return m
+
+
+@triton.jit
+def _merge_splits(l, sums, bad, SplitL, SplitAcc, SplitCount, rows, row_ok, offs_d, n_rows, split, SPLITS,
+                  D: tl.constexpr):
+    """Split-key sums: each program stores its ``l`` (int32) and ``sums`` (``acc``, or the wide
+    int64 sum) and counts itself done on its row block's counter (plus ``2**16`` if a V tile held
+    NaN); the last of the ``SPLITS`` programs adds every split's integers, in split order (any
+    order gives the same integers). Returns ``(l, sums, last, bad)``: the totals in the last
+    program (zeros elsewhere), whether this program is it, and the merged NaN signal."""
+    cols_ok = offs_d < D
+    tl.store(SplitL + split * n_rows + rows, l, mask=row_ok)
+    tile = (split * n_rows + rows).to(tl.int64)[:, None] * D + offs_d[None, :]
+    tl.store(SplitAcc + tile, sums, mask=row_ok[:, None] & cols_ok[None, :])
+    tl.debug_barrier()  # every thread's partial sums are written before the program counts itself done
+    bad_bit = tl.max((bad != bad).to(tl.int32), 0)
+    done = tl.atomic_add(SplitCount, 1 + (bad_bit << 16))  # acq_rel: the others' sums are visible
+    last = (done & 0xFFFF) == SPLITS - 1
+    l = tl.zeros_like(l)
+    sums = tl.zeros_like(sums)
+    for i in range(0, SPLITS):  # L2 reads (.cg): the partial sums came from other SMs
+        l += tl.load(SplitL + i * n_rows + rows, mask=row_ok & last, other=0, cache_modifier=".cg")
+        tile = (i * n_rows + rows).to(tl.int64)[:, None] * D + offs_d[None, :]
+        sums += tl.load(SplitAcc + tile, mask=(row_ok & last)[:, None] & cols_ok[None, :], other=0,
+                        cache_modifier=".cg")
+    bad = tl.where((done >> 16) + bad_bit > 0, float("nan"), tl.zeros_like(bad))
+    return l, sums, last, bad
 
 
 @triton.jit
@@ -376,12 +439,12 @@ def _constant(trow, derived, COL: tl.constexpr, DERIVE: tl.constexpr):
         return tl.load(trow + COL)
 
 
-@triton.jit(do_not_specialize=["scale_bits"])
+@triton.jit(do_not_specialize=["scale_bits", "split_tiles"])
 def _qflash_fwd(
-    Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols,
+    Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols, SplitM, SplitL, SplitAcc, SplitCount,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
-    H, B2, NQ, NK, NK_V, scale_bits,
+    H, B2, NQ, NK, NK_V, scale_bits, split_tiles,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
@@ -389,10 +452,11 @@ def _qflash_fwd(
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
-    DERIVE: tl.constexpr,
+    DERIVE: tl.constexpr, SPLIT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
+    split = tl.program_id(2)  # SPLIT: which range of keys this program takes
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -454,34 +518,51 @@ def _qflash_fwd(
                                           BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                                           MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         else:
-            m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv[0], n_full,
-                         n_end, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT, PTX)
-            for j in range(0, n_full, BLOCK_N):
-                l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                              BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                              FULL_MASK, False, ROW_TABLE, PTX, QUANT)
-                if ACC64:  # every CHUNK keys: acc's bits above 24 into hi (acc keeps 0 <= acc < 2**24)
-                    if (j + BLOCK_N) % CHUNK == 0:
-                        hi += acc >> 24
-                        acc = acc & 0xFFFFFF
-            for j in range(n_full, n_end, TAIL):
-                l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                              TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                              MASK_KIND, True, ROW_TABLE, PTX, QUANT)
+            keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
+            n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
+            rows = bh * NQ + offs_m
+            if SPLIT == SPLIT_SUM:  # the splits' maxima, from the launch before
+                m = _shared_max(SplitM, rows, row_ok, n_rows, tl.num_programs(2))
+            else:
+                m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv[0],
+                             keys, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT, PTX)
+            if SPLIT == SPLIT_MAX:
+                tl.store(SplitM + split * n_rows + rows, m, mask=row_ok)
+            else:  # pass 2 over the same keys
+                for j in range(keys[0], keys[1], BLOCK_N):
+                    l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                                  smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                                  BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                                  FULL_MASK, False, ROW_TABLE, PTX, QUANT)
+                    if ACC64:  # every CHUNK keys: acc's bits above 24 into hi (acc keeps 0 <= acc < 2**24)
+                        if (j + BLOCK_N) % CHUNK == 0:
+                            hi += acc >> 24
+                            acc = acc & 0xFFFFFF
+                for j in range(keys[2], keys[3], TAIL):
+                    l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                                  smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                                  TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                                  MASK_KIND, True, ROW_TABLE, PTX, QUANT)
         l = tl.max(l2, 1)
         if ACC64:
             wide = (hi.to(tl.int64) << 24) + acc.to(tl.int64)
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             if ONE_TILE:
                 n_tiled = BLOCK_N
-            else:
-                n_tiled = n_full + tl.cdiv(n_end - n_full, TAIL) * TAIL
+            else:  # (a split's ranges may be empty)
+                n_tiled = tl.maximum(keys[1] - keys[0], 0) + tl.maximum(tl.cdiv(keys[3] - keys[2], TAIL), 0) * TAIL
             l = 127 * n_tiled - l
             acc = -acc
             if ACC64:
                 wide = -wide
+        if SPLIT == SPLIT_SUM:
+            count = SplitCount + bh * tl.num_programs(0) + pid_m
+            if ACC64:
+                l, wide, last, bad = _merge_splits(l, wide, bad, SplitL, SplitAcc, count, rows, row_ok, offs_d, n_rows,
+                                                   split, tl.num_programs(2), D)
+            else:
+                l, acc, last, bad = _merge_splits(l, acc, bad, SplitL, SplitAcc, count, rows, row_ok, offs_d, n_rows,
+                                                  split, tl.num_programs(2), D)
         if ACC64:  # l to 24 bits, acc to its scale: int32 again
             acc, l = _narrow(wide, l)
     else:
@@ -503,47 +584,50 @@ def _qflash_fwd(
                                           D, BLOCK_N, TILE_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                                           P_BITS, REL_SHIFT, MASK_KIND, True, ROW_TABLE, PTX, QUANT)
 
-    out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
-    out_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
-    # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
-    # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
-    # takes (-2**31, -128)
-    POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS or QUANT
-    if POISONABLE:
-        poisoned = m >= POISON
-        if FLAGS:
-            poisoned = poisoned | (tl.load(Flags + bh) != 0)
-        if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
-            bad += tl.sum(tl.sum(q_bad, 1), 0)
-            poisoned = poisoned | (bad != bad)
-        poisoned = poisoned[:, None]
-    if OUT_KIND == OUT_INT32:
+    if SPLIT != SPLIT_MAX:  # (the max launch of a split call stores only its maxima)
+        out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
+        out_mask = row_ok[:, None] & (offs_d[None, :] < D)
+        if SPLIT == SPLIT_SUM:  # the last split's program stores the row block
+            out_mask = out_mask & last
+        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
+        # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
+        # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
+        # takes (-2**31, -128)
+        POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS or QUANT
         if POISONABLE:
-            o = tl.where(poisoned, -2**31, o)
-        tl.store(out_ptrs, o, mask=out_mask)
-    elif OUT_KIND == OUT_INT8:
-        o = o.to(tl.int64)
-        out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
-        out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
-        rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
-        o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
-        if POISONABLE:
-            o8 = tl.where(poisoned, -128, o8)
-        tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
-    else:
-        deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
-        if POISONABLE:
-            deq = tl.where(poisoned, float("nan"), deq)
-        if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
-            cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
-            res = o.to(tl.float32) * cols[None, :] + (deq - deq)
+            poisoned = m >= POISON
+            if FLAGS:
+                poisoned = poisoned | (tl.load(Flags + bh) != 0)
+            if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
+                bad += tl.sum(tl.sum(q_bad, 1), 0)
+                poisoned = poisoned | (bad != bad)
+            poisoned = poisoned[:, None]
+        if OUT_KIND == OUT_INT32:
+            if POISONABLE:
+                o = tl.where(poisoned, -2**31, o)
+            tl.store(out_ptrs, o, mask=out_mask)
+        elif OUT_KIND == OUT_INT8:
+            o = o.to(tl.int64)
+            out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
+            out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
+            rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
+            o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
+            if POISONABLE:
+                o8 = tl.where(poisoned, -128, o8)
+            tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
         else:
-            res = o.to(tl.float32) * deq
-        if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
-            c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
-            res += tl.where((l > 0)[:, None], c[None, :], 0.0)
-        tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
+            deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
+            if POISONABLE:
+                deq = tl.where(poisoned, float("nan"), deq)
+            if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
+                cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
+                res = o.to(tl.float32) * cols[None, :] + (deq - deq)
+            else:
+                res = o.to(tl.float32) * deq
+            if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
+                c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
+                res += tl.where((l > 0)[:, None], c[None, :], 0.0)
+            tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
 
 
 def readable_keys(v8) -> int:
@@ -562,7 +646,7 @@ def readable_keys(v8) -> int:
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
-           amax=None, voff=None, s_v=None, derive_scale: float | None = None, **options):
+           amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -577,6 +661,9 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``derive_scale``: with ``amax`` and no ``table`` (None), each program derives its constant row
     from the ranges and this logit scale (float output; one launch less than the table kernel).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
+    ``splits``: split-key (two-pass rules, more than one key tile): the keys in about this many
+    ranges of whole tiles, each its own program, in two launches (the splits' row maxima; then
+    their sums, added by the last program of each row block); bit-exact with one launch.
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
     """
@@ -596,20 +683,36 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         tab_h = table.stride(0) if table.shape[0] > 1 else 0
         tab_m = table.stride(1) if table.shape[1] > 1 else 0
     mstrides = mask.stride() if mask is not None else (0, 0, 0, 0, 0)
-    grid = (triton.cdiv(NQ, block_m), B * H)
+    one_tile = spec.two_pass and NK <= block_n
+    keys_per_split = split_keys(NK, block_n, splits) if spec.two_pass and not one_tile else NK
+    grid = (triton.cdiv(NQ, block_m), B * H, triton.cdiv(NK, keys_per_split))
+    scratch = (table,) * 4
+    if grid[2] > 1:  # per split and (batch, head, query row): the row max, l and acc; a counter per row block
+        n_rows = B * H * NQ
+        scratch = (empty((grid[2], n_rows), torch.int32, q8.device), empty((grid[2], n_rows), torch.int32, q8.device),
+                   empty((grid[2], n_rows, D), torch.int64 if spec.acc_bits == 64 else torch.int32, q8.device),
+                   empty((grid[0] * grid[1],), torch.int32, q8.device, zero=True))
     range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
-    launcher(
-        _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8, lut if lut is not None else table,
-        flags if flags is not None else table, *(amax if amax is not None else (table,) * 3),
-        voff if voff is not None else table, s_v if s_v is not None else table,
-        *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-        tab_b, tab_h, tab_m, *mstrides, *range_strides,
-        H, batch2, NQ, NK, readable_keys(v8), f64_bits(derive_scale or 1.0),
-        BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-        enable_fp_fusion=False, ROW_TABLE=not derive and table.shape[1] > 1, DERIVE=derive,
-        PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
-        ONE_TILE=spec.two_pass and NK <= block_n, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n),
-        **spec.constexprs(),
-        **options,
-    )
+    for phase in (SPLIT_MAX, SPLIT_SUM) if grid[2] > 1 else (SPLIT_NONE,):
+        launcher(
+            _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
+            lut if lut is not None else table, flags if flags is not None else table,
+            *(amax if amax is not None else (table,) * 3), voff if voff is not None else table,
+            s_v if s_v is not None else table, *scratch,
+            *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
+            tab_b, tab_h, tab_m, *mstrides, *range_strides,
+            H, batch2, NQ, NK, readable_keys(v8), f64_bits(derive_scale or 1.0), keys_per_split // block_n,
+            BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
+            enable_fp_fusion=False, ROW_TABLE=not derive and table.shape[1] > 1, DERIVE=derive,
+            PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
+            ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
+            **spec.constexprs(),
+            **options,
+        )
     return out
+
+
+def split_keys(nk: int, block_n: int, splits: int) -> int:
+    """Keys per split when ``nk`` keys go in about ``splits`` ranges: whole ``block_n`` tiles (the
+    last range takes the rest)."""
+    return triton.cdiv(triton.cdiv(nk, max(1, splits)), block_n) * block_n

@@ -101,6 +101,22 @@ def test_causal_llm_shape_bit_exact():
     np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, is_causal=True).values)
 
 
+@pytest.mark.parametrize("recipe, nk", [(ism.Recipe.default(), 8000), (ism.Recipe.long_context(), 40000)],
+                         ids=["default", "long_context"])
+def test_decode_splits_bit_exact(recipe, nk):
+    """Decoding (one and three queries per head against many keys): the API splits the keys
+    (qflash.api._splits: 7 and 19+ splits on the H200), bit-exact with the unsplit golden model."""
+    from qflash import api
+    rng = np.random.default_rng(nk)
+    for nq in (1, 3):
+        q = rng.normal(0, 1, (1, 8, nq, 128)).astype(np.float32)
+        k, v = (rng.normal(0, 1, (1, 8, nk, 128)).astype(np.float32) for _ in range(2))
+        call = api.Call((1,), 1, 1, 8, nq, nk, 128, 0.1, api.MaskKind.NONE, torch.device("cuda"))
+        assert api._splits(api._spec(recipe, 128, api.MaskKind.NONE, api.OutKind.INT32), call, 64) > 1
+        values, _ = qflash.attention_int(*cuda(q, k, v), recipe=recipe)
+        np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v).values)
+
+
 def _calls():
     """(name, function, make_args): calls whose second run replays the first's recorded plan."""
     g = torch.Generator(device="cuda")
@@ -135,10 +151,12 @@ def _calls():
          dict(static=static8, out_dtype=torch.float16)),
         ("int8 scales", qflash.attention_int8, lambda: (int8(2, 6, 197, 64), int8(2, 6, 197, 64), int8(2, 6, 197, 64),
                                                         s, s, s), dict(out_scale=0.01)),
+        ("split decode", qflash.attention, lambda: (rand(1, 8, 1, 128), rand(1, 8, 6000, 128), rand(1, 8, 6000, 128)),
+         {}),
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(10))
 def test_plans_replay_equal_to_the_ordinary_path(case):
     """The first call with a signature records its launches; later calls replay them with new
     pointers and fresh buffers. Replays equal the ordinary path's outputs bit for bit."""
