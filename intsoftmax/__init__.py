@@ -5,7 +5,8 @@ frozen, hashable data; a :class:`Recipe` composes them and is validated before
 anything runs. ``Recipe.attention`` is the golden model the ``qflash`` kernel
 matches bit for bit.
 """
-from .accumulation import AccumulationRule, LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass
+from .accumulation import (AccumulationRule, FloatSoftmax, LazyRescale, NaiveScaleAccumulation, ScaleRelease,
+                           TwoPass)
 from .exp import (ExactExp, ExpStrategy, FusedExp2, IBertExp, LutExp2, PolyExp2, QFlashExp2, ShiftLinearExp2,
                   ShiftmaxExp)
 from .fixedpoint import IntegerOverflowError
@@ -17,7 +18,7 @@ from .strategy import available as available_strategies
 from .transforms import ChannelBalance, KeyOffset, Transform, ValueOffset
 
 __all__ = [
-    "AccumulationRule", "LazyRescale", "NaiveScaleAccumulation", "ScaleRelease", "TwoPass",
+    "AccumulationRule", "FloatSoftmax", "LazyRescale", "NaiveScaleAccumulation", "ScaleRelease", "TwoPass",
     "ExactExp", "ExpStrategy", "FusedExp2", "IBertExp", "LutExp2", "PolyExp2", "QFlashExp2", "ShiftLinearExp2", "ShiftmaxExp",
     "IntegerOverflowError", "Granularity", "PerBlock", "PerChannel", "PerHead", "PerTensor", "PerToken", "quantize",
     "float_attention", "float_softmax", "max_abs_error", "max_rel_error", "softmax_kl", "sqnr_db",

@@ -17,6 +17,8 @@ with that integer factor:
   a later tile exceeds it. Fewer rescales; ``P`` loses up to that many bits.
 * :class:`TwoPass`: a first pass over all tiles finds the exact row max; the
   second pass never rescales.
+* :class:`FloatSoftmax`: not an integer rule: INT-FlashAttention's float32 online softmax
+  between the two int8 GEMMs, the baseline an integer softmax is compared with.
 * :class:`NaiveScaleAccumulation`: multiplies by ``alpha_int`` and keeps the
   ``1/one`` scale, so after ``k`` rescales new tiles must be multiplied by
   ``one**k`` to be added: magnitudes grow like ``one**k`` (scale explosion). It
@@ -62,6 +64,8 @@ class AccumulationRule(Strategy):
     in_kernel = True
     #: Width of ``acc`` (``l`` is int32 for every rule the kernel compiles).
     acc_bits = 32
+    #: A float32 softmax (INT-FlashAttention's baseline), not an integer one.
+    float_softmax = False
 
     def headroom_octaves_value(self) -> int:
         return 0
@@ -173,3 +177,24 @@ class NaiveScaleAccumulation(AccumulationRule):
             check_range(l, self.acc_bits, f"naive accumulation: l after key tile {tile}")
         except IntegerOverflowError as err:
             raise IntegerOverflowError(f"{err} - scale explosion; use ScaleRelease") from None
+
+
+@register("accumulation", "float_softmax")
+class FloatSoftmax(AccumulationRule):
+    """INT-FlashAttention's online softmax in float32, a baseline that is not integer-only: the
+    int32 logits dequantized per (query, key) scale pair, a float running max, ``exp2``
+    rescales of ``l`` and ``acc``, and ``P = floor(P_max p + 1/2)`` into the int8 P.V MMA
+    (:mod:`intsoftmax.intfa`). With per-token K: keys need not share a scale."""
+
+    float_softmax = True
+
+    def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
+        """No integer sum spans more than one tile (``block_n * P_max * 128 < 2**24``); the bound
+        is the kernel's int32 element offsets of K and V (``N * D < 2**31`` at ``D <= 256``)."""
+        return INT32_MAX // 256
+
+    def next_reference(self, m, tile_max, headroom_units):
+        raise TypeError("float_softmax has no integer reference; intsoftmax.intfa runs it")
+
+    def rescale(self, x, alpha, moved, rel_M):
+        raise TypeError("float_softmax has no integer rescale; intsoftmax.intfa runs it")

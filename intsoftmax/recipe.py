@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 
-from . import golden
-from .accumulation import AccumulationRule, ScaleRelease, TwoPass
-from .exp import ExpStrategy, FusedExp2, QFlashExp2
+from . import golden, intfa
+from .accumulation import AccumulationRule, FloatSoftmax, ScaleRelease, TwoPass
+from .exp import ExactExp, ExpStrategy, FusedExp2, QFlashExp2
 from .exp.base import OpCount
 from .bounds import softmax_error_bound
-from .granularity import Granularity, PerTensor, quantize
+from .granularity import Granularity, PerTensor, PerToken, quantize
 from .metrics import float_attention
 from .plan import BIAS_MAX, MASKED_LOGIT, AttentionPlan, derive_plan
 from .fixedpoint import round_half_up
@@ -116,13 +116,22 @@ class Recipe:
                                  "V may be per channel; balance Q and K channels exactly with transforms=(ChannelBalance(),)")
         for name in ("k_granularity", "v_granularity"):
             g = getattr(self, name)
-            if not g.row_uniform:
+            if not g.row_uniform and not (name == "k_granularity" and self.accumulation.float_softmax):
                 why = ("logits of different keys would have different scales, so an integer row max "
                        "and exp over them are meaningless" if name == "k_granularity" else
                        "V's scale would sit inside sum_j P_j V_j, so the integer accumulator could not be "
                        "dequantized with one scale")
                 raise ValueError(f"Recipe.{name}={g.name} breaks integer comparability: {why}. "
                                  f"Use PerTensor() or PerHead() for {name[0].upper()}.")
+        if self.accumulation.float_softmax:
+            if not isinstance(self.exp, ExactExp):
+                raise ValueError(f"accumulation=float_softmax() evaluates exp in float32; pass exp=ExactExp() (the float "
+                                 f"reference), not {self.exp.name}, or use an integer rule such as TwoPass()")
+            if self.p_bits > 7:
+                raise ValueError(f"Recipe.p_bits={self.p_bits} with float_softmax(): P = round(P_max p) enters the "
+                                 "P.V MMA as int8, so p_bits must be at most 7 (INT-FlashAttention's 127)")
+            if self.transforms:
+                raise ValueError("float_softmax() takes no input transforms; use an integer recipe for them")
         if self.max_seq_len() < 1:
             raise ValueError(f"Recipe supports no sequence length: {self.accumulation.name} with "
                              f"p_bits={self.p_bits}, block_n={self.block_n}; use ScaleRelease()")
@@ -166,6 +175,15 @@ class Recipe:
         U[-4, 4] at N = 2048, D = 128 (tests/test_attention_golden.py). Kernel: the wide sum as
         ``hi * 2**24 + acc`` in two int32 registers per element (docs/algorithms.md §4)."""
         return cls(accumulation=TwoPass(acc_bits=64))
+
+    @classmethod
+    def int_flashattention(cls) -> "Recipe":
+        """INT-FlashAttention's design (arXiv 2409.16997) as a baseline, not integer-only: int8 Q
+        and K with per-token scales, V per tensor, a float32 online softmax between the two int8
+        GEMMs, ``P`` rounded to 7 bits (:mod:`intsoftmax.intfa`). Its output is float:
+        :meth:`attention` runs it, :meth:`attention_int` has no integers to give."""
+        return cls(exp=ExactExp(), accumulation=FloatSoftmax(), q_granularity=PerToken(), k_granularity=PerToken(),
+                   p_bits=7)
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -243,8 +261,9 @@ class Recipe:
 
     @property
     def in_kernel(self) -> bool:
-        """Whether the qflash kernel compiles this recipe (integer exp, a rule that rescales)."""
-        return self.exp.integer_only and self.accumulation.in_kernel
+        """Whether the qflash kernel compiles this recipe (integer exp and a rule that rescales, or
+        the float softmax baseline)."""
+        return (self.exp.integer_only or self.accumulation.float_softmax) and self.accumulation.in_kernel
 
     def op_count(self) -> OpCount:
         """Integer ops per score element, as the kernel issues them: the shared pipeline, the exp
@@ -310,6 +329,9 @@ class Recipe:
         fixed-point output. ``check_limits=False`` lets naive accumulation run until it
         overflows (it raises :class:`~intsoftmax.IntegerOverflowError` there).
         """
+        if self.accumulation.float_softmax:
+            raise ValueError("float_softmax() recipes (Recipe.int_flashattention) have a float softmax and a float "
+                             "output, no integer one; call attention()")
         q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         k, v = grouped_kv(q, k, v, enable_gqa)
         nq, nk, d = _check_shapes(q, k, v)
@@ -362,9 +384,31 @@ class Recipe:
         ``-inf`` entries mask their key. attn_mask: boolean, True = attend. ``is_causal=True``
         (keyword): query ``i`` attends to keys ``j <= i``, instead of a mask or bias.
         scale: logit scale (default ``1/sqrt(D)``). A row with every key masked gives 0.
-        Keyword arguments go to :meth:`attention_int`.
+        Keyword arguments go to :meth:`attention_int` (float-softmax recipes: ``is_causal``,
+        ``enable_gqa`` and ``amax``, see :meth:`_float_softmax_attention`).
         """
+        if self.accumulation.float_softmax:
+            return self._float_softmax_attention(q, k, v, attn_bias, attn_mask, scale, **kwargs)
         return self.attention_int(q, k, v, attn_bias, attn_mask, scale, **kwargs).dequantize()
+
+    def _float_softmax_attention(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, *,
+                                 is_causal: bool = False, enable_gqa: bool = False, amax=None) -> np.ndarray:
+        """:meth:`attention` of a float-softmax recipe (:mod:`intsoftmax.intfa`): the same
+        inputs, checks and SDPA semantics; float64 output."""
+        q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+        k, v = grouped_kv(q, k, v, enable_gqa)
+        nq, nk, d = _check_shapes(q, k, v)
+        if is_causal:
+            attn_mask = causal_mask(nq, nk, attn_bias, attn_mask)
+        self.check_seq_len(nk)
+        scale = _check_scale(scale, d)
+        (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        for name, m in (("attn_bias", attn_bias), ("attn_mask", attn_mask)):
+            _check_broadcast(name, m, batch + (nq, nk))
+        bias = None if attn_bias is None else bias_float32(attn_bias)
+        mask = None if attn_mask is None else _check_mask(attn_mask)
+        return intfa.attention(self, q8, s_q, k8, s_k, v8, s_v, scale, bias, mask)
 
     def _softmax_inputs(self, logits, unit, attn_mask, frac_bits, check_limits):
         L = np.asarray(logits)
@@ -489,6 +533,20 @@ def _check_mask(mask):
     return m
 
 
+def bias_float32(bias) -> np.ndarray:
+    """An additive float bias (nats) as the kernel reads it, float32 (beyond its range: +-inf);
+    NaN and ``+inf`` are rejected (SDPA would give a NaN row; the device path makes that row NaN)."""
+    b = np.asarray(bias)
+    if not np.issubdtype(b.dtype, np.floating):
+        raise TypeError(f"attn_bias must be a float array (nats), got dtype {b.dtype}; use attn_mask for booleans")
+    with np.errstate(over="ignore"):
+        b32 = b.astype(np.float32)
+    if np.isnan(b32).any() or np.isposinf(b32).any():
+        raise ValueError("attn_bias contains NaN or +inf (or a value beyond float32's range); only -inf "
+                         "(masked) is allowed beside finite biases")
+    return b32
+
+
 def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
     """Additive float bias (nats) -> int32 QK units: ``min(floor(f32(b) * bias_inv + 1/2), 2**28)``.
 
@@ -498,15 +556,9 @@ def quantize_bias(bias, plan: AttentionPlan, nq: int, nk: int):
     give a NaN row; the device path makes that row NaN).
     """
     b = np.asarray(bias)
-    if not np.issubdtype(b.dtype, np.floating):
-        raise TypeError(f"attn_bias must be a float array (nats), got dtype {b.dtype}; use attn_mask for booleans")
     if b.ndim < 2 or b.shape[-2] not in (1, nq) or b.shape[-1] not in (1, nk):
         raise ValueError(f"attn_bias shape {b.shape} does not broadcast to (..., {nq}, {nk})")
-    with np.errstate(over="ignore"):
-        b32 = b.astype(np.float32)  # the bias is read as float32: beyond its range is +-inf
-    if np.isnan(b32).any() or np.isposinf(b32).any():
-        raise ValueError("attn_bias contains NaN or +inf (or a value beyond float32's range); only -inf "
-                         "(masked) is allowed beside finite biases")
+    b32 = bias_float32(b)
     with np.errstate(over="ignore", invalid="ignore"):
         y = b32 * np.asarray(plan.bias_inv, dtype=np.float32)
     r = round_half_up(np.nan_to_num(y, nan=0.0, posinf=2.0 * BIAS_MAX, neginf=-2.0 * BIAS_MAX))

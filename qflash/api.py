@@ -293,6 +293,9 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     """
     recipe = _recipe(recipe)
     _no_transforms(recipe, "static_scales")
+    if recipe.accumulation.float_softmax:
+        raise ValueError("static_scales: the float softmax baseline (Recipe.int_flashattention) measures its "
+                         "per-token scales per call; call qflash.attention without static")
     _no_per_channel(recipe, "static_scales")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans, "qkv"):
@@ -355,16 +358,18 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
-         amax=None, voff=None, s_v=None):
-    """Launch the kernel. ``s_v``: V's per-channel scales (B*H, D), for float output."""
+         amax=None, voff=None, s_v=None, float_scales=None):
+    """Launch the kernel. ``s_v``: V's per-channel scales (B*H, D), for float output.
+    ``float_scales``: ``(s_q, s_k, s_v)`` of the float softmax baseline (no table)."""
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel
     config = _launch_config(spec)
     _backend()[1].launch(spec, q8, k8, v8, table, out, mask=_mask5(attn_mask, call),
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
-                         s_v=s_v if per_channel else None, derive_scale=call.scale if table is None else None,
-                         splits=_splits(spec, call, config["block_m"]), **config)
+                         s_v=s_v if per_channel and float_scales is None else None,
+                         derive_scale=call.scale if table is None and float_scales is None else None,
+                         splits=_splits(spec, call, config["block_m"]), float_scales=float_scales, **config)
     return out.reshape(call.batch + out.shape[1:])
 
 
@@ -455,12 +460,19 @@ def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_
     if recipe.transforms:  # rewrite the float inputs first (torch twins of the golden transforms)
         q, k, v, c = _backend_transforms().apply_all(recipe.transforms, q, k, v)
         voff = None if c is None else c.reshape(call.B * call.H, call.D)
+    if recipe.accumulation.float_softmax:  # INT-FlashAttention's baseline: its scales, no constant table
+        (q8, s_q), (k8, s_k), (v8, s_v) = _backend()[0].quantize_qkv(_flat(q), _flat(k), _flat(v), recipe)
+        return _run(recipe, call, q8, k8, v8, None, attn_mask, OutKind.FLOAT, out_dtype,
+                    float_scales=(s_q, s_k, s_v, call.scale))
     q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table,
                                                      derive=True)
     return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
+    if recipe.accumulation.float_softmax:
+        return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), None, attn_mask, OutKind.FLOAT, out_dtype,
+                    float_scales=(s_q, s_k, s_v, call.scale))
     if table is None:
         table = _backend()[0].table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
     out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
@@ -477,12 +489,16 @@ def _check_int8_scales(call: Call, recipe: Recipe, s_q, s_k, s_v, out_scale, out
             raise TypeError(f"{name} must be a float32 tensor, got {getattr(s, 'dtype', type(s).__name__)}; "
                             "or pass static=qflash.static_scales(..., scales=...)")
         heads, rows = g.block()
-        want = (1,) if heads is None else (call.B * call.H,) if rows is None else (call.B * call.H, call.NQ)
+        n = call.NK if name == "s_k" else call.NQ
+        want = (1,) if heads is None else (call.B * call.H,) if rows is None else (call.B * call.H, n)
         if tuple(s.shape) != want:
             raise ValueError(f"{name} has shape {tuple(s.shape)}; {g.name} needs {want}")
         if s.device != call.device:
             raise ValueError(f"{name} is on {s.device} but the inputs are on {call.device}")
     _check_out_scale(out_scale)
+    if out_scale is not None and recipe.accumulation.float_softmax:
+        raise ValueError("the float softmax baseline (Recipe.int_flashattention) gives float output only; "
+                         "pass out_scale=None")
 
 
 def _check_out_scale(out_scale) -> None:
@@ -572,6 +588,9 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
     recipe = _recipe(recipe)
     _no_transforms(recipe, "attention_int")
+    if recipe.accumulation.float_softmax:
+        raise ValueError("attention_int: the float softmax baseline (Recipe.int_flashattention) has no integer "
+                         "output; call qflash.attention")
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)

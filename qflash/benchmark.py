@@ -44,8 +44,8 @@ RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
 LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128)}
 KEYS = {"D1": 32768}
 CAUSAL = {"L1c"}
-#: The LLM rows also measure the long-context recipe (issue 12).
-LONG_RECIPES = {"long_context": ism.Recipe.long_context()}
+#: The LLM rows also measure the long-context recipe and INT-FlashAttention's design (issue 12).
+LONG_RECIPES = {"long_context": ism.Recipe.long_context(), "int_flashattention": ism.Recipe.int_flashattention()}
 ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 1), ("D1", 8)]
 #: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
 ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
@@ -220,14 +220,24 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     if workload in KEYS:
         row["keys"] = KEYS[workload]
     for name, recipe in (recipes or row_recipes(workload, batch)).items():
-        q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
-        static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
-        calls = {
-            "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16, static=static8,
-                                                  is_causal=causal),
-            "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal),
-            "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
-        }
+        if recipe.accumulation.float_softmax:  # per-token scales, measured per call: no static path
+            q8, k8, v8, _ = int8_inputs(q, k, v, ism.Recipe.default())
+            s_q, s_k = (torch.full((shape[0] * shape[1], n), 4.0 / 127, device="cuda") for n in (shape[2], k.shape[2]))
+            s_v = torch.full((1,), 4.0 / 127, device="cuda")
+            calls = {
+                "int8": lambda: qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, recipe=recipe, out_dtype=torch.float16,
+                                                      is_causal=causal),
+                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
+            }
+        else:
+            q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
+            static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
+            calls = {
+                "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16,
+                                                      static=static8, is_causal=causal),
+                "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal),
+                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
+            }
         r = {}
         for path, fn in calls.items():
             r[f"{path}_graph_us"] = graph_us(fn)
@@ -313,10 +323,11 @@ def format_row(row: dict) -> str:
     base, host = row["sdpa_graph_us"], row["sdpa_host_us"]
     cells = [f"{row['workload']:3s} {row['batch']:5d} {base:8.1f}"]
     for name, r in row["recipes"].items():
+        paths = [p for p in ("int8", "static", "dynamic") if f"{p}_graph_us" in r]
         cells.append(f"{name} {r['int8_graph_us']:8.1f} ({r['int8_graph_us'] / base:4.2f}x) "
-                     f"stat {r['static_graph_us'] / base:4.2f}x dyn {r['dynamic_graph_us'] / base:4.2f}x"
-                     f" host {r['int8_host_us'] / host:4.2f}/{r['static_host_us'] / host:4.2f}/"
-                     f"{r['dynamic_host_us'] / host:4.2f}x" + (f" {r['sqnr_db']:5.2f} dB" if "sqnr_db" in r else ""))
+                     + " ".join(f"{p[:4]} {r[p + '_graph_us'] / base:4.2f}x" for p in paths[1:])
+                     + " host " + "/".join(f"{r[p + '_host_us'] / host:4.2f}" for p in paths) + "x"
+                     + (f" {r['sqnr_db']:5.2f} dB" if "sqnr_db" in r else ""))
     return "  ".join(cells) + f"  [{row['sdpa_backend']}, host {host:.1f} us]"
 
 

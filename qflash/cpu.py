@@ -22,8 +22,9 @@ def _amax(a, heads: int):
     return a.reshape(1) if a.size == 1 else a.reshape(heads, 1, 1)
 
 
-def golden(recipe, q, k, v, attn_mask, scale, is_causal: bool, enable_gqa: bool, static=None):
-    """:meth:`intsoftmax.Recipe.attention_int` on the tensors' values (a bool mask, or a float bias)."""
+def golden(recipe, q, k, v, attn_mask, scale, is_causal: bool, enable_gqa: bool, static=None, method="attention_int"):
+    """:meth:`intsoftmax.Recipe.attention_int` (or ``method``) on the tensors' values (a bool mask, or
+    a float bias)."""
     mask = bias = None
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
@@ -32,11 +33,14 @@ def golden(recipe, q, k, v, attn_mask, scale, is_causal: bool, enable_gqa: bool,
             bias = _array(attn_mask)
     amax = None if static is None else tuple(_amax(a, q.shape[-3]) for a in (static.amax_q, static.amax_k,
                                                                               static.amax_v))
-    return recipe.attention_int(_array(q), _array(k), _array(v), bias, mask, scale, is_causal=is_causal,
-                                enable_gqa=enable_gqa, amax=amax)
+    return getattr(recipe, method)(_array(q), _array(k), _array(v), bias, mask, scale, is_causal=is_causal,
+                                   enable_gqa=enable_gqa, amax=amax)
 
 
 def attention(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static=None) -> torch.Tensor:
+    if recipe.accumulation.float_softmax:  # the float softmax baseline: float output, no integers
+        out = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static, method="attention")
+        return torch.from_numpy(out).to(q.dtype)
     res = golden(recipe, q, k, v, attn_mask, scale, is_causal, enable_gqa, static)
     return torch.from_numpy(res.dequantize()).to(q.dtype)
 

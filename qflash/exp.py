@@ -69,6 +69,15 @@ def exp_spec(strategy) -> tuple[str, tuple]:
     return strategy.kind, exp_twin(strategy).args(strategy)
 
 
+@twin("exact_exp", lambda s: (), row_args=lambda s, p_max: ())
+@triton.jit
+def exact_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):
+    """:class:`intsoftmax.ExactExp` in the kernel: ``2**u`` in float32 on float ``u <= 0``. ExactExp
+    is not integer-only, so no integer recipe compiles it; the float softmax baseline
+    (:class:`intsoftmax.FloatSoftmax`, the kernel's ``FLOAT_SOFTMAX``) evaluates its exp with it."""
+    return tl.math.exp2(u)
+
+
 @twin("shift_linear_exp2", lambda s: (s.frac_bits, s.out_bits))
 @triton.jit
 def shift_linear_exp2(u, rc0, rc1, table, ARGS: tl.constexpr):

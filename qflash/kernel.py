@@ -49,6 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
+from intsoftmax.intfa import LOG2E as INTFA_LOG2E
 from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 
 from .exp import fused_y
@@ -74,6 +75,8 @@ TAIL = tl.constexpr(32)
 #: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
 #: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
 POISON = tl.constexpr(2**30)
+#: log2(e) in float32, as the float softmax baseline's golden model rounds it (intsoftmax.intfa.LOG2E).
+LOG2E = tl.constexpr(float(INTFA_LOG2E))
 #: Split-key phases (``SPLIT``): one launch over all keys; the splits' row maxima; their sums.
 SPLIT_NONE, SPLIT_MAX, SPLIT_SUM = (tl.constexpr(i) for i in range(3))
 
@@ -391,6 +394,35 @@ def _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, 
 
 
 @triton.jit
+def _float_tile(q, j, m, l, acc, bad, a_row, k_base, v_base, mask_base, sk_base, sskn, skn, skd, svn, svd, smm, smn,
+                offs_m, offs_d, NQ, NK, D: tl.constexpr, BLOCK_N: tl.constexpr, TILE: tl.constexpr, EXP_FN: tl.constexpr,
+                P_BITS: tl.constexpr, MASK_KIND: tl.constexpr, PTX: tl.constexpr):
+    """One ``block_n`` key tile of the float softmax baseline (:mod:`intsoftmax.intfa`, in the same
+    float32 steps): base-2 logits ``f32(S) * a_row * s_k`` (+ the bias), ``-inf`` where masked; the
+    running max ``m``, ``alpha = exp2(m - m')``, ``P = floor(P_max exp2(x - m') + 1/2)`` (int8 into
+    the MMA), ``l`` and ``acc`` in float32. ``bad``: rows that met a NaN or ``+inf`` logit."""
+    INT_MASK: tl.constexpr = MASK_NONE if MASK_KIND == MASK_FLOAT else MASK_KIND
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, 1.0, 1.0, D, BLOCK_N, TILE,
+                     INT_MASK, True, True, False, False, PTX)
+    n = j + tl.arange(0, TILE)
+    x = s.to(tl.float32) * a_row[:, None] * tl.load(sk_base + n * sskn, mask=n < NK, other=0.0)[None, :]
+    if MASK_KIND == MASK_FLOAT:
+        inside = (offs_m[:, None] < NQ) & (n[None, :] < NK)
+        x = x + tl.load(mask_base + offs_m[:, None] * smm + n[None, :] * smn, mask=inside, other=0.0).to(tl.float32) * LOG2E
+    x = tl.where(s > MASKED, x, float("-inf"))
+    bad = bad | tl.max(((x != x) | (x == float("inf"))).to(tl.int32), 1)
+    m_new = tl.maximum(m, tl.max(x, 1))
+    live = m_new > float("-inf")
+    alpha = tl.where(live, EXP_FN(m - m_new, 0, 0, 0, ()), 0.0)
+    p = tl.where(live[:, None], EXP_FN(x - m_new[:, None], 0, 0, 0, ()), 0.0)
+    P = tl.floor(p * ((1 << P_BITS) - 1) + 0.5)
+    l = alpha * l + tl.sum(P, 1)
+    v, _ = _tile_v(v_base, svn, svd, offs_d, j, NK, 1.0, D, BLOCK_N, TILE, True, False, PTX)
+    acc = acc * alpha[:, None] + tl.dot(P.to(tl.int8), v, out_dtype=tl.int32).to(tl.float32)
+    return m_new, l, acc, bad
+
+
+@triton.jit
 def _narrow(wide, l):
     """:func:`intsoftmax.golden.narrow` and the clamp to ``+-128 l`` after it: int64 ``wide`` and
     int32 ``l`` to an int32 ``acc`` and an ``l`` below ``2**24``. ``bitlen(l)`` from ``l``'s
@@ -442,8 +474,10 @@ def _constant(trow, derived, COL: tl.constexpr, DERIVE: tl.constexpr):
 @triton.jit(do_not_specialize=["scale_bits", "split_tiles"])
 def _qflash_fwd(
     Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols, SplitM, SplitL, SplitAcc, SplitCount,
+    SqRows, SkCols,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
+    ssqb, ssqh, ssqm, sskb, sskh, sskn, ssvb, ssvh, ssvd,
     H, B2, NQ, NK, NK_V, scale_bits, split_tiles,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
@@ -452,7 +486,7 @@ def _qflash_fwd(
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
-    DERIVE: tl.constexpr, SPLIT: tl.constexpr,
+    DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -507,7 +541,19 @@ def _qflash_fwd(
         n_full = (NK // BLOCK_N) * BLOCK_N
     FULL_MASK: tl.constexpr = MASK_NONE if MASK_KIND == MASK_CAUSAL else MASK_KIND
     fx = _rows(rc[5], ROW_TABLE)  # the fused exp's row multiplier
-    if TWO_PASS:
+    if FLOAT_SOFTMAX:  # INT-FlashAttention's baseline: per-token scales, a float32 online softmax
+        a_row = tl.load(SqRows + b * ssqb + h * ssqh + offs_m * ssqm, mask=row_ok, other=0.0) * \
+            scale_bits.to(tl.int64).to(tl.float64, bitcast=True).to(tl.float32) * LOG2E
+        m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, D_PAD), tl.float32)
+        nan_rows = tl.zeros((BLOCK_M,), tl.int32)
+        for j in range(0, n_end, BLOCK_N):
+            m, l, acc, nan_rows = _float_tile(q, j, m, l, acc, nan_rows, a_row, k_base, v_base, mask_base,
+                                              SkCols + b * sskb + h * sskh, sskn, skn, skd, svn, svd, smm, smn, offs_m,
+                                              offs_d, NQ, NK,
+                                              D, BLOCK_N, TILE_N, EXP_FN, P_BITS, MASK_KIND, PTX)
+    elif TWO_PASS:
         l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
         if ONE_TILE:  # the tile's own max is the row max: no first pass
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
@@ -589,45 +635,51 @@ def _qflash_fwd(
         out_mask = row_ok[:, None] & (offs_d[None, :] < D)
         if SPLIT == SPLIT_SUM:  # the last split's program stores the row block
             out_mask = out_mask & last
-        o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
-        # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
-        # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
-        # takes (-2**31, -128)
-        POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS or QUANT
-        if POISONABLE:
-            poisoned = m >= POISON
-            if FLAGS:
-                poisoned = poisoned | (tl.load(Flags + bh) != 0)
-            if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
-                bad += tl.sum(tl.sum(q_bad, 1), 0)
-                poisoned = poisoned | (bad != bad)
-            poisoned = poisoned[:, None]
-        if OUT_KIND == OUT_INT32:
-            if POISONABLE:
-                o = tl.where(poisoned, -2**31, o)
-            tl.store(out_ptrs, o, mask=out_mask)
-        elif OUT_KIND == OUT_INT8:
-            o = o.to(tl.int64)
-            out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
-            out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
-            rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
-            o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
-            if POISONABLE:
-                o8 = tl.where(poisoned, -128, o8)
-            tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
-        else:
-            deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
-            if POISONABLE:
-                deq = tl.where(poisoned, float("nan"), deq)
-            if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
-                cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
-                res = o.to(tl.float32) * cols[None, :] + (deq - deq)
-            else:
-                res = o.to(tl.float32) * deq
-            if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
-                c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
-                res += tl.where((l > 0)[:, None], c[None, :], 0.0)
+        if FLOAT_SOFTMAX:  # acc / l * s_v (0 where no key is live); rows that met NaN or +inf: NaN
+            s_v = tl.load(SvCols + b * ssvb + h * ssvh + offs_d * ssvd, mask=offs_d < D, other=0.0)
+            res = tl.where((l > 0)[:, None], tl.math.div_rn(acc, l[:, None]), 0.0) * s_v[None, :]
+            res = tl.where((nan_rows != 0)[:, None], float("nan"), res)
             tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
+        else:
+            o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
+            # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
+            # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
+            # takes (-2**31, -128)
+            POISONABLE: tl.constexpr = MASK_KIND == MASK_FLOAT or FLAGS or QUANT
+            if POISONABLE:
+                poisoned = m >= POISON
+                if FLAGS:
+                    poisoned = poisoned | (tl.load(Flags + bh) != 0)
+                if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
+                    bad += tl.sum(tl.sum(q_bad, 1), 0)
+                    poisoned = poisoned | (bad != bad)
+                poisoned = poisoned[:, None]
+            if OUT_KIND == OUT_INT32:
+                if POISONABLE:
+                    o = tl.where(poisoned, -2**31, o)
+                tl.store(out_ptrs, o, mask=out_mask)
+            elif OUT_KIND == OUT_INT8:
+                o = o.to(tl.int64)
+                out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
+                out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
+                rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
+                o8 = tl.minimum(tl.maximum((o * out_M + rounding) >> out_shift, -127), 127)
+                if POISONABLE:
+                    o8 = tl.where(poisoned, -128, o8)
+                tl.store(out_ptrs, o8.to(tl.int8), mask=out_mask)
+            else:
+                deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
+                if POISONABLE:
+                    deq = tl.where(poisoned, float("nan"), deq)
+                if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
+                    cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
+                    res = o.to(tl.float32) * cols[None, :] + (deq - deq)
+                else:
+                    res = o.to(tl.float32) * deq
+                if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
+                    c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
+                    res += tl.where((l > 0)[:, None], c[None, :], 0.0)
+                tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
 
 
 def readable_keys(v8) -> int:
@@ -646,7 +698,8 @@ def readable_keys(v8) -> int:
 
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
-           amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, **options):
+           amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, float_scales=None,
+           **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -661,6 +714,9 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``derive_scale``: with ``amax`` and no ``table`` (None), each program derives its constant row
     from the ranges and this logit scale (float output; one launch less than the table kernel).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
+    ``float_scales``: the float softmax baseline's float32 scales ``(s_q, s_k, s_v)``, each of shape
+    (1,), (B*H,), or (B*H, n) per row, key or channel (as :func:`qflash.quantize.quantize_qkv` gives
+    them), and its logit scale ``float_scales[3]`` (no table: pass ``table=None``).
     ``splits``: split-key (two-pass rules, more than one key tile): the keys in about this many
     ranges of whole tiles, each its own program, in two launches (the splits' row maxima; then
     their sums, added by the last program of each row block); bit-exact with one launch.
@@ -676,8 +732,12 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     derive = derive_scale is not None
     if derive and (amax is None or table is not None or spec.out_kind == OutKind.INT8):
         raise ValueError("derive_scale needs ranges (amax), no table and a float or int32 output")
+    if spec.float_softmax != (float_scales is not None):
+        raise ValueError("the float softmax baseline takes float_scales and no table; integer recipes the reverse")
     if derive:
         table, tab_b, tab_h, tab_m = amax[0], 0, 0, 0  # (the pointer is never read)
+    elif spec.float_softmax:
+        table, tab_b, tab_h, tab_m = float_scales[2], 0, 0, 0  # (never read: no integer constants)
     else:  # table rows: one, per head (static scales), or per (batch, head); times Nq when per row
         tab_b = table.stride(0) * H if table.shape[0] == B * H and table.shape[0] > H else 0
         tab_h = table.stride(0) if table.shape[0] > 1 else 0
@@ -693,17 +753,22 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
                    empty((grid[2], n_rows, D), torch.int64 if spec.acc_bits == 64 else torch.int32, q8.device),
                    empty((grid[0] * grid[1],), torch.int32, q8.device, zero=True))
     range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
+    scale_strides = [x for a in float_scales[:3] for x in (*bh_strides(a, H), int(a.dim() == 2))] if spec.float_softmax \
+        else [0] * 9
     for phase in (SPLIT_MAX, SPLIT_SUM) if grid[2] > 1 else (SPLIT_NONE,):
         launcher(
             _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
             lut if lut is not None else table, flags if flags is not None else table,
             *(amax if amax is not None else (table,) * 3), voff if voff is not None else table,
-            s_v if s_v is not None else table, *scratch,
+            float_scales[2] if spec.float_softmax else s_v if s_v is not None else table, *scratch,
+            *(float_scales[:2] if spec.float_softmax else (table, table)),
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-            tab_b, tab_h, tab_m, *mstrides, *range_strides,
-            H, batch2, NQ, NK, readable_keys(v8), f64_bits(derive_scale or 1.0), keys_per_split // block_n,
+            tab_b, tab_h, tab_m, *mstrides, *range_strides, *scale_strides,
+            H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
+            keys_per_split // block_n,
             BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-            enable_fp_fusion=False, ROW_TABLE=not derive and table.shape[1] > 1, DERIVE=derive,
+            enable_fp_fusion=False, ROW_TABLE=not derive and not spec.float_softmax and table.shape[1] > 1,
+            DERIVE=derive,
             PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
             **spec.constexprs(),

@@ -125,10 +125,12 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
     inside = (rows[:, None] < N) & (r[:, None] < ROWS) & (cols[None, :] < D)
     x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
                 other=0.0).to(tl.float32)
+    # ranges reduced here: x - x is NaN where x is NaN or infinite (max would skip a NaN), so a
+    # non-finite row or block gets a NaN range and scale, and its outputs come out NaN
     if GRAN == GRAN_TOKEN:
-        amax = tl.max(tl.abs(x), 1)[:, None]
+        amax = (tl.max(tl.abs(x), 1) + tl.sum(x - x, 1))[:, None]
     elif GRAN == GRAN_BLOCK:
-        amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.max(tl.max(tl.abs(x), 1), 0)
+        amax = tl.zeros((BLOCK_R, 1), tl.float32) + (tl.max(tl.max(tl.abs(x), 1), 0) + tl.sum(tl.sum(x - x, 1), 0))
     elif GRAN == GRAN_CHANNEL:  # one range per column
         amax = tl.zeros((BLOCK_R, 1), tl.float32) + tl.load(Amax + b * sa[0] + h * sa[1] + cols[None, :],
                                                              mask=cols[None, :] < D, other=1.0)

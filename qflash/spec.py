@@ -37,8 +37,8 @@ def check_compiles(recipe: Recipe) -> None:
         raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}")
     if not recipe.in_kernel:
         raise ValueError(f"the qflash kernel does not compile {recipe.exp.name} with {recipe.accumulation.name}: "
-                         "use an integer exp strategy and ScaleRelease, LazyRescale or TwoPass "
-                         "(the golden model Recipe.attention runs every recipe)")
+                         "use an integer exp strategy and ScaleRelease, LazyRescale or TwoPass, or "
+                         "Recipe.int_flashattention() (the golden model Recipe.attention runs every recipe)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,7 @@ class KernelSpec:
     p_bits: int
     two_pass: bool
     acc_bits: int  # 64: the wide sum hi * 2**24 + acc of TwoPass(acc_bits=64) (qflash.kernel)
+    float_softmax: bool  # INT-FlashAttention's float softmax baseline (FloatSoftmax)
     release_shift: int
     block_n: int
     head_dim: int
@@ -72,7 +73,8 @@ class KernelSpec:
         return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),
                    TWINS[kind].row_args(recipe.exp, recipe.p_max), recipe.accumulation.headroom_octaves_value(),
                    recipe.p_bits,
-                   recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.release_shift,
+                   recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.float_softmax,
+                   recipe.accumulation.release_shift,
                    recipe.block_n, head_dim,
                    MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
 
@@ -100,6 +102,7 @@ class KernelSpec:
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
             HEADROOM_OCT=self.headroom_octaves, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
+            FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,
         )

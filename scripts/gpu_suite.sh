@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'
-python3 -m pytest -q -p no:cacheprovider tests/test_kernel_exp.py tests/test_kernel_golden.py tests/test_kernel_split.py tests/test_api.py tests/test_unfused.py tests/test_registry.py \
+python3 -m pytest -q -p no:cacheprovider tests/test_kernel_exp.py tests/test_kernel_golden.py tests/test_kernel_split.py tests/test_intfa.py tests/test_api.py tests/test_unfused.py tests/test_registry.py \
   tests/test_transforms.py tests/test_nn.py tests/test_gpu.py "$@"

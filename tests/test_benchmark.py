@@ -6,7 +6,7 @@ def test_llm_rows_take_their_batch():
     assert benchmark.shape_of("D1", 1) == (1, 32, 1, 128)
     assert benchmark.kv_shape_of("D1", 8) == (8, 32, 32768, 128)
     assert benchmark.shape_of("L1", 2) == (2, 32, 4096, 128)
-    assert set(benchmark.row_recipes("D1", 1)) == {"fast", "long_context"}  # default stops at 8196 keys
+    assert set(benchmark.row_recipes("D1", 1)) == {"fast", "long_context", "int_flashattention"}  # default: <= 8196 keys
 
 
 def test_long_rows_table_shows_splits_and_the_unsplit_time():

@@ -8,6 +8,7 @@ import triton.language as tl
 import intsoftmax as ism
 from qflash.exp import exp_spec, exp_twin
 from qflash.kernel import _narrow, _normalize
+from qflash.spec import KernelSpec, MaskKind, OutKind
 
 from kernel_utils import DEVICE, n, needs_kernel, t
 
@@ -59,9 +60,12 @@ def test_fused_helper_equals_golden_everywhere(nat_unit, degree):
     np.testing.assert_array_equal(got, want)
 
 
-def test_float_strategies_are_not_compiled():
-    with pytest.raises(TypeError, match="no integer exp for exact_exp"):
-        exp_spec(ism.ExactExp())
+def test_float_exp_compiles_only_in_the_float_softmax():
+    """ExactExp's twin is the float softmax baseline's exp2; no integer rule compiles it."""
+    with pytest.raises(ValueError, match="does not compile exact_exp"):
+        KernelSpec.build(ism.Recipe(exp=ism.ExactExp()), 64, MaskKind.NONE, OutKind.FLOAT)
+    spec = KernelSpec.build(ism.Recipe.int_flashattention(), 64, MaskKind.NONE, OutKind.FLOAT)
+    assert spec.float_softmax and spec.exp_kind == "exact_exp" and not spec.two_pass
 
 
 @triton.jit

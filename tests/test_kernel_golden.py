@@ -273,6 +273,21 @@ def test_non_finite_inputs_give_nan_outputs(bad):
         ism.Recipe.default().attention(q, k, v)
 
 
+@pytest.mark.parametrize("granularity, rows", [(ism.PerToken(), [5]), (ism.PerBlock(size=8), list(range(8)))],
+                         ids=["per_token", "per_block"])
+def test_non_finite_values_in_per_row_ranges_give_nan_rows(granularity, rows):
+    """Per-token and per-block ranges are reduced in the quantization launch, where a max skips a
+    NaN: the range adds x - x, so a row (block) holding NaN or Inf gets a NaN scale and NaN outputs,
+    and only it."""
+    rng = np.random.default_rng(19)
+    q, k, v = (rng.normal(0, 1, (1, 2, 20, 16)).astype(np.float32) for _ in range(3))
+    q[0, 1, 5, 3] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=ism.Recipe.default().replace(q_granularity=granularity)))
+    nan_rows = np.isnan(out).all(-1)
+    assert np.flatnonzero(nan_rows[0, 1]).tolist() == rows and not nan_rows[0, 0].any()
+    assert np.isfinite(out[~nan_rows]).all()
+
+
 def test_per_channel_v_equals_golden():
     """V per channel (dynamic ranges): the integers are the golden model's, the scales are V's
     column ranges / 127 per (b, h), each output channel is dequantized by its own, and a NaN in one

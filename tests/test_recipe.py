@@ -42,7 +42,8 @@ def test_available_strategies_lists_every_kind():
     assert set(avail) == {"exp", "accumulation", "granularity", "transform"}
     assert {"shift_linear_exp2", "shiftmax_exp", "ibert_exp", "poly_exp2", "lut_exp2", "qflash_exp2",
             "exact_exp"} <= set(avail["exp"])
-    assert set(avail["accumulation"]) == {"scale_release", "naive_scale_accumulation", "two_pass", "lazy_rescale"}
+    assert set(avail["accumulation"]) == {"scale_release", "naive_scale_accumulation", "two_pass", "lazy_rescale",
+                                          "float_softmax"}
     assert set(avail["granularity"]) == {"per_tensor", "per_head", "per_token", "per_block", "per_channel"}
     assert set(avail["transform"]) == {"key_offset", "value_offset", "channel_balance"}
     assert ism.available_strategies("exp") == avail["exp"]

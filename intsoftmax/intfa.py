@@ -9,7 +9,7 @@ tensor or per channel. Per query row ``i``, over the keys in tiles of ``block_n`
 * ``x_j = f32(S) * a_i * s_k,j (+ f32(bias_j) * log2 e)``, ``a_i = f32(f32(s_q,i * scale) * log2 e)``:
   base-2 logits in float32; a masked key (mask, causal, ``-inf`` bias) has ``x = -inf``;
 * ``m' = max(m, max_j x_j)``, ``alpha = exp2(m - m')`` (float32; ``m = -inf`` until a live key);
-* ``P_j = rint(P_max * exp2(x_j - m'))``: integers in ``[0, P_max]``, int8 for ``p_bits <= 7``
+* ``P_j = floor(P_max * exp2(x_j - m') + 1/2)``: integers in ``[0, P_max]``, int8 for ``p_bits <= 7``
   (INT-FA's ``R = 127``);
 * ``l' = alpha * l + sum_j P_j`` and ``acc' = alpha * acc + sum_j P_j V8_j`` (the MMA's int32 sum
   is exact and below ``2**24``, so its float32 value is too);
@@ -17,7 +17,7 @@ tensor or per channel. Per query row ``i``, over the keys in tiles of ``block_n`
 
 Every step above is float32 as the kernel computes it, except ``exp2``: the kernel's
 ``ex2.approx`` differs from NumPy's in the last bits, so a ``P`` can round the other way; the
-kernel is checked against this model with a tolerance (``tests/test_float_softmax.py``), not bit
+kernel is checked against this model with a tolerance (``tests/test_intfa.py``), not bit
 for bit.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def online_softmax_pv(x, v8, p_max: int, block_n: int):
             live = m_new > -np.inf
             alpha = np.where(live, np.exp2(m - m_new), np.float32(0)).astype(np.float32)
             p = np.where(live, np.exp2(xt - m_new), np.float32(0)).astype(np.float32)
-            P = np.rint(np.float32(p_max) * p).astype(np.int64)
+            P = np.floor(np.float32(p_max) * p + np.float32(0.5)).astype(np.int64)
             l = (alpha * l + P.sum(axis=-1, keepdims=True).astype(np.float32)).astype(np.float32)
             acc = (alpha * acc + (P @ v64[..., j0:j0 + block_n, :]).astype(np.float32)).astype(np.float32)
             m = m_new
