@@ -257,3 +257,23 @@ def transforms(study, path, note: str) -> pathlib.Path:
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     return _finish(fig, pathlib.Path(path), note)
+
+
+# -- long rows -------------------------------------------------------------------------------------
+def long_rows(study, path, note: str) -> pathlib.Path:
+    """SQNR against N per distribution: the recipes (solid) and the two INT8 ceilings (dotted)."""
+    from .long_rows import CEILINGS, DISTRIBUTIONS, RECIPES
+    colors = _colors([*RECIPES, *CEILINGS])
+    fig, axes = plt.subplots(1, len(DISTRIBUTIONS), figsize=(11, 4.6), squeeze=False, sharey=True)
+    for ax, dist in zip(axes.flat, DISTRIBUTIONS):
+        for label in (*RECIPES, *CEILINGS):
+            pts = [(n, y) for n, y in zip(study.keys, study.curve(dist, label)) if y is not None]
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, color=colors[label], label=label,
+                    ls=":" if label in CEILINGS else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("keys N (128 queries, D = 128)")
+        ax.set_title(dist, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].set_ylabel("SQNR (dB)")
+    axes.flat[-1].legend(fontsize=8, loc="lower left")
+    return _finish(fig, pathlib.Path(path), note)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import accumulation, exp_error, granularity, latency, pareto, robustness, transforms, workload_table
+from . import accumulation, exp_error, granularity, latency, long_rows, pareto, robustness, transforms, workload_table
 from .progress import Progress, quiet
 from .provenance import REPO, Provenance
 
@@ -99,6 +99,14 @@ STUDIES = [
           "must cover, alone and combined, with the default recipe on A2's shape. The ceilings are float "
           "attention on the dequantized INT8 inputs, without and with all three transforms.",
           transforms.compute, transforms.markdown, _one("transforms", "transforms.png")),
+    Study("long_rows", "Long rows: SQNR against N, and INT-FlashAttention's design",
+          "128 queries against the first N keys of one sequence (2 heads, D = 128), seed 0: the integer recipes "
+          "against `Recipe.int_flashattention()`, INT-FlashAttention's design as a baseline (per-token int8 Q and K, "
+          "a float32 online softmax, 7-bit P; docs/algorithms.md §12), beside float attention on per-tensor and on "
+          "per-token INT8 inputs. The default stops at its 8196 keys; `long_context` is the default with an int64 "
+          "accumulator (§4). A 7-bit P loses resolution as each key's share of the row shrinks, whatever the "
+          "softmax's arithmetic.",
+          long_rows.compute, long_rows.markdown, _one("long_rows", "long_rows.png")),
     Study("latency", "GPU latency",
           "The qflash kernel against PyTorch SDPA (fp16) through `qflash.benchmark.measure`, on a CUDA device "
           "only.",

@@ -206,7 +206,7 @@ def test_quick_report_renders_into_a_temporary_directory(tmp_path):
         assert f". {study.title}\n" in text
     assert f". {report.ACCURACY_TITLE}\n" in text
     images = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
-    assert len(images) == 8
+    assert len(images) == 9
     for rel in images:
         png = tmp_path / rel
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -278,3 +278,21 @@ def test_transforms_study_measures_each_transform_against_both_ceilings():
     assert study.sqnr["key/value offsets", "all three"] > study.sqnr["key/value offsets", "none"] + 3
     text = transforms.markdown(study)
     assert "| key/value offsets |" in text and "ceiling after all three" in text
+
+
+def test_long_rows_study_against_int_flashattention():
+    """Each cell is the golden SQNR on the first N keys; the default is left out past its 8196 keys;
+    INT-FlashAttention's 7-bit P loses with N, and the long-context recipe stays above it."""
+    from analysis import long_rows
+    study = long_rows.compute(quick=True)
+    assert study.keys == (256, 2048, 8192)
+    rng = np.random.default_rng(long_rows.SEED)
+    q = rng.normal(0, 1, (1, 2, 128, 128))
+    k, v = (rng.normal(0, 1, (1, 2, 8192, 128))[..., :2048, :] for _ in range(2))
+    want = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.int_flashattention().attention(q, k, v))
+    assert study.sqnr["N(0, 1)", "int_flashattention", 2048] == pytest.approx(want, abs=1e-9)
+    ifa = study.curve("N(0, 1)", "int_flashattention")
+    assert ifa == sorted(ifa, reverse=True)
+    for dist in long_rows.DISTRIBUTIONS:
+        assert study.sqnr[dist, "long_context", 8192] > study.sqnr[dist, "int_flashattention", 8192]
+    assert "| 8192 |" in long_rows.markdown(study)
