@@ -89,6 +89,17 @@ class AccumulationRule(Strategy):
         return np.where(moved, released, x)
 
 
+#: Fewest significant bits of ``rel_M = floor(2**S / one)`` a recipe must keep: a rescale then
+#: loses at most 1/16 of ``l`` and ``acc`` to ``rel_M``'s truncation (with ``rel_M = 0`` it would lose all).
+REL_M_MIN_BITS = 4
+
+
+def min_release_shift(one_upper_bound: int) -> int:
+    """Smallest ``release_shift`` keeping ``rel_M >= 2**REL_M_MIN_BITS`` for every ``one`` up to
+    ``one_upper_bound`` (the exp strategy's integer for 1.0 at any scale)."""
+    return (int(one_upper_bound) - 1).bit_length() + REL_M_MIN_BITS
+
+
 def _check_shift(rule):
     rule._check(16 <= rule.release_shift <= 30, "release_shift",
                 "must be in [16, 30] so alpha * rel_M (at most 2**S) fits int32")

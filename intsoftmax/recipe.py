@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import golden, intfa
-from .accumulation import AccumulationRule, FloatSoftmax, ScaleRelease, TwoPass
+from .accumulation import AccumulationRule, FloatSoftmax, ScaleRelease, TwoPass, min_release_shift
 from .exp import ExactExp, ExpStrategy, FusedExp2, QFlashExp2
 from .exp.base import OpCount
 from .bounds import softmax_error_bound
@@ -132,6 +132,13 @@ class Recipe:
                                  "P.V MMA as int8, so p_bits must be at most 7 (INT-FlashAttention's 127)")
             if self.transforms:
                 raise ValueError("float_softmax() takes no input transforms; use an integer recipe for them")
+        rescales = any(f.name == "release_shift" for f in dataclasses.fields(self.accumulation))
+        need = min_release_shift(self.exp.one_upper_bound())
+        if rescales and self.accumulation.release_shift < need:
+            raise ValueError(f"release_shift={self.accumulation.release_shift} is too small for {self.exp.name}: its "
+                             f"integer for 1.0 reaches {self.exp.one_upper_bound()}, so rel_M = floor(2**S / one) could "
+                             f"keep fewer than 4 bits (at rel_M = 0 a rescale zeroes l and acc); use release_shift >= "
+                             f"{need}")
         if self.max_seq_len() < 1:
             raise ValueError(f"Recipe supports no sequence length: {self.accumulation.name} with "
                              f"p_bits={self.p_bits}, block_n={self.block_n}; use ScaleRelease()")

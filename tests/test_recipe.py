@@ -58,6 +58,9 @@ def test_available_strategies_lists_every_kind():
     (dict(p_bits=8.0), TypeError, "p_bits must be an int"),
     (dict(p_bits=True), TypeError, "p_bits must be an int"),
     (dict(block_n=48), ValueError, "block_n=48"),
+    (dict(exp=ism.QFlashExp2(), accumulation=ism.ScaleRelease(20)), ValueError,
+     "release_shift=20 is too small.*release_shift >= 29"),
+    (dict(accumulation=ism.LazyRescale(release_shift=18)), ValueError, "release_shift >= 19"),
     (dict(out_frac_bits=17), ValueError, "out_frac_bits=17"),
     (dict(exp=ism.ScaleRelease()), TypeError, "Recipe.exp must be a ExpStrategy"),
     (dict(accumulation="scale_release"), TypeError, "Recipe.accumulation"),
@@ -129,3 +132,15 @@ def test_per_channel_is_for_v_only():
         r.attention_int(x, x, x, out_scale=0.1)
     res = r.attention_int(x, x, x)
     assert res.scale.shape == x.shape and (res.scale[0, 0, 0] != res.scale[0, 0, 0, 0]).any()
+
+
+def test_release_shift_keeps_four_bits_of_rel_m_at_every_scale():
+    """The smallest accepted binary point keeps rel_M = floor(2**S / one) >= 16 where one is largest:
+    QFlash's exp2 at the tiniest logit scale (R = 2**25), the others at their fixed 2**15."""
+    for exp in (ism.QFlashExp2(), ism.FusedExp2(), ism.PolyExp2()):
+        s = ism.accumulation.min_release_shift(exp.one_upper_bound())
+        recipe = ism.Recipe(exp=exp, accumulation=ism.ScaleRelease(s), p_bits=7)
+        plan = recipe.plan(np.float32(1e-4), np.float32(1e-4), 0.125)
+        assert int(np.min(plan.rel_M)) >= 16
+        with pytest.raises(ValueError, match="too small"):
+            recipe.replace(accumulation=ism.ScaleRelease(s - 1))

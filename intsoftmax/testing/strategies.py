@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 from hypothesis import strategies as st
 
-from ..accumulation import LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass
+from ..accumulation import LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass, min_release_shift
 from ..granularity import PerBlock, PerHead, PerTensor, PerToken
 from ..plan import BIAS_MAX
 from ..recipe import Recipe
@@ -82,10 +82,11 @@ def exp_strategies(integer_only: bool = True) -> st.SearchStrategy:
                       for cls in strategy_classes("exp") if cls.integer_only or not integer_only])
 
 
-def accumulation_rules(kernel_only: bool = True) -> st.SearchStrategy:
-    """Accumulation rules; ``kernel_only=False`` adds naive accumulation."""
+def accumulation_rules(kernel_only: bool = True, min_shift: int = 20) -> st.SearchStrategy:
+    """Accumulation rules; ``kernel_only=False`` adds naive accumulation; scale release draws its
+    binary point from ``min_shift`` (:func:`intsoftmax.accumulation.min_release_shift`) to 30."""
     options = [
-        st.builds(ScaleRelease, release_shift=st.integers(20, 30)),
+        st.builds(ScaleRelease, release_shift=st.integers(min(min_shift, 30), 30)),
         st.builds(LazyRescale, headroom_octaves=st.integers(0, 2), release_shift=st.just(30)),
         st.builds(TwoPass, acc_bits=st.sampled_from([32, 64])),
     ]
@@ -111,9 +112,10 @@ def recipes(draw, kernel_only: bool = True, exp=None, p_bits=None) -> Recipe:
             return draw(default)
         return draw(value) if isinstance(value, st.SearchStrategy) else value
 
+    exp = pick(exp, exp_strategies(integer_only=kernel_only))
     return Recipe(
-        exp=pick(exp, exp_strategies(integer_only=kernel_only)),
-        accumulation=draw(accumulation_rules(kernel_only=True)),
+        exp=exp,
+        accumulation=draw(accumulation_rules(kernel_only=True, min_shift=max(20, min_release_shift(exp.one_upper_bound())))),
         q_granularity=draw(granularities(row_uniform=False)),
         k_granularity=draw(granularities()),
         v_granularity=draw(granularities()),
