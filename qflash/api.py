@@ -147,7 +147,7 @@ def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
     if H_kv == 0 or H % H_kv or v.shape[-3] != H_kv:
         raise ValueError(f"enable_gqa: q has {H} heads, k {H_kv} and v {v.shape[-3]}; K and V need the same "
                          "number of heads, dividing q's")
-    if static is not None and static.table.shape[0] > 1:
+    if static is not None and static.per_head:
         raise ValueError("enable_gqa with per-head static scales is not supported; calibrate per tensor "
                          "(static_scales with one amax per tensor) or pass enable_gqa=False with repeated K/V")
     G = H // H_kv
@@ -255,8 +255,10 @@ class StaticScales:
     """Calibrated INT8 scales of a layer and the constant table derived from them once.
 
     amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head): the
-    ranges the float path quantizes with (None when built from int8 scales). table: the int32
-    constant table (:mod:`qflash.table`), valid for ``scale`` and ``out_scale``.
+    ranges the float path quantizes with (None when built from int8 scales; ``amax_q`` None for
+    a Q per token or block, measured per call). table: the int32 constant table
+    (:mod:`qflash.table`), valid for ``scale`` and ``out_scale``; None where Q is measured per call
+    (its rows' constants are derived per call from Q's scales and the static K and V ones).
     """
 
     recipe: Recipe
@@ -267,6 +269,13 @@ class StaticScales:
     scale: float
     heads: int
     out_scale: float | None
+
+    @property
+    def per_head(self) -> bool:
+        """Whether any range or constant differs between heads."""
+        if self.table is not None:
+            return self.table.shape[0] > 1
+        return any(a is not None and a.numel() > 1 for a in (self.amax_k, self.amax_v))
 
 
 def _per_layer(name: str, values, granularity, heads: int) -> np.ndarray:
@@ -287,7 +296,9 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     model's own derivation, so later calls do no reductions and no host work.
 
     amax_q/k/v: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration;
-    the float path quantizes with ``s = amax / 127``. scales: instead of ranges, the int8 scales
+    the float path quantizes with ``s = amax / 127``. A recipe whose Q is per token (or per block)
+    takes ``amax_q=None``: Q's ranges are measured per call, beside the static K and V ranges (the
+    golden model's ``attention(..., amax=(None, amax_k, amax_v))``). scales: instead of ranges, the int8 scales
     ``(s_q, s_k, s_v)`` of pre-quantized inputs (:func:`attention_int8`). out_scale: bakes an
     int8 output scale into the table. device: where the table lives (default: the GPU if any).
     """
@@ -298,11 +309,20 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
                          "per-token scales per call; call qflash.attention without static")
     _no_per_channel(recipe, "static_scales")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
-    for g, name in zip(grans, "qkv"):
+    for g, name in zip(grans[1:], "kv"):
         if g.block()[1] is not None:
             raise ValueError(f"static scales need per-tensor or per-head ranges; the recipe's {name} granularity "
                              f"is {g.name}, whose ranges change with every input")
-    if (scales is None) == (amax_q is None or amax_k is None or amax_v is None):
+    q_rows = grans[0].block()[1] is not None  # Q per token or block: measured per call
+    if q_rows:
+        if scales is not None or out_scale is not None:
+            raise ValueError(f"the recipe's q granularity is {grans[0].name}: Q's scales change with every input, so "
+                             "int8 inputs pass s_q per call to attention_int8 (no static), and the output is float "
+                             "(no out_scale)")
+        if amax_q is not None or amax_k is None or amax_v is None:
+            raise ValueError(f"the recipe's q granularity is {grans[0].name}: Q's ranges are measured per call; give "
+                             "amax_k and amax_v, and amax_q=None")
+    elif (scales is None) == (amax_q is None or amax_k is None or amax_v is None):
         raise ValueError("give either amax_q, amax_k, amax_v (float inputs) or scales=(s_q, s_k, s_v) (int8 inputs)")
     for name, n in (("heads", heads), ("head_dim", head_dim)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -312,7 +332,10 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
         raise ValueError(f"scale={scale!r}: must be a finite positive float (default 1/sqrt(head_dim))")
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     _check_out_scale(out_scale)
-    if scales is None:
+    if q_rows:
+        amax = [None] + [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_k", "amax_v"), (amax_k, amax_v),
+                                                                        grans[1:])]
+    elif scales is None:
         amax = [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_q", "amax_k", "amax_v"), (amax_q, amax_k, amax_v),
                                                               grans)]
         s = [scales_from_amax(a)[0] for a in amax]
@@ -324,17 +347,19 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
         for n, x in zip(("s_q", "s_k", "s_v"), s):
             if not (x > 0).all():
                 raise ValueError(f"{n} must be positive (x ~= x8 * {n}), got {x}")
-    s = [x.reshape(1, -1, 1, 1) for x in s]
-    plan = recipe.plan(s[0], s[1], scale, s[2], out_scale)
-    tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
+    tab = None
+    if not q_rows:  # every constant is known now: the table once, on the host
+        s = [x.reshape(1, -1, 1, 1) for x in s]
+        plan = recipe.plan(s[0], s[1], scale, s[2], out_scale)
+        tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device={device!r} is not a torch device; e.g. 'cuda', 'cuda:1' or 'cpu'") from err
-    amax_t = (None,) * 3 if amax is None else tuple(torch.from_numpy(a).to(dev) for a in amax)
-    return StaticScales(recipe, *amax_t, torch.from_numpy(tab).to(dev), scale, heads,
+    amax_t = (None,) * 3 if amax is None else tuple(None if a is None else torch.from_numpy(a).to(dev) for a in amax)
+    return StaticScales(recipe, *amax_t, None if tab is None else torch.from_numpy(tab).to(dev), scale, heads,
                         None if out_scale is None else float(out_scale))
 
 
@@ -347,10 +372,14 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
     if static.recipe != recipe or static.heads != heads or not math.isclose(static.scale, call.scale):
         raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
                          f"{static.recipe.name}; this call has heads={heads}, scale={call.scale}, {recipe.name}")
-    if static.table.device != device:
-        raise ValueError(f"static scales live on {static.table.device} but the inputs are on {device}; "
+    where = (static.table if static.table is not None else static.amax_k).device
+    if where != device:
+        raise ValueError(f"static scales live on {where} but the inputs are on {device}; "
                          "pass device= to qflash.static_scales")
-    if needs_amax and static.amax_q is None:
+    if not needs_amax and static.table is None:
+        raise ValueError(f"these static scales measure Q per call ({recipe.q_granularity.name}); attention_int8 "
+                         "takes int8 Q with its scales: pass s_q, s_k, s_v instead of static")
+    if needs_amax and static.amax_k is None:
         raise ValueError("these static scales were built from int8 scales; float inputs need amax_q/k/v ranges")
     if static.out_scale != out_scale:
         raise ValueError(f"static scales bake out_scale={static.out_scale}; this call asks for {out_scale}")
@@ -440,9 +469,12 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     launch, the table derived from the ranges, then the attention kernel; with ``derive`` (float
     output, which needs no table afterwards), in a small call (:func:`_small`), each attention
     program derives its own row instead (``table`` None): one launch less on the host."""
-    amax = None if amax_q is None else (amax_q, amax_k, amax_v)
+    # static K and V ranges; a Q per token or block is reduced in the quantization launch (amax_q
+    # None: K's range stands in for it, never read)
+    amax = None if amax_k is None else (amax_k if amax_q is None else amax_q, amax_k, amax_v)
     qz = _backend()[0]
-    if _on_load(call) and (amax is not None or _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
+    static_q = amax_q is not None
+    if _on_load(call) and (static_q or amax is None and _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
         if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
             table = None if derive and _small(call) else qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ,

@@ -31,8 +31,8 @@ def golden(recipe, q, k, v, attn_mask, scale, is_causal: bool, enable_gqa: bool,
             mask = attn_mask.numpy()
         else:
             bias = _array(attn_mask)
-    amax = None if static is None else tuple(_amax(a, q.shape[-3]) for a in (static.amax_q, static.amax_k,
-                                                                              static.amax_v))
+    amax = None if static is None else tuple(None if a is None else _amax(a, q.shape[-3])
+                                             for a in (static.amax_q, static.amax_k, static.amax_v))
     return getattr(recipe, method)(_array(q), _array(k), _array(v), bias, mask, scale, is_causal=is_causal,
                                    enable_gqa=enable_gqa, amax=amax)
 

@@ -122,7 +122,7 @@ def test_int8_scale_shapes_are_checked():
 
 
 def test_static_scales_validate():
-    with pytest.raises(ValueError, match="static scales need per-tensor or per-head"):
+    with pytest.raises(ValueError, match="Q's ranges are measured per call; give amax_k and amax_v, and amax_q=None"):
         qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerToken()), 1.0, 1.0, 1.0,
                              heads=2, head_dim=32)
     with pytest.raises(ValueError, match="amax_q has 3 values; per_head"):

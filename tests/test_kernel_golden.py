@@ -145,6 +145,31 @@ def test_static_scales_equal_dynamic_scales_with_the_same_ranges():
     np.testing.assert_array_equal(n(values), gold.values)
 
 
+@pytest.mark.parametrize("q_gran", [ism.PerToken(), ism.PerBlock(size=16)], ids=["per_token", "per_block"])
+def test_static_k_v_beside_a_q_measured_per_call(q_gran):
+    """A Q per token (or block) keeps its ranges per call beside calibrated K and V ranges: the
+    golden model's amax=(None, amax_k, amax_v), bit for bit, with float16 inputs and a bias."""
+    rng = np.random.default_rng(12)
+    q, k, v = (rng.uniform(-3, 3, (2, 4, 70, 32)).astype(np.float16) for _ in range(3))
+    bias = rng.normal(0, 1, (70, 70)).astype(np.float32)
+    recipe = ism.Recipe.default().replace(q_granularity=q_gran, k_granularity=ism.PerHead())
+    amax_k, amax_v = np.full(4, 3.5, np.float32), np.float32(3.0)
+    static = qflash.static_scales(recipe, None, amax_k, amax_v, heads=4, head_dim=32, device=DEVICE)
+    assert static.table is None and static.amax_q is None
+    values, _ = qflash.attention_int(t(q), t(k), t(v), t(bias), recipe=recipe, static=static)
+    gold = recipe.attention_int(q, k, v, attn_bias=bias, amax=(None, amax_k.reshape(1, 4, 1, 1), amax_v))
+    np.testing.assert_array_equal(n(values), gold.values)
+    out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe, static=static))
+    np.testing.assert_allclose(out.astype(np.float64), gold.dequantize(), rtol=2**-10, atol=2**-24)  # fp16 output
+    with pytest.raises(ValueError, match="amax_q=None"):
+        qflash.static_scales(recipe, 1.0, amax_k, amax_v, heads=4, head_dim=32, device=DEVICE)
+    with pytest.raises(ValueError, match="no out_scale"):
+        qflash.static_scales(recipe, None, amax_k, amax_v, heads=4, head_dim=32, out_scale=0.1, device=DEVICE)
+    q8 = t(np.zeros((2, 4, 70, 32), np.int8))
+    with pytest.raises(ValueError, match="pass s_q, s_k, s_v instead of static"):
+        qflash.attention_int8(q8, q8, q8, recipe=recipe, static=static)
+
+
 def test_int8_static_table_equals_per_call_table():
     rng = np.random.default_rng(4)
     q, k, v = (rng.uniform(-2, 2, (2, 3, 40, 32)).astype(np.float32) for _ in range(3))

@@ -47,7 +47,8 @@ def check_recipe(recipe, backend: str) -> Recipe:
 
 
 def check_static(recipe: Recipe, where: str) -> None:
-    """Raise ``ValueError`` unless every input of ``recipe`` can use calibrated ranges."""
+    """Raise ``ValueError`` unless ``recipe`` can use calibrated ranges: K and V (which a Recipe keeps
+    per tensor or per head) from calibration, a Q per token or block measured per call."""
     if recipe.transforms:
         raise ValueError(f"{where}: static ranges for a recipe with input transforms need the transforms folded "
                          "into the projections first: run qflash.calibrate (it folds them), leave the model "
@@ -55,18 +56,15 @@ def check_static(recipe: Recipe, where: str) -> None:
     if recipe.v_granularity.per_channel:
         raise ValueError(f"{where}: recipes with per-channel V scales take no calibrated ranges yet; leave the model "
                          "uncalibrated or use recipe.replace(v_granularity=PerHead())")
-    for name, g in zip("qkv", (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)):
-        if g.block()[1] is not None:
-            raise ValueError(f"{where}: the recipe's {name} granularity is {g.name}, whose ranges change with every "
-                             f"input, so it cannot use calibrated ranges; use PerTensor() or PerHead() for "
-                             f"{name.upper()}, or leave the model uncalibrated (dynamic ranges)")
 
 
-def static_ranges(recipe: Recipe, per_head: list[np.ndarray], where: str) -> list[np.ndarray]:
-    """Per-head ranges reduced to each input's granularity: (1,) per tensor, (H,) per head."""
+def static_ranges(recipe: Recipe, per_head: list[np.ndarray], where: str) -> list:
+    """Per-head ranges reduced to each input's granularity: (1,) per tensor, (H,) per head; None for
+    a Q per token or block (measured per call beside the static K and V)."""
     check_static(recipe, where)
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
-    return [a.max(keepdims=True) if g.block()[0] is None else a for g, a in zip(grans, per_head)]
+    return [None if g.block()[1] is not None else a.max(keepdims=True) if g.block()[0] is None else a
+            for g, a in zip(grans, per_head)]
 
 
 class QAttentionBase(nn.Module):
@@ -141,7 +139,7 @@ class QAttentionBase(nn.Module):
         if kernel:
             return api.static_scales(self.recipe, *ranges, heads=self.num_heads, head_dim=self.head_dim,
                                      scale=self.scale, device=device)
-        return tuple(a.reshape(-1, 1, 1) for a in ranges)  # broadcasts over (..., H, N, D)
+        return tuple(None if a is None else a.reshape(-1, 1, 1) for a in ranges)  # broadcasts over (..., H, N, D)
 
     # -- attention -------------------------------------------------------------------------------
     def attend(self, q, k, v, mask=None):
