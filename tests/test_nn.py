@@ -332,18 +332,21 @@ def test_golden_backend_runs_any_recipe():
 TRANSFORMED = ism.Recipe.default().replace(transforms=(ism.KeyOffset(), ism.ChannelBalance(), ism.ValueOffset()))
 
 
-@pytest.mark.parametrize("build", [vit, swin])
-def test_calibration_folds_transforms_exactly_to_float_rounding(build):
+@pytest.mark.parametrize("build, recipe", [(vit, TRANSFORMED), (swin, TRANSFORMED), (vit, ism.Recipe.accurate())],
+                         ids=["vit", "swin", "vit_accurate"])
+def test_calibration_folds_transforms_exactly_to_float_rounding(build, recipe):
     """calibrate() with a transform recipe folds the transforms' static statistics into qkv and
     proj: the float model with the folded weights computes what the original computes (to float32
     rounding), the module then runs the recipe without transforms on static ranges, and the
-    integer model tracks float at least as well as without transforms."""
+    integer model tracks float at least as well as without transforms. (Recipe.accurate() on the
+    Swin model does not: its static per-head K and V ranges clip other windows, 47.6 dB against
+    52.5 for per-tensor ranges, where its dynamic form reaches 59.0; docs/algorithms.md §11.)"""
     model, x = build(), images(8)
     batches = [images(8, seed=s) for s in (3, 4)]
-    folded = patched(model, recipe=TRANSFORMED)
+    folded = patched(model, recipe=recipe)
     result = qflash.calibrate(folded, batches)
     mods = [m for m in folded.modules() if isinstance(m, qflash.nn.modules.QAttentionBase)]
-    assert mods and all(m.folded == TRANSFORMED.transforms and not m.recipe.transforms for m in mods)
+    assert mods and all(m.folded == recipe.transforms and not m.recipe.transforms for m in mods)
     assert len(result.ranges) == len(mods) and "folded=key_offset" in repr(mods[0])
     plain = copy.deepcopy(model)  # the float layout, with the folded weights
     plain.load_state_dict(folded.state_dict(), strict=False)
