@@ -398,6 +398,7 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
                          s_v=s_v if per_channel and float_scales is None else None,
                          derive_scale=call.scale if table is None and float_scales is None else None,
+                         q_rows=amax is not None and recipe.q_granularity.block()[1] == 1,
                          splits=_splits(spec, call, config["block_m"]), float_scales=float_scales, **config)
     return out.reshape(call.batch + out.shape[1:])
 
@@ -453,11 +454,19 @@ def _on_load(call: Call) -> bool:
     return call.NQ <= ON_LOAD_ROWS or _small(call)
 
 
-def _ranges_apart(recipe: Recipe) -> bool:
-    """Whether every input's range is one per tensor or per head (measured by the range launch
-    alone, so the attention kernel can quantize on load)."""
-    return all(g.block()[1] is None and not g.per_channel
-               for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+def _ranges_apart(recipe: Recipe, derive: bool) -> bool:
+    """Whether the attention kernel can quantize on load with ranges measured apart: K's and V's
+    one per tensor or per head (the range launch), Q's too, or, with ``derive``, per token
+    (:func:`_q_on_load`)."""
+    return all(g.block()[1] is None and not g.per_channel for g in (recipe.k_granularity, recipe.v_granularity)) \
+        and (recipe.q_granularity.block()[1] is None or _q_on_load(recipe, derive))
+
+
+def _q_on_load(recipe: Recipe, derive: bool) -> bool:
+    """Whether Q's ranges are per token and measured by the attention kernel itself, on the rows
+    each program loads; the constants per row are then derived there too (``derive``: a float
+    output, which needs no table afterwards)."""
+    return derive and recipe.q_granularity.block()[1] == 1
 
 
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table, derive: bool = False):
@@ -473,13 +482,13 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     # None: K's range stands in for it, never read)
     amax = None if amax_k is None else (amax_k if amax_q is None else amax_q, amax_k, amax_v)
     qz = _backend()[0]
-    static_q = amax_q is not None
-    if _on_load(call) and (static_q or amax is None and _ranges_apart(recipe)):  # V's scale: in the table (DEQ)
+    q_known = amax_q is not None or _q_on_load(recipe, derive)  # Q's ranges: static, or measured on load
+    if _on_load(call) and (amax is not None and q_known or amax is None and _ranges_apart(recipe, derive)):
         if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
-            table = None if derive and _small(call) else qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ,
-                                                         from_amax=True)
-        return _flat(q), _flat(k), _flat(v), None, table, None, amax
+            table = None if derive and _small(call) or _q_on_load(recipe, derive) else \
+                qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ, from_amax=True)
+        return _flat(q), _flat(k), _flat(v), None, table, None, amax  # V's scale: in the table (DEQ)
     flags = None if amax is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags)
     if table is None:

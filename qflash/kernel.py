@@ -31,7 +31,9 @@ the first pass nor the key loops (9-11 % faster on the Swin shapes than branchin
 Every integer constant comes from the constant table (:mod:`qflash.table`): scalars for
 per-tensor and per-head scales, per-row vectors for per-token ones (``ROW_TABLE``), or, in small
 calls with measured ranges, from each program's own derivation of its row (``DERIVE``, the table
-kernel's :func:`~qflash.quantize.table_row`: one launch less). Float inputs quantized on load
+kernel's :func:`~qflash.quantize.table_row`: one launch less); with ``Q_ROWS`` (Q per token,
+quantized on load) each program measures its own rows' ranges and derives one row of constants
+per query. Float inputs quantized on load
 bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). ``ACC64``: the
 wide accumulator of ``TwoPass(acc_bits=64)``: ``hi * 2**24 + acc`` in two int32 registers per
 element, ``acc``'s bits above 24 moved into ``hi`` every ``CHUNK`` keys (one register more than
@@ -486,7 +488,7 @@ def _qflash_fwd(
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
-    DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr,
+    DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -497,12 +499,20 @@ def _qflash_fwd(
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
 
-    # QUANT: float q, k, v quantized on load with their ranges (per tensor or per head)
+    q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
+              D < D_PAD)
+    # QUANT: float q, k, v quantized on load with their ranges (per tensor or per head; Q_ROWS: Q's
+    # per token, measured here on the rows the program loaded, x - x making a non-finite row's NaN)
     inv = (1.0, 1.0)
     inv_q = 1.0
     derived = 0
     if QUANT:
-        s_q, inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))
+        if Q_ROWS:
+            q32 = q.to(tl.float32)
+            s_q, inv_q = scale_inv(tl.max(tl.abs(q32), 1) + tl.sum(q32 - q32, 1))
+            inv_q = inv_q[:, None]
+        else:
+            s_q, inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))
         s_k, inv_k = scale_inv(tl.load(AmaxK + b * sabk + h * sahk))
         s_v, inv_v = scale_inv(tl.load(AmaxV + b * sabv + h * sahv))
         inv = (inv_k, inv_v)
@@ -520,8 +530,6 @@ def _qflash_fwd(
     req_M = _constant(trow, derived, REQ_M, DERIVE)
     bias_inv = _constant(trow, derived, BIAS_INV, DERIVE).to(tl.float32, bitcast=True)
 
-    q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
-              D < D_PAD)
     q, q_bad = _quant(q, inv_q, QUANT, PTX)
     bad = tl.zeros((BLOCK_M,), tl.float32)  # NaN once a V tile held NaN or Inf (QUANT)
     k_base = K + b * skb + h * skh
@@ -651,7 +659,8 @@ def _qflash_fwd(
                 if FLAGS:
                     poisoned = poisoned | (tl.load(Flags + bh) != 0)
                 if QUANT:  # NaN / Inf in q or v: every row, as the quantization flags do (K's rows have POISON)
-                    bad += tl.sum(tl.sum(q_bad, 1), 0)
+                    if not Q_ROWS:  # (a Q row's own NaN range makes its constants, and so its output, NaN)
+                        bad += tl.sum(tl.sum(q_bad, 1), 0)
                     poisoned = poisoned | (bad != bad)
                 poisoned = poisoned[:, None]
             if OUT_KIND == OUT_INT32:
@@ -699,7 +708,7 @@ def readable_keys(v8) -> int:
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
            amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, float_scales=None,
-           **options):
+           q_rows: bool = False, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -713,6 +722,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     channel (V per channel; float output, each channel dequantized by its own).
     ``derive_scale``: with ``amax`` and no ``table`` (None), each program derives its constant row
     from the ranges and this logit scale (float output; one launch less than the table kernel).
+    ``q_rows`` (with ``derive_scale``): Q is per token, its ranges measured by each program on the
+    rows it loads (``amax[0]`` unread); the derived constants are then one per query row.
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``float_scales``: the float softmax baseline's float32 scales ``(s_q, s_k, s_v)``, each of shape
     (1,), (B*H,), or (B*H, n) per row, key or channel (as :func:`qflash.quantize.quantize_qkv` gives
@@ -732,6 +743,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     derive = derive_scale is not None
     if derive and (amax is None or table is not None or spec.out_kind == OutKind.INT8):
         raise ValueError("derive_scale needs ranges (amax), no table and a float or int32 output")
+    if q_rows and not derive:
+        raise ValueError("q_rows (Q's ranges measured on load) derives its rows' constants: pass derive_scale")
     if spec.float_softmax != (float_scales is not None):
         raise ValueError("the float softmax baseline takes float_scales and no table; integer recipes the reverse")
     if derive:
@@ -767,8 +780,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
             keys_per_split // block_n,
             BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
-            enable_fp_fusion=False, ROW_TABLE=not derive and not spec.float_softmax and table.shape[1] > 1,
-            DERIVE=derive,
+            enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
+            DERIVE=derive, Q_ROWS=q_rows,
             PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
             **spec.constexprs(),

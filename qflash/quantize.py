@@ -198,8 +198,10 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
         out_M, out_shift = fixed_multiplier(tl.minimum(ratio, 1073741824.0))
     # non-finite inputs (a NaN or infinite range) or scales that are not finite and positive: the
     # dequantized output is NaN, never plausible numbers (a host check would need a sync)
-    finite = (s_q > 0) & (s_q < float("inf")) & (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
-    deq = tl.where(finite, s_v * (2.0 ** -OUT_FRAC), float("nan")).to(tl.int32, bitcast=True)
+    # (Q's scales may be one per row beside scalar K and V ones: each side checked apart)
+    finite_kv = (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
+    deq = tl.where(finite_kv, s_v * (2.0 ** -OUT_FRAC), float("nan"))
+    deq = tl.where((s_q > 0) & (s_q < float("inf")), deq, float("nan")).to(tl.int32, bitcast=True)
     return (pre_M.to(tl.int32), pre_l.to(tl.int32), pre_r.to(tl.int32), t_cap.to(tl.int32), u_max.to(tl.int32),
             req_M.to(tl.int32), rel_M.to(tl.int32), headroom.to(tl.int32), rc0.to(tl.int32), rc1.to(tl.int32),
             bias_inv, out_M.to(tl.int32), out_shift.to(tl.int32), deq)

@@ -170,6 +170,40 @@ def test_static_k_v_beside_a_q_measured_per_call(q_gran):
         qflash.attention_int8(q8, q8, q8, recipe=recipe, static=static)
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["measured_k_v", "static_k_v"])
+def test_q_per_token_measured_on_load(monkeypatch, static):
+    """Small float calls with Q per token: each attention program measures its own rows' ranges on
+    load and derives one constant row per query (no quantization and no table launch), beside
+    static or measured per-head K and V ranges; the integers (recovered from the float output)
+    equal the golden model's, with a float bias; a NaN in one Q row makes that row NaN."""
+    from qflash import api, kernel
+    monkeypatch.setattr(api, "_sm_count", lambda device: 10**6)
+    monkeypatch.setattr(api._backend()[0], "quantize_qkv", lambda *a, **k: pytest.fail("quantization launch"))
+    monkeypatch.setattr(api._backend()[0], "table", lambda *a, **k: pytest.fail("table launch"))
+    rows = []
+    launch = kernel.launch
+    monkeypatch.setattr(kernel, "launch", lambda *a, **k: rows.append(k["q_rows"]) or launch(*a, **k))
+    rng = np.random.default_rng(101)
+    q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
+    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
+    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
+    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+                                          v_granularity=ism.PerHead())
+    amax_k, amax_v = np.full(3, 7.0, np.float32), np.full(3, 8.0, np.float32)
+    scales = qflash.static_scales(recipe, None, amax_k, amax_v, heads=3, head_dim=32, device=DEVICE) if static \
+        else None
+    out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe, static=scales)).astype(np.float64)
+    gold = recipe.attention_int(q, k, v, attn_bias=bias, amax=(None, amax_k.reshape(3, 1, 1),
+                                                               amax_v.reshape(3, 1, 1)) if static else None)
+    deq = np.broadcast_to(gold.scale, out.shape).astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(np.rint(out / deq), gold.values)
+    assert rows == [True]
+    q[1, 2, 7, 3] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe, static=scales))
+    nan_rows = np.isnan(out).all(-1)
+    assert np.flatnonzero(nan_rows).tolist() == [(1 * 3 + 2) * 100 + 7] and np.isfinite(out[~nan_rows]).all()
+
+
 def test_int8_static_table_equals_per_call_table():
     rng = np.random.default_rng(4)
     q, k, v = (rng.uniform(-2, 2, (2, 3, 40, 32)).astype(np.float32) for _ in range(3))
