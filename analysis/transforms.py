@@ -4,8 +4,8 @@ INT8 ceilings, alone and combined (issue 11, ``docs/algorithms.md`` section 11).
 Inputs: A2's shape (1 x 6 heads x 197 tokens x 64) from four distributions: U[-4, 4], N(0, 2^2),
 the channel-outlier draw of :mod:`intsoftmax.workloads`, and N(0, 1) plus per-channel key and
 value offsets U[-5, 5] (one vector per head, as a linear projection with a bias gives).
-Each row is the default recipe with the named transforms, and one with all three plus per-token Q
-and per-channel V scales (issue 11's candidate for the default); two ceilings per distribution:
+Each row is the default recipe with the named transforms, ``Recipe.accurate()`` (all three, Q per
+token, K and V per head), and all three with per-token Q and per-channel V; two ceilings per distribution:
 float attention on the dequantized per-tensor INT8 inputs, without and with all three transforms.
 """
 from __future__ import annotations
@@ -27,7 +27,9 @@ TRANSFORMS = {"none": (), "key offset": (KeyOffset(),), "value offset": (ValueOf
               "channel balance": (ChannelBalance(),), "all three": (KeyOffset(), ChannelBalance(), ValueOffset())}
 #: The rows: the default recipe with each transform set, and with all three plus finer Q and V scales.
 SCALED = "all three, Q per token, V per channel"
+ACCURATE = "Recipe.accurate()"
 RECIPES = {**{label: Recipe.default().replace(transforms=t) for label, t in TRANSFORMS.items()},
+           ACCURATE: Recipe.accurate(),
            SCALED: Recipe.default().replace(transforms=TRANSFORMS["all three"], q_granularity=PerToken(),
                                             v_granularity=PerChannel())}
 DISTRIBUTIONS = ("U[-4, 4]", "N(0, 2^2)", "channel outliers", "key/value offsets")
@@ -84,8 +86,10 @@ def markdown(study: TransformStudy) -> str:
                + f". With them the recipe stays within {max(gaps):.2f} dB of the transformed ceiling. The key "
                "offset and the channel balance act on the logits, the value offset on the output; a channel "
                "that is loud in both q and k (the outlier draw) is out of every per-channel balance's reach. "
-               f"Adding per-token Q and per-channel V scales ({SCALED}), against the per-tensor INT8 ceiling: "
-               + ", ".join(f"{d} {study.sqnr[d, SCALED] - study.ceiling[d]:+.2f} dB" for d in DISTRIBUTIONS)
-               + ".\n\n")
+               + "".join(f"{label}, against the per-tensor INT8 ceiling: "
+                         + ", ".join(f"{d} {study.sqnr[d, label] - study.ceiling[d]:+.2f} dB" for d in DISTRIBUTIONS)
+                         + ". " for label in (ACCURATE, SCALED))
+               + f"(`{ACCURATE}` is the three transforms with Q per token and K, V per head: issue 11's candidate "
+               "for the default, whose thresholds tests/test_transforms.py checks.)\n\n")
     return (summary + f"SQNR in dB, default recipe with the named changes, pooled over seeds "
             f"{', '.join(map(str, study.seeds))}:\n\n" + "\n".join(rows))
