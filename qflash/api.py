@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -132,15 +133,32 @@ def _check_sdpa_flags(q, k, v, dropout_p, is_causal, enable_gqa, attn_mask) -> N
                          "torch.no_grad() or torch.inference_mode(), or pass detached tensors")
 
 
-def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
+class Grouped(NamedTuple):
+    """A call after :func:`_grouped`: its tensors, the query heads ``heads`` of the user's call,
+    ``groups`` query heads per K/V head, and whether they were ``packed`` into the rows."""
+
+    q: object
+    k: object
+    v: object
+    attn_mask: object
+    heads: int
+    groups: int = 1
+    packed: bool = False
+
+
+def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None, pack: bool = False) -> Grouped:
     """GQA as strides: with ``enable_gqa`` and ``H_kv < H`` K/V heads, query head ``h`` reads K/V
     head ``h // G`` (``G = H / H_kv``, SDPA's grouping). The call becomes one over the batch
     ``(B, H_kv)`` and ``G`` heads: q (and a mask) split their head dim into ``(H_kv, G)``, k and v
-    repeat along ``G`` with stride 0 (views, no copies). Returns ``(q, k, v, attn_mask, G)``,
-    ``G = 1`` when there is nothing to group. Per-head ``static`` tables do not regroup: an error."""
+    repeat along ``G`` with stride 0 (views, no copies). With ``pack`` (no mask, not causal, and
+    every query row's constants independent of its head: :func:`_packable`) and q's heads and
+    rows one run of memory, the ``G`` heads are packed into the rows instead: q becomes
+    (B, H_kv, G * Nq, D), so each program reads its K and V tiles once for all ``G`` heads (a
+    decode step's G-fold K/V traffic, gone). Per-head ``static`` tables do not regroup: an error."""
+    heads = q.shape[-3] if isinstance(q, torch.Tensor) and q.dim() >= 3 else 1
     if not enable_gqa or not all(isinstance(x, torch.Tensor) for x in (q, k, v)) or q.dim() < 3 or \
             k.dim() != q.dim() or k.shape[-3] == q.shape[-3]:
-        return q, k, v, attn_mask, 1
+        return Grouped(q, k, v, attn_mask, heads)
     H, H_kv = q.shape[-3], k.shape[-3]
     if q.dim() != 4:
         raise ValueError(f"enable_gqa needs (B, H, N, D) inputs, got q {tuple(q.shape)}; flatten the batch dims")
@@ -152,6 +170,11 @@ def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
                          "(static_scales with one amax per tensor) or pass enable_gqa=False with repeated K/V")
     G = H // H_kv
     B = q.shape[0]
+    if pack and attn_mask is None:
+        try:  # one run of memory per K/V head: heads, then rows
+            return Grouped(q.view(B, H_kv, G * q.shape[2], q.shape[3]), k, v, None, H, G, True)
+        except RuntimeError:
+            pass
     if attn_mask is not None and isinstance(attn_mask, torch.Tensor):
         try:
             attn_mask = attn_mask.expand(B, H, q.shape[-2], k.shape[-2]).unflatten(1, (H_kv, G))
@@ -161,7 +184,17 @@ def _grouped(q, k, v, attn_mask, enable_gqa: bool, static=None):
 
     def repeat(x):
         return x.unsqueeze(2).expand(x.shape[0], H_kv, G, *x.shape[2:])
-    return q.unflatten(1, (H_kv, G)), repeat(k), repeat(v), attn_mask, G
+    return Grouped(q.unflatten(1, (H_kv, G)), repeat(k), repeat(v), attn_mask, H, G)
+
+
+def _packable(recipe, is_causal: bool, attn_mask) -> bool:
+    """Whether a grouped call may pack its query heads into the rows (:func:`_grouped`): no mask
+    and not causal (both index the rows), no input transforms (their statistics are per query
+    head), and Q's scales per tensor or per row (not per head or per block of rows)."""
+    if is_causal or attn_mask is not None or not isinstance(recipe, Recipe) or recipe.transforms:
+        return False
+    heads, rows = recipe.q_granularity.block()
+    return rows == 1 or (heads is None and rows is None)
 
 
 def _lifted(q, k, v, attn_mask):
@@ -363,12 +396,11 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
                         None if out_scale is None else float(out_scale))
 
 
-def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_amax: bool, groups: int) -> None:
-    """``groups``: query heads per K/V head of a grouped call (``_grouped``), whose ``call.H`` is
-    one group's heads."""
+def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_amax: bool, heads: int) -> None:
+    """``heads``: the query heads of the user's call (a grouped call's ``call.H`` is one group's, or
+    the K/V heads when packed: :func:`_grouped`)."""
     if not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
-    heads = call.H * call.B2 if groups > 1 else call.H  # grouped: batch (B, H_kv) and G heads
     if static.recipe != recipe or static.heads != heads or not math.isclose(static.scale, call.scale):
         raise ValueError(f"static scales were built for heads={static.heads}, scale={static.scale}, "
                          f"{static.recipe.name}; this call has heads={heads}, scale={call.scale}, {recipe.name}")
@@ -607,7 +639,9 @@ def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, e
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if not torch.compiler.is_compiling() and _golden_on_cpu(query):
         return cpu.attention(_recipe(recipe), query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, groups = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
+    g = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static,
+                 pack=_packable(_recipe(recipe), is_causal, attn_mask))
+    q, k, v, attn_mask = g.q, g.k, g.v, g.attn_mask
     if torch.compiler.is_compiling():  # validated by the op's fake implementation while tracing
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         out = torch.ops.qflash.attention(q, k, v, attn_mask, scale, is_causal, recipe.to_json(), *statics)
@@ -615,7 +649,7 @@ def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, e
     recipe = _recipe(recipe)
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     if static is not None:
-        _check_static(static, recipe, call, q.device, None, needs_amax=True, groups=groups)
+        _check_static(static, recipe, call, q.device, None, needs_amax=True, heads=g.heads)
     return _attention(recipe, call, q, k, v, attn_mask, *statics).reshape(query.shape)
 
 
@@ -635,16 +669,20 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     _check_sdpa_flags(query, key, value, dropout_p, is_causal, enable_gqa, attn_mask)
     if _golden_on_cpu(query):
         return cpu.attention_int(recipe, query, key, value, attn_mask, scale, is_causal, enable_gqa, static)
-    q, k, v, attn_mask, groups = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static)
+    g = _grouped(*_lifted(query, key, value, attn_mask), enable_gqa, static,
+                 pack=_packable(recipe, is_causal, attn_mask))
+    q, k, v, attn_mask = g.q, g.k, g.v, g.attn_mask
     call = _check(q, k, v, attn_mask, scale, recipe, FLOAT_DTYPES, "attention", is_causal)
     statics = (None,) * 4
     if static is not None:
-        _check_static(static, recipe, call, q.device, None, needs_amax=True, groups=groups)
+        _check_static(static, recipe, call, q.device, None, needs_amax=True, heads=g.heads)
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
     q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, *statics)
     values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags, amax)
     # the output scale s_v 2**-F: from the quantization, or the static table's DEQ column (the same float32)
     scale = s_v * 2.0**-recipe.out_frac_bits if s_v is not None else table[:, 0, Col.DEQ].view(torch.float32)
+    if g.packed and scale.shape[0] > 1:  # per (b, K/V head): one per (b, query head), as unpacked
+        scale = scale.repeat_interleave(g.groups, dim=0)
     return values.reshape(query.shape), scale
 
 
@@ -686,8 +724,14 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
     if not torch.compiler.is_compiling() and _golden_on_cpu(q8):
         raise ValueError("attention_int8 on CPU tensors needs the Triton interpreter (TRITON_INTERPRET=1) or a "
                          "CUDA device; qflash.attention runs the golden model on CPU tensors")
-    q8, k8, v8, attn_mask, groups = _grouped(*_lifted(q8, k8, v8, attn_mask), enable_gqa, static)
-    s_k, s_v = (_per_query_head(s, groups) for s in (s_k, s_v))
+    g = _grouped(*_lifted(q8, k8, v8, attn_mask), enable_gqa, static, pack=_packable(_recipe(recipe), is_causal,
+                                                                                     attn_mask))
+    q8, k8, v8, attn_mask = g.q, g.k, g.v, g.attn_mask
+    if g.packed:  # Q's per-token scales follow its rows; K's and V's stay per K/V head
+        if isinstance(s_q, torch.Tensor) and s_q.dim() == 2:
+            s_q = s_q.reshape(q8.shape[0] * q8.shape[1], q8.shape[2])
+    else:
+        s_k, s_v = (_per_query_head(s, g.groups) for s in (s_k, s_v))
     if torch.compiler.is_compiling():
         scale = 1.0 / math.sqrt(q8.shape[-1]) if scale is None else float(scale)
         return torch.ops.qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, is_causal,
@@ -699,7 +743,7 @@ def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_cau
         _check_int8_scales(call, recipe, s_q, s_k, s_v, out_scale, out_dtype)
     else:
         _check_out_scale(out_scale)
-        _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False, groups=groups)
+        _check_static(static, recipe, call, q8.device, out_scale, needs_amax=False, heads=g.heads)
     return _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype,
                            table).reshape(shape)
 

@@ -41,12 +41,15 @@ from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
 #: LLM shapes (B, H, N, D) of the queries at their usual batch, named like the workloads; "L1c" is
 #: L1 with ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
-LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128)}
-KEYS = {"D1": 32768}
+LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128), "D2": (8, 32, 1, 128)}
+KEYS = {"D1": 32768, "D2": 32768}
+#: K/V heads where fewer than the query heads (GQA, ``enable_gqa=True``): D2 is D1 with 8 K/V heads.
+KV_HEADS = {"D2": 8}
 CAUSAL = {"L1c"}
 #: The LLM rows also measure the long-context recipe and INT-FlashAttention's design (issue 12).
 LONG_RECIPES = {"long_context": ism.Recipe.long_context(), "int_flashattention": ism.Recipe.int_flashattention()}
-ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 1), ("D1", 8)]
+ROWS = [(w, b) for w in WORKLOADS for b in (1, 8, 256)] + [("A2", 1024), ("L1", 2), ("L1c", 2), ("D1", 1), ("D1", 8),
+                                                            ("D2", 8)]
 #: Where energy is compared (the paper: A2, batch 8), and two larger shapes.
 ENERGY_ROWS = [("A2", 8), ("A2", 1024), ("A4", 256)]
 #: The unfused pipeline runs the fast recipe (7-bit P: one int8 GEMM for P.V).
@@ -62,7 +65,7 @@ def shape_of(workload: str, batch: int) -> tuple:
 def kv_shape_of(workload: str, batch: int) -> tuple:
     """The keys' and values' (B, H, N, D)."""
     B, H, N, D = shape_of(workload, batch)
-    return B, H, KEYS.get(workload, N), D
+    return B, KV_HEADS.get(workload, H), KEYS.get(workload, N), D
 
 
 def row_recipes(workload: str, batch: int) -> dict:
@@ -152,15 +155,17 @@ def sdpa_backends():
 def sdpa_call(q, k, v, backend, is_causal=False):
     from torch.nn.attention import sdpa_kernel
     f = torch.nn.functional.scaled_dot_product_attention
+    gqa = k.shape[1] != q.shape[1]
 
     def call():
         with sdpa_kernel(backend):
-            return f(q, k, v, is_causal=is_causal)
+            return f(q, k, v, is_causal=is_causal, enable_gqa=gqa)
     return call
 
 
 def best_sdpa(q, k, v, is_causal=False):
-    """``(graph_us, name, call)`` of the fastest SDPA backend for these inputs."""
+    """``(graph_us, name, call)`` of the fastest SDPA backend for these inputs (GQA where k has
+    fewer heads than q)."""
     best = (math.inf, "", None)
     for name, backend in sdpa_backends().items():
         call = sdpa_call(q, k, v, backend, is_causal)
@@ -211,8 +216,10 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     q, k, v = uniform(shape, kv_shape=kv_shape_of(workload, batch))
     t, backend, _ = best_sdpa(q, k, v, causal)
 
+    gqa = workload in KV_HEADS
+
     def plain():  # what a user calls: SDPA's default dispatch
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
     row = dict(workload=workload, batch=batch, shape=list(shape), sdpa_backend=backend, sdpa_graph_us=t,
                sdpa_eager_us=eager_us(plain), sdpa_host_us=host_us(plain), recipes={})
     if causal:
@@ -222,28 +229,29 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     for name, recipe in (recipes or row_recipes(workload, batch)).items():
         if recipe.accumulation.float_softmax:  # per-token scales, measured per call: no static path
             q8, k8, v8, _ = int8_inputs(q, k, v, ism.Recipe.default())
-            s_q, s_k = (torch.full((shape[0] * shape[1], n), 4.0 / 127, device="cuda") for n in (shape[2], k.shape[2]))
+            s_q, s_k = (torch.full((x.shape[0] * x.shape[1], x.shape[2]), 4.0 / 127, device="cuda") for x in (q, k))
             s_v = torch.full((1,), 4.0 / 127, device="cuda")
             calls = {
                 "int8": lambda: qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, recipe=recipe, out_dtype=torch.float16,
-                                                      is_causal=causal),
-                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
+                                                      is_causal=causal, enable_gqa=gqa),
+                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal, enable_gqa=gqa),
             }
         else:
             q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
             static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
             calls = {
                 "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16,
-                                                      static=static8, is_causal=causal),
-                "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal),
-                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal),
+                                                      static=static8, is_causal=causal, enable_gqa=gqa),
+                "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal,
+                                                   enable_gqa=gqa),
+                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal, enable_gqa=gqa),
             }
         r = {}
         for path, fn in calls.items():
             r[f"{path}_graph_us"] = graph_us(fn)
             r[f"{path}_eager_us"] = eager_us(fn)
             r[f"{path}_host_us"] = host_us(fn)
-        splits = split_count(recipe, shape, kv_shape_of(workload, batch)[2])
+        splits = split_count(recipe, shape, kv_shape_of(workload, batch))
         if splits > 1:  # split-key decoding: the int8 call without it, for the gain in the same run
             r["splits"] = splits
             with unsplit():
@@ -255,12 +263,14 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     return row
 
 
-def split_count(recipe, shape, keys: int) -> int:
-    """How many key splits the API gives an int8 call of this shape (:func:`qflash.api._splits`)."""
+def split_count(recipe, shape, kv_shape) -> int:
+    """How many key splits the API gives an int8 call of this shape (:func:`qflash.api._splits`); a
+    grouped one packs its query heads into the rows of each K/V head."""
     from qflash import api
     B, H, NQ, D = shape
+    H_kv, keys = kv_shape[1], kv_shape[2]
     spec = api._spec(recipe, D, api.MaskKind.NONE, api.OutKind.FLOAT)
-    call = api.Call((B,), B, 1, H, NQ, keys, D, 1.0, api.MaskKind.NONE, torch.device("cuda"))
+    call = api.Call((B,), B, 1, H_kv, NQ * (H // H_kv), keys, D, 1.0, api.MaskKind.NONE, torch.device("cuda"))
     return api._splits(spec, call, api._launch_config(spec)["block_m"])
 
 

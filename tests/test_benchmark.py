@@ -5,6 +5,7 @@ from qflash import benchmark
 def test_llm_rows_take_their_batch():
     assert benchmark.shape_of("D1", 1) == (1, 32, 1, 128)
     assert benchmark.kv_shape_of("D1", 8) == (8, 32, 32768, 128)
+    assert benchmark.kv_shape_of("D2", 8) == (8, 8, 32768, 128)  # GQA: 8 K/V heads for 32 query heads
     assert benchmark.shape_of("L1", 2) == (2, 32, 4096, 128)
     assert set(benchmark.row_recipes("D1", 1)) == {"fast", "long_context", "int_flashattention"}  # default: <= 8196 keys
 

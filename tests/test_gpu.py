@@ -115,6 +115,11 @@ def test_decode_splits_bit_exact(recipe, nk):
         assert api._splits(api._spec(recipe, 128, api.MaskKind.NONE, api.OutKind.INT32), call, 64) > 1
         values, _ = qflash.attention_int(*cuda(q, k, v), recipe=recipe)
         np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v).values)
+    # GQA: 4 query heads per K/V head packed into its rows, then split
+    q = rng.normal(0, 1, (1, 8, 1, 128)).astype(np.float32)
+    k, v = (rng.normal(0, 1, (1, 2, nk, 128)).astype(np.float32) for _ in range(2))
+    values, _ = qflash.attention_int(*cuda(q, k, v), enable_gqa=True, recipe=recipe)
+    np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, enable_gqa=True).values)
 
 
 def _calls():

@@ -301,6 +301,47 @@ def test_grouped_query_attention_equals_golden(recipe):
         np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, enable_gqa=True, out_scale=0.01).values)
 
 
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.default().replace(q_granularity=ism.PerToken()),
+                                    ism.Recipe.qflash(), ism.Recipe.int_flashattention()],
+                         ids=["default", "per_token_q", "qflash", "int_flashattention"])
+def test_grouped_queries_packed_into_rows(monkeypatch, recipe):
+    """Without a mask, a grouped call packs its G query heads into the rows of their K/V head (one
+    program reads each K/V tile for all G heads): decode (one query) and prefill shapes, the
+    same integers as the golden model's repeated K/V; per-head Q scales and masks keep the unpacked
+    form."""
+    from qflash import kernel
+    shapes = []
+    launch = kernel.launch
+    monkeypatch.setattr(kernel, "launch", lambda spec, q8, *a, **k: shapes.append(tuple(q8.shape)) or
+                        launch(spec, q8, *a, **k))
+    rng = np.random.default_rng(9)
+    for nq in (1, 30):
+        q = rng.normal(0, 2, (2, 8, nq, 32)).astype(np.float32)
+        k, v = (rng.normal(0, 2, (2, 2, 150, 32)).astype(np.float32) for _ in range(2))
+        shapes.clear()
+        if recipe.accumulation.float_softmax:
+            out = n(qflash.attention(t(q), t(k), t(v), enable_gqa=True, recipe=recipe))
+            np.testing.assert_allclose(out, recipe.attention(q, k, v, enable_gqa=True), atol=0.02 * np.abs(v).max())
+        else:
+            values, scale = qflash.attention_int(t(q), t(k), t(v), enable_gqa=True, recipe=recipe)
+            gold = recipe.attention_int(q, k, v, enable_gqa=True)
+            np.testing.assert_array_equal(n(values), gold.values)
+            assert n(scale).shape[0] in (1, 16)
+        assert shapes[-1] == (2, 2, 4 * nq, 32)
+        (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)  # int8 inputs, scales per K/V head
+        if recipe.k_granularity == ism.PerTensor() and not recipe.accumulation.float_softmax:
+            s_q = s_q.reshape(16, nq) if s_q.size > 1 else s_q.reshape(1)
+            out = qflash.attention_int8(t(q8), t(k8), t(v8), t(s_q.astype(np.float32)), t(s_k.reshape(1)),
+                                        t(s_v.reshape(1)), enable_gqa=True, recipe=recipe, out_scale=0.02)
+            np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, enable_gqa=True, out_scale=0.02).values)
+            assert shapes[-1] == (2, 2, 4 * nq, 32)
+    per_head_q = ism.Recipe.default().replace(q_granularity=ism.PerHead())
+    shapes.clear()
+    values, _ = qflash.attention_int(t(q), t(k), t(v), enable_gqa=True, recipe=per_head_q)
+    np.testing.assert_array_equal(n(values), per_head_q.attention_int(q, k, v, enable_gqa=True).values)
+    assert shapes[-1] == (2 * 2, 4, 30, 32)  # unpacked: batch (B, H_kv) flattened, G heads of 30 rows
+
+
 def test_grouped_query_attention_errors():
     q = t(np.ones((1, 6, 8, 16), np.float32))
     k4 = t(np.ones((1, 4, 8, 16), np.float32))
