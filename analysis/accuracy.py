@@ -37,6 +37,7 @@ def recipes(quick: bool) -> dict[str, Recipe]:
             q_granularity=PerHead(), k_granularity=PerHead(), v_granularity=PerHead())
         out["default + transforms (static: folded)"] = Recipe.default().replace(
             transforms=(KeyOffset(), ChannelBalance(), ValueOffset()))
+        out["Recipe.accurate() (static: folded, Q per call)"] = Recipe.accurate()
     return out
 
 

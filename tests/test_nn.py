@@ -340,7 +340,7 @@ def test_calibration_folds_transforms_exactly_to_float_rounding(build, recipe):
     rounding), the module then runs the recipe without transforms on static ranges, and the
     integer model tracks float at least as well as without transforms. (Recipe.accurate() on the
     Swin model does not: its static per-head K and V ranges clip other windows, 47.6 dB against
-    52.5 for per-tensor ranges, where its dynamic form reaches 59.0; docs/algorithms.md §11.)"""
+    52.5 for per-tensor ranges, where its dynamic form reaches 59.0: docs/algorithms.md §11.)"""
     model, x = build(), images(8)
     batches = [images(8, seed=s) for s in (3, 4)]
     folded = patched(model, recipe=recipe)
