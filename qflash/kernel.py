@@ -39,6 +39,10 @@ wide accumulator of ``TwoPass(acc_bits=64)``: ``hi * 2**24 + acc`` in two int32 
 element, ``acc``'s bits above 24 moved into ``hi`` every ``CHUNK`` keys (one register more than
 the default, where an int64 sum beside the int32 one took two and spilled at D = 128).
 
+``FLOAT_SOFTMAX``: INT-FlashAttention's design as a baseline (:mod:`intsoftmax.intfa`), the one
+exception to the integer pipeline: per-token Q and K scales, a float32 online softmax between the
+two int8 MMAs, no constant table.
+
 ``SPLIT`` (two-pass rules, decoding): a call whose row blocks leave the GPU idle splits each
 row's keys over a third grid dimension in two launches of this template: ``SPLIT_MAX`` stores
 each split's row max; ``SPLIT_SUM`` takes the max of them (the row's exact max), sums its keys as
