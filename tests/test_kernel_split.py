@@ -117,3 +117,20 @@ def test_split_policy_fills_the_gpu_on_decode_shapes(monkeypatch):
     assert api._splits(spec, call(1, 32, 1, 4000), 64) == 3  # at least 1024 keys per split
     assert api._splits(spec, call(2, 32, 4096, 4096), 64) == 1  # L1 fills the GPU
     assert api._splits(online, call(1, 32, 1, 32768), 64) == 1
+
+
+def test_split_keys_with_per_row_constants_and_packed_groups(splits):
+    """Q per token (one constant row per query) and a grouped decode call (4 query heads packed into
+    the rows of each K/V head) split the same way, bit-exact."""
+    force, _ = splits
+    force(6)
+    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+                                          v_granularity=ism.PerHead())
+    q, k, v = inputs(15, 5, 900)
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+    rng = np.random.default_rng(16)
+    q = rng.normal(0, 1, (2, 8, 1, 32)).astype(np.float32)
+    k, v = (rng.normal(0, 1, (2, 2, 900, 32)).astype(np.float32) for _ in range(2))
+    values, _ = qflash.attention_int(t(q), t(k), t(v), enable_gqa=True, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, enable_gqa=True).values)
