@@ -1,17 +1,20 @@
 """qflash against PyTorch SDPA (fp16), everything measured in the same run (CUDA only).
 
 ``python -m qflash.benchmark --json docs/performance.json`` measures every row of
-:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, L1 causal as "L1c", and
-the decode shape D1: one query against 32768 keys) and prints a table:
+:data:`ROWS` (A1-A7 at batch 1, 8 and 256, A2 at 1024, the LLM shape L1, L1 causal as "L1c", the
+decode shape D1 (one query against 32768 keys) at batch 1 and 8, and D2, D1 with 8 K/V heads) and
+prints a table:
 
 * SDPA fp16: GPU time by CUDA-graph replay of the fastest of its backends (``sdpa_graph_us``,
   ``sdpa_backend``); eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per
   call (``sdpa_host_us``, calls queued back to back) of the plain call a user makes (default
   dispatch, no backend context manager);
-* per recipe (``default``, ``fast``; on the LLM rows also ``long_context``; a recipe whose key
-  limit the row exceeds is left out) and path: ``int8`` is :func:`qflash.attention_int8` on int8
-  Q/K/V with calibrated per-tensor scales; ``static`` and ``dynamic`` are :func:`qflash.attention`
-  on the fp16 inputs with calibrated and measured ranges. Each path's GPU time by graph replay
+* per recipe (``default``, ``fast``; on the LLM rows also ``long_context`` and
+  ``int_flashattention``; on A1-A7 at batch 256 also ``accurate``, issue 11's candidate default; a
+  recipe whose key limit the row exceeds is left out) and path (:func:`recipe_calls`): ``int8`` is
+  :func:`qflash.attention_int8` on int8 Q/K/V with calibrated scales; ``static`` and ``dynamic``
+  are :func:`qflash.attention` on the fp16 inputs with calibrated and measured ranges. Split-key
+  calls also give ``splits`` and the unsplit int8 time ``int8_unsplit_graph_us``. Each path's GPU time by graph replay
   (``<path>_graph_us``), eager time (``<path>_eager_us``) and host time (``<path>_host_us``);
   ``sqnr_db`` on the batch-1 rows: the dynamic float path on U[-4, 4] float32 inputs (seed 0)
   against float64 attention.
@@ -39,6 +42,9 @@ import intsoftmax as ism
 from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
+#: Issue 11's candidate for the default, on the A1-A7 rows at batch 256: what its static path (the
+#: transforms folded, Q per token measured per call) costs against the default's.
+ACCURATE_RECIPES = {"accurate": ism.Recipe.accurate()}
 #: LLM shapes (B, H, N, D) of the queries at their usual batch, named like the workloads; "L1c" is
 #: L1 with ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
 LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128), "D2": (8, 32, 1, 128)}
@@ -70,7 +76,8 @@ def kv_shape_of(workload: str, batch: int) -> tuple:
 
 def row_recipes(workload: str, batch: int) -> dict:
     """The recipes measured on a row: those whose key limit it keeps, plus the long-context one on LLM rows."""
-    recipes = {**RECIPES, **(LONG_RECIPES if workload in LLM_SHAPES else {})}
+    recipes = {**RECIPES, **(LONG_RECIPES if workload in LLM_SHAPES else {}),
+               **(ACCURATE_RECIPES if workload in WORKLOADS and batch == 256 else {})}
     keys = kv_shape_of(workload, batch)[2]
     return {name: r for name, r in recipes.items() if keys <= r.max_seq_len()}
 
@@ -188,7 +195,7 @@ def int8_inputs(q, k, v, recipe: ism.Recipe, amax: float = 4.0):
     v8 = torch.zeros((B, H, D, -(-N // 16) * 16), dtype=torch.int8, device=v.device)[..., :N]
     v8.copy_((v / s).round().clamp(-127, 127).to(torch.int8).transpose(-1, -2))
     v8 = v8.transpose(-1, -2)
-    static = qflash.static_scales(recipe, scales=(s, s, s), heads=q.shape[1], head_dim=q.shape[3], device="cuda")
+    static = qflash.static_scales(recipe, scales=(s, s, s), heads=q.shape[1], head_dim=q.shape[3], device=q.device)
     return q8, k8, v8, static
 
 
@@ -210,7 +217,6 @@ def sqnr_db(workload: str, recipe: ism.Recipe) -> float:
 
 def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     """Every column of one row (see the module docstring); ``recipes``: :func:`row_recipes` by default."""
-    import qflash
     shape = shape_of(workload, batch)
     causal = workload in CAUSAL
     q, k, v = uniform(shape, kv_shape=kv_shape_of(workload, batch))
@@ -227,25 +233,7 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
     if workload in KEYS:
         row["keys"] = KEYS[workload]
     for name, recipe in (recipes or row_recipes(workload, batch)).items():
-        if recipe.accumulation.float_softmax:  # per-token scales, measured per call: no static path
-            q8, k8, v8, _ = int8_inputs(q, k, v, ism.Recipe.default())
-            s_q, s_k = (torch.full((x.shape[0] * x.shape[1], x.shape[2]), 4.0 / 127, device="cuda") for x in (q, k))
-            s_v = torch.full((1,), 4.0 / 127, device="cuda")
-            calls = {
-                "int8": lambda: qflash.attention_int8(q8, k8, v8, s_q, s_k, s_v, recipe=recipe, out_dtype=torch.float16,
-                                                      is_causal=causal, enable_gqa=gqa),
-                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal, enable_gqa=gqa),
-            }
-        else:
-            q8, k8, v8, static8 = int8_inputs(q, k, v, recipe)
-            static = qflash.static_scales(recipe, 4.0, 4.0, 4.0, heads=shape[1], head_dim=shape[3], device="cuda")
-            calls = {
-                "int8": lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16,
-                                                      static=static8, is_causal=causal, enable_gqa=gqa),
-                "static": lambda: qflash.attention(q, k, v, recipe=recipe, static=static, is_causal=causal,
-                                                   enable_gqa=gqa),
-                "dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, is_causal=causal, enable_gqa=gqa),
-            }
+        calls = recipe_calls(recipe, q, k, v, causal, gqa)
         r = {}
         for path, fn in calls.items():
             r[f"{path}_graph_us"] = graph_us(fn)
@@ -261,6 +249,45 @@ def measure_row(workload: str, batch: int, recipes=None, log=print) -> dict:
         row["recipes"][name] = r
     log(format_row(row))
     return row
+
+
+def recipe_calls(recipe: ism.Recipe, q, k, v, causal: bool, gqa: bool) -> dict:
+    """A recipe's timed calls on fp16 q, k, v: ``int8`` (:func:`qflash.attention_int8` on int8
+    copies), ``static`` (calibrated ranges) and ``dynamic`` (measured per call). A recipe whose Q
+    is per token or that has input transforms runs its int8 and static calls as a calibrated
+    model does: transforms folded away (the recipe without them), Q's scales per call; the float
+    softmax baseline has no static path."""
+    import qflash
+    folded = recipe.replace(transforms=())
+    q_rows = recipe.q_granularity.block()[1] is not None
+    plain = not (q_rows or recipe.transforms or recipe.accumulation.float_softmax)
+    q8, k8, v8, static8 = int8_inputs(q, k, v, recipe if plain else ism.Recipe.default())
+    kw = dict(is_causal=causal, enable_gqa=gqa)
+    calls = {"dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, **kw)}
+    if plain:
+        calls["int8"] = lambda: qflash.attention_int8(q8, k8, v8, recipe=recipe, out_dtype=torch.float16,
+                                                      static=static8, **kw)
+    else:
+        s = int8_scales(folded, q, k, 4.0 / 127)
+        calls["int8"] = lambda: qflash.attention_int8(q8, k8, v8, *s, recipe=folded, out_dtype=torch.float16, **kw)
+    if not recipe.accumulation.float_softmax:
+        heads = [g.block()[0] for g in (folded.q_granularity, folded.k_granularity, folded.v_granularity)]
+        ranges = [[4.0] * q.shape[1] if h is not None else 4.0 for h in heads]
+        static = qflash.static_scales(folded, None if q_rows else ranges[0], *ranges[1:], heads=q.shape[1],
+                                      head_dim=q.shape[3], device=q.device)
+        calls["static"] = lambda: qflash.attention(q, k, v, recipe=folded, static=static, **kw)
+    return {p: calls[p] for p in ("int8", "static", "dynamic") if p in calls}
+
+
+def int8_scales(recipe: ism.Recipe, q, k, s: float) -> list:
+    """``(s_q, s_k, s_v)`` of value ``s`` shaped as :func:`qflash.attention_int8` takes them for the
+    recipe's granularities: (1,) per tensor, (B*H,) per head, (B*H, N) per token (K's per K/V head)."""
+    out = []
+    for g, x in zip((recipe.q_granularity, recipe.k_granularity, recipe.v_granularity), (q, k, k)):
+        heads, rows = g.block()
+        bh = x.shape[0] * x.shape[1]
+        out.append(torch.full((1,) if heads is None else (bh,) if rows is None else (bh, x.shape[2]), s, device=q.device))
+    return out
 
 
 def split_count(recipe, shape, kv_shape) -> int:
@@ -346,7 +373,7 @@ def markdown(result: dict) -> str:
     the float paths as multiples of the int8 call), host time at batch 1 and 8 (default recipe),
     the unfused pipeline and energy."""
     names = list(next(iter(result["rows"]))["recipes"])
-    long_rows = [row for row in result["rows"] if set(row["recipes"]) != set(names)]
+    long_rows = [row for row in result["rows"] if row["workload"] in LLM_SHAPES]
     out = ["| workload | batch | SDPA fp16 (backend) | " + " | ".join(f"{n} int8 | {n} / SDPA" for n in names)
            + " | " + " | ".join(f"{n} static / dynamic ÷ int8" for n in names) + " | SQNR " + " / ".join(names)
            + " (dB) |", "|---|---:|---:|" + "---:|" * (3 * len(names) + 1)]
@@ -370,6 +397,16 @@ def markdown(result: dict) -> str:
             out.append(f"| {row['workload']} | {row['batch']} | {row.get('keys', row['shape'][2])} | {base:.1f} "
                        f"({row['sdpa_backend']}) | " + " | ".join(_long_cell(row["recipes"].get(n), base) for n in every)
                        + " |")
+    accurate = [row for row in result["rows"] if set(ACCURATE_RECIPES) <= set(row["recipes"])]
+    if accurate:  # issue 11: the candidate default's paths against the default's
+        paths = ("int8", "static", "dynamic")
+        out += ["", "| workload | batch | default int8 / static / dynamic (µs) | accurate int8 / static / dynamic (µs) "
+                "| accurate ÷ default |", "|---|---:|---:|---:|---:|"]
+        for row in accurate:
+            d, a = row["recipes"]["default"], row["recipes"]["accurate"]
+            out.append(f"| {row['workload']} | {row['batch']} | " + " / ".join(f"{d[p + '_graph_us']:.1f}" for p in paths)
+                       + " | " + " / ".join(f"{a[p + '_graph_us']:.1f}" for p in paths) + " | "
+                       + " / ".join(f"{a[p + '_graph_us'] / d[p + '_graph_us']:.2f}" for p in paths) + " |")
     out += ["", "| workload | batch | SDPA (plain call) | int8 | static | dynamic | int8 / static / dynamic ÷ SDPA |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:

@@ -1,5 +1,10 @@
 """The benchmark's row shapes and tables (no GPU: the tables are built from a results dict)."""
+import pytest
+
+import intsoftmax as ism
 from qflash import benchmark
+
+from kernel_utils import needs_kernel
 
 
 def test_llm_rows_take_their_batch():
@@ -18,7 +23,32 @@ def test_long_rows_table_shows_splits_and_the_unsplit_time():
                   sdpa_host_us=8.0, recipes={"fast": dict(paths, int8_graph_us=30.0, splits=16,
                                                           int8_unsplit_graph_us=120.0),
                                              "long_context": dict(paths, int8_graph_us=50.0)})
-    text = benchmark.markdown({"rows": [vit, decode]})
+    swin = dict(vit, workload="A4", batch=256, recipes={"default": dict(paths), "fast": dict(paths),
+                                                          "accurate": dict(paths, static_graph_us=10.4)})
+    text = benchmark.markdown({"rows": [vit, decode, swin]})
+    assert "| A4 | 256 | 10.0 / 10.0 / 10.0 | 10.0 / 10.4 / 10.0 | 1.00 / 1.04 / 1.00 |" in text
+    long_table = text.split("| workload | batch | keys |")[1].split("\n\n")[0]
+    assert "| D1 |" in long_table and "| A4 |" not in long_table  # the LLM rows only
     line = next(x for x in text.splitlines() if x.startswith("| D1 | 1 | 32768"))
     assert "30.0 (16 splits; unsplit 120.0) | 0.75" in line
     assert line.endswith("| 50.0 | 1.25 |")
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["default", "accurate", "int_flashattention", "long_context"])
+def test_recipe_calls_run_each_path_of_a_row(name):
+    """The benchmark's calls per recipe, on a small shape on the test device: every path runs and
+    they agree (int8 copies at amax 4 against the float paths' own ranges: near, not equal);
+    transforms and per-token Q run folded in the int8 and static paths; INT-FA has no static path."""
+    import torch
+    from kernel_utils import DEVICE
+    recipe = {**benchmark.RECIPES, **benchmark.LONG_RECIPES, **benchmark.ACCURATE_RECIPES}[name]
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.empty((1, 2, 40, 32)).uniform_(-4, 4, generator=gen).to(DEVICE, torch.float16) for _ in range(3))
+    calls = benchmark.recipe_calls(recipe, q, k, v, causal=False, gqa=False)
+    assert list(calls) == (["int8", "dynamic"] if recipe.accumulation.float_softmax else ["int8", "static", "dynamic"])
+    outs = [calls[p]().float().cpu() for p in calls]
+    ref = torch.nn.functional.scaled_dot_product_attention(*(x.float().cpu() for x in (q, k, v)))
+    for out in outs:
+        assert out.shape == q.shape and torch.isfinite(out).all()
+        assert ism.sqnr_db(ref.numpy(), out.numpy()) > 25
