@@ -421,7 +421,7 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
          amax=None, voff=None, s_v=None, float_scales=None):
     """Launch the kernel. ``s_v``: V's per-channel scales (B*H, D), for float output.
-    ``float_scales``: ``(s_q, s_k, s_v)`` of the float softmax baseline (no table)."""
+    ``float_scales``: ``(s_q, s_k, s_v, logit scale)`` of the float softmax baseline (no table)."""
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel

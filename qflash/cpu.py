@@ -2,7 +2,8 @@
 CPU unless Triton's interpreter is on, ``TRITON_INTERPRET=1``, which runs the kernel itself).
 
 The results are :meth:`intsoftmax.Recipe.attention_int`'s: the integers bit for bit, and the
-float output its dequantization cast to the input dtype.
+float output its dequantization cast to the input dtype (the float softmax baseline, which has no
+integers: :meth:`~intsoftmax.Recipe.attention`'s float output).
 """
 from __future__ import annotations
 
