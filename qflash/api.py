@@ -287,7 +287,8 @@ def _mask5(attn_mask, call: Call):
 class StaticScales:
     """Calibrated INT8 scales of a layer and the constant table derived from them once.
 
-    amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head): the
+    amax_q/k/v: float32 device tensors of shape (1,) (per tensor) or (H,) (per head), (1, D) or
+    (H, D) for V per channel: the
     ranges the float path quantizes with (None when built from int8 scales; ``amax_q`` None for
     a Q per token or block, measured per call). table: the int32 constant table
     (:mod:`qflash.table`), valid for ``scale`` and ``out_scale``; None where Q is measured per call
@@ -311,11 +312,16 @@ class StaticScales:
         return any(a is not None and a.numel() > 1 for a in (self.amax_k, self.amax_v))
 
 
-def _per_layer(name: str, values, granularity, heads: int) -> np.ndarray:
+def _per_layer(name: str, values, granularity, heads: int, head_dim: int) -> np.ndarray:
+    """Calibrated ranges as float32: (1,) per tensor, (H,) per head; (1, D) or (H, D) per channel."""
     a = np.array(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
     a = a.reshape(-1)  # a copy: StaticScales never aliases the caller's ranges
-    want = 1 if granularity.block()[0] is None else heads
-    if a.size != want:
+    if granularity.per_channel:
+        if a.size not in (head_dim, heads * head_dim):
+            raise ValueError(f"{name} has {a.size} values; {granularity.name} needs {head_dim} (one per channel) or "
+                             f"{heads * head_dim} (per head and channel)")
+        a = a.reshape(-1, head_dim)
+    elif a.size != (want := 1 if granularity.block()[0] is None else heads):
         raise ValueError(f"{name} has {a.size} values; {granularity.name} needs {want}")
     if not np.isfinite(a).all() or (a < 0).any():
         raise ValueError(f"{name} must be finite and non-negative, got {a}")
@@ -329,7 +335,8 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     model's own derivation, so later calls do no reductions and no host work.
 
     amax_q/k/v: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration;
-    the float path quantizes with ``s = amax / 127``. A recipe whose Q is per token (or per block)
+    the float path quantizes with ``s = amax / 127``. V per channel takes ``head_dim`` or
+    ``heads * head_dim`` ranges (per channel, or per head and channel; float output). A recipe whose Q is per token (or per block)
     takes ``amax_q=None``: Q's ranges are measured per call, beside the static K and V ranges (the
     golden model's ``attention(..., amax=(None, amax_k, amax_v))``). scales: instead of ranges, the int8 scales
     ``(s_q, s_k, s_v)`` of pre-quantized inputs (:func:`attention_int8`). out_scale: bakes an
@@ -340,13 +347,15 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     if recipe.accumulation.float_softmax:
         raise ValueError("static_scales: the float softmax baseline (Recipe.int_flashattention) measures its "
                          "per-token scales per call; call qflash.attention without static")
-    _no_per_channel(recipe, "static_scales")
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     for g, name in zip(grans[1:], "kv"):
         if g.block()[1] is not None:
             raise ValueError(f"static scales need per-tensor or per-head ranges; the recipe's {name} granularity "
                              f"is {g.name}, whose ranges change with every input")
     q_rows = grans[0].block()[1] is not None  # Q per token or block: measured per call
+    if grans[2].per_channel and (scales is not None or out_scale is not None):
+        raise ValueError("V per channel: static scales take amax_v ranges (D or H*D values) for float inputs and "
+                         "give float output (no scales=, no out_scale)")
     if q_rows:
         if scales is not None or out_scale is not None:
             raise ValueError(f"the recipe's q granularity is {grans[0].name}: Q's scales change with every input, so "
@@ -366,22 +375,24 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     _check_out_scale(out_scale)
     if q_rows:
-        amax = [None] + [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_k", "amax_v"), (amax_k, amax_v),
-                                                                        grans[1:])]
+        amax = [None] + [_per_layer(n, a, g, heads, head_dim) for n, a, g in zip(("amax_k", "amax_v"),
+                                                                                  (amax_k, amax_v), grans[1:])]
     elif scales is None:
-        amax = [_per_layer(n, a, g, heads) for n, a, g in zip(("amax_q", "amax_k", "amax_v"), (amax_q, amax_k, amax_v),
-                                                              grans)]
+        amax = [_per_layer(n, a, g, heads, head_dim) for n, a, g in zip(("amax_q", "amax_k", "amax_v"),
+                                                                        (amax_q, amax_k, amax_v), grans)]
         s = [scales_from_amax(a)[0] for a in amax]
     else:
         amax = None
         if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or len(scales) != 3:
             raise ValueError(f"scales={scales!r}: give the three int8 scales (s_q, s_k, s_v)")
-        s = [_per_layer(n, x, g, heads) for n, x, g in zip(("s_q", "s_k", "s_v"), scales, grans)]
+        s = [_per_layer(n, x, g, heads, head_dim) for n, x, g in zip(("s_q", "s_k", "s_v"), scales, grans)]
         for n, x in zip(("s_q", "s_k", "s_v"), s):
             if not (x > 0).all():
                 raise ValueError(f"{n} must be positive (x ~= x8 * {n}), got {x}")
     tab = None
     if not q_rows:  # every constant is known now: the table once, on the host
+        if grans[2].per_channel:  # (the table's DEQ column only carries NaN then: channel 0's scale)
+            s[2] = s[2][:, :1]
         s = [x.reshape(1, -1, 1, 1) for x in s]
         plan = recipe.plan(s[0], s[1], scale, s[2], out_scale)
         tab = host_table(recipe, plan, 1, heads, 1, s_v=s[2])
@@ -515,7 +526,8 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     amax = None if amax_k is None else (amax_k if amax_q is None else amax_q, amax_k, amax_v)
     qz = _backend()[0]
     q_known = amax_q is not None or _q_on_load(recipe, derive)  # Q's ranges: static, or measured on load
-    if _on_load(call) and (amax is not None and q_known or amax is None and _ranges_apart(recipe, derive)):
+    static_on_load = amax is not None and q_known and not recipe.v_granularity.per_channel  # (V: one range)
+    if _on_load(call) and (static_on_load or amax is None and _ranges_apart(recipe, derive)):
         if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
             table = None if derive and _small(call) or _q_on_load(recipe, derive) else \

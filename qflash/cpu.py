@@ -18,8 +18,11 @@ def _array(x: torch.Tensor) -> np.ndarray:
 
 
 def _amax(a, heads: int):
-    """A static range tensor, (1,) per tensor or (H,) per head, shaped to broadcast over (..., H, N, D)."""
+    """A static range tensor, (1,) per tensor, (H,) per head or (1 or H, D) per channel, shaped to
+    broadcast over (..., H, N, D)."""
     a = a.detach().cpu().numpy()
+    if a.ndim == 2:
+        return a.reshape(a.shape[0], 1, a.shape[1])
     return a.reshape(1) if a.size == 1 else a.reshape(heads, 1, 1)
 
 

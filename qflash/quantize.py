@@ -248,8 +248,13 @@ def gran_kind(granularity) -> int:
 def bh_strides(t: torch.Tensor, heads: int) -> tuple[int, int]:
     """``(stride_b, stride_h)`` in elements of a per-(b, h) scale or range tensor: shape (1,)
     broadcasts, (H,) is per head (static), (B*H,) per batch and head, (B*H, n) has ``n`` per
-    batch and head (rows or channels)."""
+    batch and head (rows or channels); static per-channel ranges (1, n) and (H, n) repeat over
+    the batch (and the heads)."""
     if t.dim() == 2:
+        if t.shape[0] == 1:
+            return 0, 0
+        if t.shape[0] == heads:  # (for B = 1 the same offsets as (B*H, n))
+            return 0, t.shape[1]
         return heads * t.shape[1], t.shape[1]
     n = t.numel()
     if n == 1:

@@ -406,8 +406,29 @@ def test_per_channel_v_equals_golden():
     out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe))
     assert np.isnan(out[1, 2, :, 7]).all()
     assert np.isfinite(np.delete(out[1, 2], 7, axis=-1)).all() and np.isfinite(out[0]).all()
-    with pytest.raises(ValueError, match="per-channel V"):
+    with pytest.raises(ValueError, match=r"amax_v has 1 values; per_channel\(\) needs 32 \(one per channel\) or 96"):
         qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=32, device=DEVICE)
+    with pytest.raises(ValueError, match="no scales=, no out_scale"):
+        qflash.static_scales(recipe, 1.0, 1.0, np.ones(32), heads=3, head_dim=32, out_scale=0.1, device=DEVICE)
+
+
+@pytest.mark.parametrize("per_head", [False, True], ids=["channels", "heads_and_channels"])
+def test_static_per_channel_v_equals_golden(per_head):
+    """Calibrated V ranges per channel ((D,) or (H, D)): the separate quantization reads them by
+    strides (repeated over the batch), each output channel keeps its scale; bit for bit."""
+    rng = np.random.default_rng(23)
+    q, k, v = (rng.normal(0, 1, (2, 3, 70, 16)).astype(np.float32) for _ in range(3))
+    v *= rng.uniform(0.2, 3, (1, 1, 1, 16)).astype(np.float32)
+    recipe = ism.Recipe.default().replace(v_granularity=ism.PerChannel())
+    amax_v = (np.abs(v).max(axis=(0, 2)) * 1.1).astype(np.float32)
+    amax_v = amax_v if per_head else amax_v.max(0)
+    static = qflash.static_scales(recipe, 4.0, 4.0, amax_v, heads=3, head_dim=16, device=DEVICE)
+    values, scale = qflash.attention_int(t(q), t(k), t(v), recipe=recipe, static=static)
+    gold = recipe.attention_int(q, k, v, amax=(np.float32(4), np.float32(4), amax_v.reshape(-1, 1, 16)))
+    np.testing.assert_array_equal(n(values), gold.values)
+    assert tuple(scale.shape) == (6, 16)
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe, static=static))
+    np.testing.assert_allclose(out, gold.dequantize(), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("gran", [ism.PerTensor(), ism.PerHead()], ids=["per_tensor", "per_head"])

@@ -14,7 +14,7 @@ from torch import nn
 
 import intsoftmax as ism
 import qflash
-from intsoftmax.granularity import PerHead, PerToken
+from intsoftmax.granularity import PerChannel, PerHead, PerToken
 from qflash.nn import tiny
 
 from kernel_utils import DEVICE, needs_kernel
@@ -122,11 +122,15 @@ def test_patched_models_track_float(build):
 
 @needs_kernel
 @pytest.mark.parametrize("build", [vit, swin])
-def test_kernel_backend_equals_golden_backend(build):
+@pytest.mark.parametrize("recipe", [None, ism.Recipe.default().replace(q_granularity=PerToken(),
+                                                                       v_granularity=PerChannel())],
+                         ids=["default", "per_token_q_per_channel_v"])
+def test_kernel_backend_equals_golden_backend(build, recipe):
     """The fused kernel (Triton interpreter on CPU) and the golden model give the same model
-    outputs bit for bit: dynamic ranges, then calibrated static ranges."""
+    outputs bit for bit: dynamic ranges, then calibrated static ranges (for the second recipe: Q
+    measured per call, V's ranges per head and channel)."""
     model, x = build().to(DEVICE), images(1 if build is swin else 2).to(DEVICE)
-    gold, kern = patched(model, backend="golden"), patched(model, backend="kernel")
+    gold, kern = patched(model, backend="golden", recipe=recipe), patched(model, backend="kernel", recipe=recipe)
     with torch.no_grad():
         assert torch.equal(kern(x), gold(x))
         for m in (gold, kern):
@@ -155,6 +159,10 @@ def test_calibration_records_per_head_max_and_restores_modes():
             assert torch.equal(getattr(attn, name), want[j])
             assert torch.equal(result.ranges[f"blocks.{i}.attn"][j], want[j])
     assert model.training and not model.blocks[0].training and model.blocks[1].training
+    per_channel = patched(vit(), recipe=ism.Recipe.default().replace(v_granularity=PerChannel()))
+    qflash.calibrate(per_channel, batches)  # V's ranges per head and channel: (H, D)
+    out = torch.cat(seen[0]).reshape(-1, 3, 4, 16).abs()
+    assert torch.equal(per_channel.blocks[0].attn.amax_v, out[:, 2].amax(0))
 
 
 def test_calibrated_model_uses_static_ranges(monkeypatch):
@@ -172,8 +180,10 @@ def test_calibrated_model_uses_static_ranges(monkeypatch):
     per_head = ism.Recipe.default().replace(q_granularity=PerHead(), k_granularity=PerHead(),
                                             v_granularity=PerHead())
     per_token_q = per_head.replace(q_granularity=PerToken())
+    per_channel_v = per_head.replace(v_granularity=PerChannel())
     for recipe, reduce in ((ism.Recipe.default(), lambda a: a.max().reshape(1, 1, 1)),
-                           (per_head, lambda a: a.reshape(-1, 1, 1)), (per_token_q, lambda a: a.reshape(-1, 1, 1))):
+                           (per_head, lambda a: a.reshape(-1, 1, 1)), (per_token_q, lambda a: a.reshape(-1, 1, 1)),
+                           (per_channel_v, lambda a: a.reshape(a.shape[0], 1, -1))):
         m = patched(model, recipe=recipe)
         with torch.no_grad():
             dynamic = m(x)

@@ -19,7 +19,8 @@ from .modules import AMAX, QAttentionBase, check_static
 
 
 class Observer:
-    """Running per-head ``max |x|`` of q, k, v (tensors of shape (H,) on the inputs' device), and
+    """Running per-head ``max |x|`` of q, k, v (tensors of shape (H,) on the inputs' device; V's
+    (H, D), per head and channel, reduced by modules that keep V per head), and
     the first ``keep`` (H, N, D) slices of the first batch's q, k, v (float32 CPU arrays)."""
 
     def __init__(self, keep: int = 0):
@@ -32,8 +33,9 @@ class Observer:
         return self.amax is not None
 
     def observe(self, q, k, v) -> None:
-        # (..., H, N, D) -> (H,): reduce everything but the head axis
-        cur = [x.detach().abs().float().movedim(-3, 0).flatten(1).amax(1) for x in (q, k, v)]
+        # (..., H, N, D) -> (H,): reduce everything but the head axis; V also per channel, (H, D)
+        cur = [x.detach().abs().float().movedim(-3, 0).flatten(1).amax(1) for x in (q, k)]
+        cur.append(v.detach().abs().float().movedim(-3, 0).flatten(1, -2).amax(1))
         self.amax = cur if self.amax is None else [torch.maximum(a, c) for a, c in zip(self.amax, cur)]
         if self.keep and self.samples is None:
             self.samples = tuple(x.detach().float().reshape(-1, *x.shape[-3:])[:self.keep].cpu().numpy()
@@ -62,7 +64,8 @@ class ChannelObserver:
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """What :func:`calibrate` measured: the batch count and, per module path, the per-head
-    ``(amax_q, amax_k, amax_v)`` ranges (CPU float32 tensors of shape (H,))."""
+    ``(amax_q, amax_k, amax_v)`` ranges (CPU float32 tensors of shape (H,); (H, D) for a module
+    whose recipe keeps V per channel)."""
 
     batches: int
     ranges: dict

@@ -53,9 +53,6 @@ def check_static(recipe: Recipe, where: str) -> None:
         raise ValueError(f"{where}: static ranges for a recipe with input transforms need the transforms folded "
                          "into the projections first: run qflash.calibrate (it folds them), leave the model "
                          "uncalibrated, or use recipe.replace(transforms=())")
-    if recipe.v_granularity.per_channel:
-        raise ValueError(f"{where}: recipes with per-channel V scales take no calibrated ranges yet; leave the model "
-                         "uncalibrated or use recipe.replace(v_granularity=PerHead())")
 
 
 def static_ranges(recipe: Recipe, per_head: list[np.ndarray], where: str) -> list:
@@ -81,8 +78,9 @@ class QAttentionBase(nn.Module):
         self.backend = backend
         self.num_heads, self.head_dim = num_heads, head_dim
         self.scale = head_dim ** -0.5 if scale is None else float(scale)
-        for name in AMAX:  # per-head ranges; NaN = not calibrated
-            self.register_buffer(name, torch.full((num_heads,), math.nan, device=device))
+        for name in AMAX:  # per-head ranges (V per channel: per head and channel); NaN = not calibrated
+            shape = (num_heads, head_dim) if name == "amax_v" and self.recipe.v_granularity.per_channel else (num_heads,)
+            self.register_buffer(name, torch.full(shape, math.nan, device=device))
         self.observer = None  # set by qflash.calibrate while it runs
         self.folded = ()  # the input transforms folded into the projections (fold_transforms)
         self.samples = None  # (q, k, v) kept by qflash.calibrate(..., samples=n), for intsoftmax.select
@@ -100,12 +98,20 @@ class QAttentionBase(nn.Module):
         return not any(torch.isnan(getattr(self, n)).any().item() for n in AMAX)
 
     def set_ranges(self, amax_q, amax_k, amax_v) -> None:
-        """Fix the per-head ranges (``num_heads`` values each); :func:`qflash.calibrate` calls this."""
-        ranges = [torch.as_tensor(a, dtype=torch.float32).detach().reshape(-1) for a in (amax_q, amax_k, amax_v)]
-        for name, a in zip(AMAX, ranges):
-            if a.numel() != self.num_heads or not (torch.isfinite(a) & (a >= 0)).all():
-                raise ValueError(f"{name} must hold {self.num_heads} finite non-negative values (one per head), got "
+        """Fix the per-head ranges (``num_heads`` values each); ``amax_v`` may also be per head and
+        channel, (num_heads, head_dim): reduced over the channels unless the recipe keeps V per
+        channel, which needs them. :func:`qflash.calibrate` calls this."""
+        ranges = [torch.as_tensor(a, dtype=torch.float32).detach() for a in (amax_q, amax_k, amax_v)]
+        if ranges[2].dim() == 2 and self.amax_v.dim() == 1:
+            ranges[2] = ranges[2].amax(1)
+        for i, name in enumerate(AMAX):
+            want = getattr(self, name).shape
+            a = ranges[i].reshape(-1)
+            if a.numel() != want.numel() or not (torch.isfinite(a) & (a >= 0)).all():
+                what = "per head and channel" if len(want) == 2 else "one per head"
+                raise ValueError(f"{name} must hold {want.numel()} finite non-negative values ({what}), got "
                                  f"{a.tolist()}; calibrate on finite inputs")
+            ranges[i] = a.reshape(want)
         for name, a in zip(AMAX, ranges):
             getattr(self, name).copy_(a)
         self.invalidate()
@@ -139,7 +145,9 @@ class QAttentionBase(nn.Module):
         if kernel:
             return api.static_scales(self.recipe, *ranges, heads=self.num_heads, head_dim=self.head_dim,
                                      scale=self.scale, device=device)
-        return tuple(None if a is None else a.reshape(-1, 1, 1) for a in ranges)  # broadcasts over (..., H, N, D)
+        # broadcast over (..., H, N, D): (H,) per head, (H, D) per head and channel
+        return tuple(None if a is None else a.reshape(a.shape[0], 1, -1) if a.ndim == 2 else a.reshape(-1, 1, 1)
+                     for a in ranges)
 
     # -- attention -------------------------------------------------------------------------------
     def attend(self, q, k, v, mask=None):
