@@ -351,14 +351,9 @@ class Recipe:
         if self.accumulation.float_softmax:
             raise ValueError("float_softmax() recipes (Recipe.int_flashattention) have a float softmax and a float "
                              "output, no integer one; call attention()")
-        q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
-        k, v = grouped_kv(q, k, v, enable_gqa)
-        nq, nk, d = _check_shapes(q, k, v)
-        if is_causal:
-            attn_mask = causal_mask(nq, nk, attn_bias, attn_mask)
-        if check_limits:
-            self.check_seq_len(nk)
-        scale = _check_scale(scale, d)
+        q, k, v, attn_mask, scale, batch = self._checked(q, k, v, attn_bias, attn_mask, scale, is_causal, enable_gqa,
+                                                         check_limits)
+        nq, nk = q.shape[-2], k.shape[-2]
         if out_scale is not None and (isinstance(out_scale, bool) or not isinstance(out_scale, (int, float))
                                       or not 0 < out_scale < math.inf):
             raise ValueError(f"out_scale={out_scale!r}: must be a finite positive number")
@@ -376,9 +371,6 @@ class Recipe:
             q, k, v, offset = apply_all(self.transforms, q, k, v)
         (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
         plan = self.plan(s_q, s_k, scale, s_v, out_scale)
-        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        for name, m in (("attn_bias", attn_bias), ("attn_mask", attn_mask)):
-            _check_broadcast(name, m, batch + (nq, nk))
         bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
         mask = None if attn_mask is None else _check_mask(attn_mask)
         values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
@@ -414,22 +406,33 @@ class Recipe:
                                  is_causal: bool = False, enable_gqa: bool = False, amax=None) -> np.ndarray:
         """:meth:`attention` of a float-softmax recipe (:mod:`intsoftmax.intfa`): the same
         inputs, checks and SDPA semantics; float64 output."""
+        q, k, v, attn_mask, scale, _ = self._checked(q, k, v, attn_bias, attn_mask, scale, is_causal, enable_gqa)
+        (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
+        bias = None if attn_bias is None else bias_float32(attn_bias)
+        mask = None if attn_mask is None else _check_mask(attn_mask)
+        return intfa.attention(self, q8, s_q, k8, s_k, v8, s_v, scale, bias, mask)
+
+    def _checked(self, q, k, v, attn_bias, attn_mask, scale, is_causal: bool, enable_gqa: bool,
+                 check_limits: bool = True):
+        """What every attention entry point checks first: float arrays, GQA's repeated K and V,
+        shapes, the causal mask, the key limit, the scale, and that a mask and a bias broadcast to
+        the logits. Returns ``(q, k, v, attn_mask, scale, batch)``."""
         q, k, v = (_float_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
         k, v = grouped_kv(q, k, v, enable_gqa)
         nq, nk, d = _check_shapes(q, k, v)
         if is_causal:
             attn_mask = causal_mask(nq, nk, attn_bias, attn_mask)
-        self.check_seq_len(nk)
-        scale = _check_scale(scale, d)
-        (q8, s_q), (k8, s_k), (v8, s_v) = self.quantize_inputs(q, k, v, amax)
+        if check_limits:
+            self.check_seq_len(nk)
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         for name, m in (("attn_bias", attn_bias), ("attn_mask", attn_mask)):
             _check_broadcast(name, m, batch + (nq, nk))
-        bias = None if attn_bias is None else bias_float32(attn_bias)
-        mask = None if attn_mask is None else _check_mask(attn_mask)
-        return intfa.attention(self, q8, s_q, k8, s_k, v8, s_v, scale, bias, mask)
+        return q, k, v, attn_mask, _check_scale(scale, d), batch
 
     def _softmax_inputs(self, logits, unit, attn_mask, frac_bits, check_limits):
+        if self.accumulation.float_softmax:
+            raise ValueError("softmax() is the integer softmax of integer logits; the float softmax baseline "
+                             "(Recipe.int_flashattention) has none: use intsoftmax.float_softmax on float logits")
         L = np.asarray(logits)
         if not np.issubdtype(L.dtype, np.integer):
             raise TypeError(f"softmax expects integer logits, got dtype {L.dtype}; quantize them first")

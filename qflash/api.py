@@ -309,7 +309,7 @@ class StaticScales:
         """Whether any range or constant differs between heads."""
         if self.table is not None:
             return self.table.shape[0] > 1
-        return any(a is not None and a.numel() > 1 for a in (self.amax_k, self.amax_v))
+        return any(a is not None and a.shape[0] > 1 for a in (self.amax_k, self.amax_v))
 
 
 def _per_layer(name: str, values, granularity, heads: int, head_dim: int) -> np.ndarray:

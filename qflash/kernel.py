@@ -502,6 +502,7 @@ def _qflash_fwd(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
+    logit_scale = scale_bits.to(tl.int64).to(tl.float64, bitcast=True)  # (DERIVE and FLOAT_SOFTMAX read it)
 
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
@@ -521,7 +522,7 @@ def _qflash_fwd(
         s_v, inv_v = scale_inv(tl.load(AmaxV + b * sabv + h * sahv))
         inv = (inv_k, inv_v)
         if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
-            derived = table_row(s_q, s_k, s_v, scale_bits.to(tl.int64).to(tl.float64, bitcast=True), 1.0,
+            derived = table_row(s_q, s_k, s_v, logit_scale, 1.0,
                                 ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
     # the integer constants: scalars (one table row per program), or per query row
     trow = Tab + b * stb + h * sth
@@ -555,7 +556,7 @@ def _qflash_fwd(
     fx = _rows(rc[5], ROW_TABLE)  # the fused exp's row multiplier
     if FLOAT_SOFTMAX:  # INT-FlashAttention's baseline: per-token scales, a float32 online softmax
         a_row = tl.load(SqRows + b * ssqb + h * ssqh + offs_m * ssqm, mask=row_ok, other=0.0) * \
-            scale_bits.to(tl.int64).to(tl.float64, bitcast=True).to(tl.float32) * LOG2E
+            logit_scale.to(tl.float32) * LOG2E
         m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D_PAD), tl.float32)
@@ -685,7 +686,8 @@ def _qflash_fwd(
                 if POISONABLE:
                     deq = tl.where(poisoned, float("nan"), deq)
                 if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
-                    cols = tl.load(SvCols + bh * D + offs_d, mask=offs_d < D, other=0.0) * (2.0 ** -OUT_FRAC)
+                    cols = tl.load(SvCols + b * ssvb + h * ssvh + offs_d * ssvd, mask=offs_d < D, other=0.0) * \
+                        (2.0 ** -OUT_FRAC)
                     res = o.to(tl.float32) * cols[None, :] + (deq - deq)
                 else:
                     res = o.to(tl.float32) * deq
@@ -770,17 +772,20 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
                    empty((grid[2], n_rows, D), torch.int64 if spec.acc_bits == 64 else torch.int32, q8.device),
                    empty((grid[0] * grid[1],), torch.int32, q8.device, zero=True))
     range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
-    scale_strides = [x for a in float_scales[:3] for x in (*bh_strides(a, H), int(a.dim() == 2))] if spec.float_softmax \
-        else [0] * 9
+    s_cols = float_scales[2] if spec.float_softmax else s_v  # V's scales, read per output channel (or None)
+
+    def scale_strides(t):  # (b, h, row or channel) strides of a scale vector; 0 where it repeats
+        return [0] * 3 if t is None else [*bh_strides(t, H), int(t.dim() == 2)]
+    float_strides = scale_strides(float_scales[0]) + scale_strides(float_scales[1]) if spec.float_softmax else [0] * 6
     for phase in (SPLIT_MAX, SPLIT_SUM) if grid[2] > 1 else (SPLIT_NONE,):
         launcher(
             _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
             lut if lut is not None else table, flags if flags is not None else table,
             *(amax if amax is not None else (table,) * 3), voff if voff is not None else table,
-            float_scales[2] if spec.float_softmax else s_v if s_v is not None else table, *scratch,
+            s_cols if s_cols is not None else table, *scratch,
             *(float_scales[:2] if spec.float_softmax else (table, table)),
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
-            tab_b, tab_h, tab_m, *mstrides, *range_strides, *scale_strides,
+            tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
             H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
             keys_per_split // block_n,
             BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,

@@ -66,6 +66,8 @@ def test_recipe_checks():
         IFA.replace(accumulation=ism.TwoPass(), exp=ism.FusedExp2())  # per-token K: float softmax only
     with pytest.raises(ValueError, match="no integer one; call attention"):
         IFA.attention_int(np.ones((4, 16)), np.ones((4, 16)), np.ones((4, 16)))
+    with pytest.raises(ValueError, match="has none: use intsoftmax.float_softmax"):
+        IFA.softmax(np.zeros((2, 8), np.int64), 0.01)
     with pytest.raises(ValueError, match="NaN or \\+inf"):
         IFA.attention(np.ones((4, 16)), np.ones((4, 16)), np.ones((4, 16)), attn_bias=np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="NaN or inf"):
