@@ -464,19 +464,26 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
-#: Split-key calls (two-pass rules): the programs to aim for per SM, and the fewest keys a split takes.
-SPLIT_PROGRAMS_PER_SM = 4
+#: Split-key calls (two-pass rules): the programs to aim for per SM, and the fewest keys a split
+#: takes. Measured on the H200 (scripts/gpu_splits.py, docs/performance.md): the best split count
+#: of every decode row is the first power of two giving >= 1.5 programs per SM; more programs only
+#: add merges and a ragged last wave (D1 at batch 8: 957 us unsplit, 1089 with 2 splits).
+SPLIT_PROGRAMS_PER_SM = 1.5
 SPLIT_MIN_KEYS = 1024
 
 
 def _splits(spec: KernelSpec, call: Call, block_m: int) -> int:
     """Key splits for a two-pass call whose row blocks leave the GPU idle (decoding: a few queries
-    per (batch, head) against many keys): enough for ``SPLIT_PROGRAMS_PER_SM`` programs per SM, at
-    least ``SPLIT_MIN_KEYS`` keys each; 1 otherwise, and off a GPU. Shapes only, no recompile."""
+    per (batch, head) against many keys): the first power of two that gives
+    ``SPLIT_PROGRAMS_PER_SM`` programs per SM, at most one split per ``SPLIT_MIN_KEYS`` keys; 1
+    otherwise, and off a GPU. Shapes only, no recompile."""
     if not spec.two_pass:
         return 1  # online rules' integers depend on the tile order from the first key
     programs = call.B * call.H * -(-call.NQ // block_m)
-    return max(1, min(SPLIT_PROGRAMS_PER_SM * _sm_count(call.device) // programs, call.NK // SPLIT_MIN_KEYS))
+    splits = 1
+    while programs * splits < SPLIT_PROGRAMS_PER_SM * _sm_count(call.device) and 2 * splits * SPLIT_MIN_KEYS <= call.NK:
+        splits *= 2
+    return splits
 
 
 def _capturing(device: torch.device) -> bool:

@@ -115,16 +115,20 @@ def eager_us(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3)
 
 
-def host_us(fn, iters: int = 200) -> float:
-    """Host microseconds per call, calls queued back to back, then one synchronisation."""
+def host_us(fn, iters: int = 100, repeats: int = 5) -> float:
+    """Host microseconds per call: the median over ``repeats`` runs of ``iters`` calls queued back
+    to back, each ended by one synchronisation (other work on the host only adds time, and one
+    run of a few ms catches it whole)."""
     fn()
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    us = (time.perf_counter() - t0) / iters * 1e6
-    torch.cuda.synchronize()
-    return us
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        runs.append((time.perf_counter() - t0) / iters * 1e6)
+        torch.cuda.synchronize()
+    return sorted(runs)[len(runs) // 2]
 
 
 def energy_mj(fn, seconds: float = 2.0) -> float:

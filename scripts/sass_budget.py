@@ -47,7 +47,9 @@ PIPES = [  # first match wins
 #: (64 x 64 or 64 x 32 tiles over 128 threads).
 LABELS = [("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32), ("pass 2, tail tile", 16)]
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
-           "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash()}
+           "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash(),
+           # a calibrated model's Recipe.accurate(): transforms folded, Q per token, K and V per head
+           "accurate-folded": ism.Recipe.accurate().replace(transforms=())}
 
 
 def compile_only(kernel, grid, *args, **options):

@@ -103,8 +103,8 @@ def test_a_non_finite_value_in_one_split_poisons_the_whole_row(monkeypatch, spli
 
 
 def test_split_policy_fills_the_gpu_on_decode_shapes(monkeypatch):
-    """Enough splits for four programs per SM where the row blocks are few, at least 1024 keys
-    each; none for online rules, calls that fill the GPU already, or off a GPU."""
+    """The first power of two giving 1.5 programs per SM where the row blocks are few, at least
+    1024 keys each; none for online rules, calls that fill the GPU already, or off a GPU."""
     spec = api._spec(ism.Recipe.default(), 128, api.MaskKind.NONE, api.OutKind.FLOAT)
     online = api._spec(ism.Recipe.qflash(), 128, api.MaskKind.NONE, api.OutKind.FLOAT)
 
@@ -112,9 +112,10 @@ def test_split_policy_fills_the_gpu_on_decode_shapes(monkeypatch):
         return api.Call((B,), B, 1, H, NQ, NK, 128, 0.1, api.MaskKind.NONE, torch.device(device))
     assert api._splits(spec, call(1, 32, 1, 32768, "cpu"), 64) == 1
     monkeypatch.setattr(api, "_sm_count", lambda device: 132 if device.type == "cuda" else 0)
-    assert api._splits(spec, call(8, 32, 1, 32768), 64) == 2  # D1: 256 row blocks
-    assert api._splits(spec, call(1, 32, 1, 32768), 64) == 16  # one sequence: 32 row blocks
-    assert api._splits(spec, call(1, 32, 1, 4000), 64) == 3  # at least 1024 keys per split
+    assert api._splits(spec, call(8, 32, 1, 32768), 64) == 1  # D1: 256 row blocks, 1.9 per SM
+    assert api._splits(spec, call(1, 32, 1, 32768), 64) == 8  # one sequence: 32 row blocks
+    assert api._splits(spec, call(8, 8, 4, 32768), 64) == 4  # D2: 64 row blocks of 4 packed heads
+    assert api._splits(spec, call(1, 32, 1, 4000), 64) == 2  # at least 1024 keys per split
     assert api._splits(spec, call(2, 32, 4096, 4096), 64) == 1  # L1 fills the GPU
     assert api._splits(online, call(1, 32, 1, 32768), 64) == 1
 
