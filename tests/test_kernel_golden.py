@@ -224,6 +224,26 @@ def test_int8_static_table_equals_per_call_table():
                              head_dim=32, device=DEVICE)
 
 
+@pytest.mark.parametrize("out_scale", [None, 0.02])
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash()], ids=["default", "qflash"])
+def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
+    """The table launch (one row per query: Q per token, K and V per head; 77 rows, so a partial
+    last program) writes the golden plan's constants, column by column."""
+    from qflash import quantize
+    from qflash.table import host_table
+    recipe = recipe.replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(), v_granularity=ism.PerHead())
+    rng = np.random.default_rng(77)
+    B, H, N = 2, 3, 77
+    s_q = rng.uniform(0.001, 0.1, (B, H, N, 1)).astype(np.float32)
+    s_k, s_v = (rng.uniform(0.001, 0.1, (B, H, 1, 1)).astype(np.float32) for _ in range(2))
+    plan = recipe.plan(s_q, s_k, 0.125, s_v, out_scale)
+    want = host_table(recipe, plan, B, H, N, s_v=s_v)
+    got = quantize.table(recipe, t(s_q.reshape(B * H, N)), t(s_k.reshape(-1)), t(s_v.reshape(-1)), 0.125, B, H, N,
+                         out_scale)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(n(got), want)
+
+
 @pytest.mark.parametrize("n_tokens", [5, 49, 197])
 @pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8)],
                          ids=["default", "fast", "fast_p8"])
