@@ -115,10 +115,9 @@ def eager_us(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3)
 
 
-def host_us(fn, iters: int = 100, repeats: int = 5) -> float:
-    """Host microseconds per call: the median over ``repeats`` runs of ``iters`` calls queued back
-    to back, each ended by one synchronisation (other work on the host only adds time, and one
-    run of a few ms catches it whole)."""
+def host_runs(fn, iters: int = 100, repeats: int = 5) -> list:
+    """Host microseconds per call in each of ``repeats`` runs of ``iters`` calls queued back to
+    back, each run ended by one synchronisation."""
     fn()
     torch.cuda.synchronize()
     runs = []
@@ -128,7 +127,13 @@ def host_us(fn, iters: int = 100, repeats: int = 5) -> float:
             fn()
         runs.append((time.perf_counter() - t0) / iters * 1e6)
         torch.cuda.synchronize()
-    return sorted(runs)[len(runs) // 2]
+    return runs
+
+
+def host_us(fn) -> float:
+    """Host microseconds per call: the median of :func:`host_runs` (other work on the host only
+    adds time, and one run of a few ms catches it whole)."""
+    return float(np.median(host_runs(fn)))
 
 
 def energy_mj(fn, seconds: float = 2.0) -> float:

@@ -53,14 +53,14 @@ def kernels(fn, calls: int = 20) -> list:
 
 def host(fn) -> tuple:
     """Five repeats of host µs per call, and cProfile's top own-time functions."""
-    reps = [benchmark.host_us(fn, repeats=1) for _ in range(5)]
+    reps = benchmark.host_runs(fn)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(300):
         fn()
     prof.disable()
     torch.cuda.synchronize()
-    stats = pstats.Stats(prof).sort_stats("tottime")
+    stats = pstats.Stats(prof)
     top = [(f"{func[0].split('/')[-1]}:{func[1]}:{func[2]}", tt / 300 * 1e6, nc // 300)
            for func, (cc, nc, tt, ct, callers) in sorted(stats.stats.items(), key=lambda x: -x[1][2])[:18]]
     return reps, top
