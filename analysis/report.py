@@ -103,8 +103,8 @@ STUDIES = [
           "128 queries against the first N keys of one sequence (2 heads, D = 128), seed 0: the integer recipes "
           "against `Recipe.int_flashattention()`, INT-FlashAttention's design as a baseline (per-token int8 Q and K, "
           "a float32 online softmax, 7-bit P; docs/algorithms.md §12), beside float attention on per-tensor and on "
-          "per-token INT8 inputs. The default stops at its 8196 keys; `long_context` is the default with an int64 "
-          "accumulator (§4). A 7-bit P loses resolution as each key's share of the row shrinks, whatever the "
+          "per-token INT8 inputs. The default stops at its 8196 keys; `long_context` is its 11-bit P with an int64 "
+          "accumulator (§4) and a degree-2 exp. A 7-bit P loses resolution as each key's share of the row shrinks, whatever the "
           "softmax's arithmetic.",
           long_rows.compute, long_rows.markdown, _one("long_rows", "long_rows.png")),
     Study("latency", "GPU latency",

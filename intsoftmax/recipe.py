@@ -175,13 +175,14 @@ class Recipe:
 
     @classmethod
     def long_context(cls) -> "Recipe":
-        """The default with a wide accumulator (``TwoPass(acc_bits=64)``): ``acc`` is int64, so
-        only ``l = sum P <= N P_max`` bounds the keys, 1049088 of them (11-bit P); rows whose
-        ``l`` reaches 2**24 are narrowed to 24 bits before the normalization
-        (:func:`intsoftmax.golden.narrow`). Below 2**24 its integers are the default's: 36.2 dB on
-        U[-4, 4] at N = 2048, D = 128 (tests/test_attention_golden.py). Kernel: the wide sum as
-        ``hi * 2**24 + acc`` in two int32 registers per element (docs/algorithms.md §4)."""
-        return cls(accumulation=TwoPass(acc_bits=64))
+        """11-bit ``P`` with a wide accumulator (``TwoPass(acc_bits=64)``) and a degree-2 exp:
+        ``acc`` is int64, so only ``l = sum P <= N P_max`` bounds the keys, 1049088 of them; rows
+        whose ``l`` reaches 2**24 are narrowed to 24 bits before the normalization
+        (:func:`intsoftmax.golden.narrow`). 36.0-36.2 dB on U[-4, 4] at N = 2048, D = 128 (seeds
+        2048, 0, 1; the default's degree-3 exp adds at most 0.04 dB there, and costs the kernel
+        two instructions per score element; docs/performance.md). Kernel: the wide sum as
+        ``128 hi + lo`` in two int32 registers per element (docs/algorithms.md §4)."""
+        return cls(exp=FusedExp2(degree=2), accumulation=TwoPass(acc_bits=64))
 
     @classmethod
     def accurate(cls) -> "Recipe":

@@ -34,10 +34,11 @@ calls with measured ranges, from each program's own derivation of its row (``DER
 kernel's :func:`~qflash.quantize.table_row`: one launch less); with ``Q_ROWS`` (Q per token,
 quantized on load) each program measures its own rows' ranges and derives one row of constants
 per query. Float inputs quantized on load
-bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). ``ACC64``: the
-wide accumulator of ``TwoPass(acc_bits=64)``: ``hi * 2**24 + acc`` in two int32 registers per
-element, ``acc``'s bits above 24 moved into ``hi`` every ``CHUNK`` keys (one register more than
-the default, where an int64 sum beside the int32 one took two and spilled at D = 128).
+bring their ranges (``QUANT``); V per channel brings its scales (``SV_COLS``). ``HI_SUM``
+(:attr:`~qflash.spec.KernelSpec.hi_sum`): two-pass sums as ``128 hi + lo`` in two int32s per
+element, ``P >> 7``'s MMAs accumulating in ``hi`` (9-14-bit ``P``), added in the epilogue.
+``ACC64``: the wide accumulator of ``TwoPass(acc_bits=64)`` in the same two int32s, ``lo``'s bits
+above the seventh moved into ``hi`` every ``CHUNK`` keys, and the int64 sum formed at the end.
 
 ``FLOAT_SOFTMAX``: INT-FlashAttention's design as a baseline (:mod:`intsoftmax.intfa`), the one
 exception to the integer pipeline: per-token Q and K scales, a float32 online softmax between the
@@ -77,6 +78,9 @@ OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT
  DEQ) = (tl.constexpr(int(c)) for c in Col)
 #: Width of the last key tiles of two-pass rules (the int8 MMA's smallest K).
 TAIL = tl.constexpr(32)
+#: Keys per full tile of the row-max pass (two 64-key tiles at once): L1 (D = 128) 5.6 % faster
+#: on the H200; 256 raises D = 64's registers past its cap (docs/performance.md).
+ROW_MAX_N = tl.constexpr(128)
 #: The logit of a key whose float bias is NaN or +inf: above every real logit (|Q8.K8| <= 127**2 * 128
 #: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
 #: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
@@ -204,10 +208,17 @@ def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, b
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FULL_MASK: tl.constexpr,
              MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr, PTX: tl.constexpr):
     """Pass 1 of two-pass rules: the exact integer row max over the program's ``keys``
-    (:func:`_key_range`: full tiles masked by ``FULL_MASK``, then 32-key tiles)."""
+    (:func:`_key_range`): full tiles masked by ``FULL_MASK``, ``ROW_MAX_N`` keys at a time while
+    they last (a max needs no P.V state, so the registers allow it: one MMA wait and reduction per
+    128 keys instead of 64), then 32-key tiles."""
     n_lo, n_full, n_tail, n_end = keys
+    n_wide = n_lo + tl.maximum(n_full - n_lo, 0) // ROW_MAX_N * ROW_MAX_N
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
-    for j in range(n_lo, n_full, BLOCK_N):
+    for j in range(n_lo, n_wide, ROW_MAX_N):
+        s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
+                         ROW_MAX_N, ROW_MAX_N, FULL_MASK, False, True, ROW_TABLE, QUANT, PTX)
+        m = tl.maximum(m, tl.max(s, 1))
+    for j in range(n_wide, n_full, BLOCK_N):
         s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
                          BLOCK_N, BLOCK_N, FULL_MASK, False, True, ROW_TABLE, QUANT, PTX)
         m = tl.maximum(m, tl.max(s, 1))
@@ -305,16 +316,19 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
 
 
 @triton.jit
-def _two_pass_tile(q, j, m, fx, l, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
+def _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
                    offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, lut, D: tl.constexpr, TILE: tl.constexpr,
                    EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                    P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
-                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr):
-    """One key tile of pass 2 (reference fixed): the P.V MMAs into ``acc`` (BLOCK_M, D_PAD) and
-    ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against ones (its 16 columns are equal).
-    8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold ``sum (127 - P)`` and
-    ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14 bits as ``P``'s low
-    seven bits and ``P >> 7``, the second MMA's result added 128 times.
+                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
+                   HI_SUM: tl.constexpr):
+    """One key tile of pass 2 (reference fixed). ``sums = (l, acc, l_hi, acc_hi)``: the P.V MMAs
+    into ``acc`` (BLOCK_M, D_PAD) and ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against
+    ones (its 16 columns are equal). 8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold
+    ``sum (127 - P)`` and ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14
+    bits as ``P``'s low seven bits and ``P >> 7``, whose MMAs accumulate in ``l_hi`` and
+    ``acc_hi`` (``HI_SUM``: the sums are ``128 hi + lo``, added in the epilogue) or are added 128
+    times per tile (one IMAD per output; two registers fewer per output element).
     Masking: a user mask's keys by their logit; padding keys (zero rows of K, garbage or zero
     columns of V) by their index. ``inv``: ``(inv_k, inv_v)`` of float K and V (``QUANT``); ``bad``
     accumulates V's NaN signal (:func:`_tile_v`)."""
@@ -332,6 +346,7 @@ def _two_pass_tile(q, j, m, fx, l, acc, bad, k_base, v_base, mask_base, skn, skd
     v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, TILE, TILE, PADDED, QUANT, PTX)
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
+    l, acc, l_hi, acc_hi = sums
     if P_BITS <= 7:
         p8 = p if PACKED else pack_s8(p, PTX)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
@@ -341,17 +356,21 @@ def _two_pass_tile(q, j, m, fx, l, acc, bad, k_base, v_base, mask_base, skn, skd
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         acc = tl.dot(tl.full(p.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
-    else:  # P = 128 hi + lo: the second MMA's result added 128 times (one IMAD per output)
+    else:  # P = 128 hi + lo
         if PACKED:
             lo, hi = p
         else:
             lo = pack_s8(p & 127, PTX)
             hi = pack_s8(p >> 7, PTX)
         acc = tl.dot(lo, v, acc, out_dtype=tl.int32)
-        acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
         l = tl.dot(lo, ones, l, out_dtype=tl.int32)
-        l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
-    return l, acc, bad
+        if HI_SUM:
+            acc_hi = tl.dot(hi, v, acc_hi, out_dtype=tl.int32)
+            l_hi = tl.dot(hi, ones, l_hi, out_dtype=tl.int32)
+        else:
+            acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
+            l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
+    return (l, acc, l_hi, acc_hi), bad
 
 
 @triton.jit
@@ -493,6 +512,7 @@ def _qflash_fwd(
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
+    HI_SUM: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -542,8 +562,6 @@ def _qflash_fwd(
     mask_base = Mask + (b // B2) * smb1 + (b % B2) * smb2 + h * smh
 
     acc = tl.zeros((BLOCK_M, D_PAD), tl.int32)
-    if ACC64:  # the wide sum is hi * 2**24 + acc; a flush moves acc's high bits into hi
-        hi = tl.zeros((BLOCK_M, D_PAD), tl.int32)
     # keys [0, n_full) in full tiles (masked only by a user mask), the rest up to n_end in
     # masked tiles; causal rows skip the keys past their block's last row
     if MASK_KIND == MASK_CAUSAL:
@@ -567,15 +585,21 @@ def _qflash_fwd(
                                               offs_d, NQ, NK,
                                               D, BLOCK_N, TILE_N, EXP_FN, P_BITS, MASK_KIND, PTX)
     elif TWO_PASS:
-        l2 = tl.zeros((BLOCK_M, 16), tl.int32)  # sum P in each of 16 equal columns (an MMA against ones)
+        # sum P in each of 16 equal columns (an MMA against ones), sum P V; HI_SUM: each as 128 hi + lo
+        # (P's high part's MMAs, and ACC64's carries from acc, go to hi)
+        l2 = tl.zeros((BLOCK_M, 16), tl.int32)
+        if HI_SUM:
+            sums = (l2, acc, tl.zeros((BLOCK_M, 16), tl.int32), tl.zeros((BLOCK_M, D_PAD), tl.int32))
+        else:
+            sums = (l2, acc, 0, 0)
         if ONE_TILE:  # the tile's own max is the row max: no first pass
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
             m = tl.max(s, 1)
-            l2, acc, bad = _two_pass_tile(q, 0, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+            sums, bad = _two_pass_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                           smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                           BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                          MASK_KIND, True, ROW_TABLE, PTX, QUANT)
+                                          MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
@@ -589,22 +613,27 @@ def _qflash_fwd(
                 tl.store(SplitM + split * n_rows + rows, m, mask=row_ok)
             else:  # pass 2 over the same keys
                 for j in range(keys[0], keys[1], BLOCK_N):
-                    l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                    sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                                   smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                                   BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                                  FULL_MASK, False, ROW_TABLE, PTX, QUANT)
-                    if ACC64:  # every CHUNK keys: acc's bits above 24 into hi (acc keeps 0 <= acc < 2**24)
+                                                  FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM)
+                    if ACC64:  # every CHUNK keys: acc's bits above 7 into acc_hi (acc keeps 0 <= acc < 128)
                         if (j + BLOCK_N) % CHUNK == 0:
-                            hi += acc >> 24
-                            acc = acc & 0xFFFFFF
+                            l2, acc, l2_hi, acc_hi = sums
+                            sums = (l2, acc & 127, l2_hi, acc_hi + (acc >> 7))
                 for j in range(keys[2], keys[3], TAIL):
-                    l2, acc, bad = _two_pass_tile(q, j, m, fx, l2, acc, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                    sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                                   smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
                                                   TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                                  MASK_KIND, True, ROW_TABLE, PTX, QUANT)
+                                                  MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
+        l2, acc, l2_hi, acc_hi = sums
         l = tl.max(l2, 1)
-        if ACC64:
-            wide = (hi.to(tl.int64) << 24) + acc.to(tl.int64)
+        if HI_SUM:  # (l fits int32, and acc unless ACC64: the recipe's key limit)
+            l += tl.max(l2_hi, 1) << 7
+            if ACC64:
+                wide = (acc_hi.to(tl.int64) << 7) + acc.to(tl.int64)
+            else:
+                acc += acc_hi << 7
         if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             if ONE_TILE:
                 n_tiled = BLOCK_N

@@ -15,6 +15,10 @@ from intsoftmax import Recipe
 HEAD_DIMS = (16, 32, 64, 128)
 #: Smallest K dimension of an int8 ``tl.dot`` on sm_80/sm_90 (smaller tiles are zero-padded).
 MIN_DOT_K = 32
+#: Head dim from which 9-14-bit ``P``'s high part keeps its own int32 sums (``HI_SUM``): at D = 128 a
+#: program holds 200-250 registers per thread either way (two programs per SM), and the sums save an
+#: IMAD per output per tile; at D = 64 they cost four programs per SM (docs/performance.md).
+HI_SUM_HEAD_DIM = 128
 
 
 class MaskKind(enum.IntEnum):
@@ -52,7 +56,7 @@ class KernelSpec:
     headroom_octaves: int
     p_bits: int
     two_pass: bool
-    acc_bits: int  # 64: the wide sum hi * 2**24 + acc of TwoPass(acc_bits=64) (qflash.kernel)
+    acc_bits: int  # 64: the wide sum 128 acc_hi + acc of TwoPass(acc_bits=64) (qflash.kernel)
     float_softmax: bool  # INT-FlashAttention's float softmax baseline (FloatSoftmax)
     release_shift: int
     block_n: int
@@ -88,12 +92,20 @@ class KernelSpec:
     def name(self) -> str:
         return "qflash_fwd[" + ",".join(f"{f.name}={getattr(self, f.name)!s}" for f in dataclasses.fields(self)) + "]"
 
+    @property
+    def hi_sum(self) -> bool:
+        """Two-pass sums kept as ``128 hi + lo`` in two int32s: the wide accumulator (its carries
+        go to ``hi``), and 9-14-bit ``P`` from :data:`HI_SUM_HEAD_DIM` on (``P >> 7``'s MMAs do)."""
+        return self.two_pass and (self.acc_bits == 64 or self.p_bits > 8 and self.head_dim >= HI_SUM_HEAD_DIM)
+
     def chunk_keys(self, block_n: int) -> int:
-        """Keys a wide accumulator sums in its int32 ``acc`` between two moves of its high bits into
-        ``hi``: half of what int32 holds (``128 keys P_max < 2**31``), so the remainder (below
-        2**24) plus a chunk's last tiles and the masked tail tiles after it (at most 256 keys)
-        still fit; a multiple of ``block_n``."""
-        return (2**31 - 1) // (128 * (2**self.p_bits - 1)) // 2 // block_n * block_n
+        """Keys a wide accumulator sums in its low int32 ``acc`` between two moves of its bits above
+        the seventh into ``acc_hi``: half of what int32 holds (``128 keys P_lo < 2**31``, ``P_lo``
+        the largest ``P`` the low MMA sees: ``P_max``, or 127 when ``P``'s high part has its own
+        sum), so the remainder (below 128) plus a chunk's last tiles and the masked tail tiles
+        after it (at most 256 keys) still fit; a multiple of ``block_n``."""
+        p_lo = 2**self.p_bits - 1 if self.p_bits <= 8 else 127
+        return (2**31 - 1) // (128 * p_lo) // 2 // block_n * block_n
 
     def constexprs(self) -> dict:
         """The kernel's constexpr arguments (tile sizes aside)."""
@@ -102,6 +114,7 @@ class KernelSpec:
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
             HEADROOM_OCT=self.headroom_octaves, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
+            HI_SUM=self.hi_sum,
             FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac,

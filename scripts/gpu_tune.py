@@ -1,8 +1,10 @@
 """Kernel-only GPU time of recipes and tile configurations, by CUDA-graph replay, beside SDPA fp16
 (same run). Development tool: ``python3 scripts/gpu_tune.py [--check] [--on-load]`` on the GPU machine.
 ``--check`` first compares each variant's integers with the golden model on a small A2 batch.
-Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, D1: their own batch), e.g.
-``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``."""
+Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, L1c causal, D1: their own batch),
+e.g. ``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``. SDPA: its
+fastest backend, as in the benchmark. ``--hi-sum on|off`` forces the two-pass sums' form
+(:attr:`qflash.spec.KernelSpec.hi_sum`; the wide accumulator always has it)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +15,8 @@ import torch
 
 import intsoftmax as ism
 from qflash import api, quantize as qz
-from qflash.benchmark import LLM_SHAPES, graph_us, kv_shape_of, shape_of
+from qflash import spec as qspec
+from qflash.benchmark import CAUSAL, LLM_SHAPES, best_sdpa, graph_us, kv_shape_of, shape_of
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 
@@ -35,7 +38,8 @@ def prepared(workload, batch, recipe):
 def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=0, on_load=False):
     """The kernel alone on int8 inputs, or (``on_load``) on the float16 ones with static ranges."""
     (q, k, v), (q8, k8, v8), table = prepared(workload, batch, recipe)
-    spec = KernelSpec.build(recipe, q.shape[3], MaskKind.NONE, OutKind.FLOAT)
+    spec = KernelSpec.build(recipe, q.shape[3], MaskKind.CAUSAL if workload in CAUSAL else MaskKind.NONE,
+                            OutKind.FLOAT)
     out = torch.empty(q.shape, device="cuda", dtype=torch.float16)
     lut = api._lut(recipe.exp, "cuda")
     extra = {"maxnreg": maxnreg} if maxnreg else {}
@@ -48,7 +52,7 @@ def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stag
 
 def sdpa_time(workload, batch):
     q, k, v = inputs(workload, batch)
-    return graph_us(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    return best_sdpa(q, k, v, workload in CAUSAL)[0]
 
 
 RECIPES = {
@@ -60,6 +64,8 @@ RECIPES = {
     "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()),
     "paper": ism.Recipe.qflash(),
     "long_context": ism.Recipe.long_context(),
+    "lc-d3": ism.Recipe(accumulation=ism.TwoPass(acc_bits=64)),
+    "lc-d2": ism.Recipe(exp=ism.FusedExp2(degree=2), accumulation=ism.TwoPass(acc_bits=64)),
 }
 
 
@@ -82,7 +88,11 @@ def main(argv=None):
                    help="block_m/block_n/warps/stages[/maxnreg]")
     p.add_argument("--sweep", default="default,fast", help="recipes timed in every config (others: the first)")
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
+    p.add_argument("--hi-sum", choices=["auto", "on", "off"], default="auto")
     a = p.parse_args(argv)
+    if a.hi_sum != "auto":
+        forced = a.hi_sum == "on"
+        qspec.KernelSpec.hi_sum = property(lambda s: s.two_pass and (s.acc_bits == 64 or forced and s.p_bits > 8))
     names = a.recipes.split(",")
     if a.check:
         check(names)

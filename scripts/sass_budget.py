@@ -44,12 +44,13 @@ PIPES = [  # first match wins
     ("alu", r"."),
 ]
 #: The loops of a two-pass kernel, and the score elements one thread handles per iteration
-#: (64 x 64 or 64 x 32 tiles over 128 threads).
-LABELS = [("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32), ("pass 2, tail tile", 16)]
+#: (64 x 128, 64 x 64 or 64 x 32 tiles over 128 threads).
+LABELS = [("pass 1, 128-key tile", 64), ("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32),
+          ("pass 2, tail tile", 16)]
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
            "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash(),
            # a calibrated model's Recipe.accurate(): transforms folded, Q per token, K and V per head
-           "accurate-folded": ism.Recipe.accurate().replace(transforms=())}
+           "accurate-folded": ism.Recipe.accurate().replace(transforms=()), "long_context": ism.Recipe.long_context()}
 
 
 def compile_only(kernel, grid, *args, **options):
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             print(f"{name} {w} (D={shape[3]}, batch 256): {len(ins)} instructions in the kernel")
             big = [(lo, hi) for lo, hi in _loops(ins) if sum(lo <= a <= hi for a, _, _ in ins) >= 40]
             # two-pass kernels: pass 1 full and tail tiles, then pass 2 full and tail tiles
-            labels = LABELS if RECIPES[name].accumulation.two_pass and len(big) == 4 else [("loop", 32)] * len(big)
+            labels = LABELS if RECIPES[name].accumulation.two_pass and len(big) == len(LABELS) else [("loop", 32)] * len(big)
             for (lo, hi), (label, per_thread) in zip(big, labels):
                 mix = collections.Counter(_pipe(op) for addr, op, _ in ins if lo <= addr <= hi)
                 n = sum(mix.values())

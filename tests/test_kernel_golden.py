@@ -75,14 +75,15 @@ def test_long_odd_sequence():
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
 
-@pytest.mark.parametrize("p_bits, chunk", [(11, None), (8, 1024)])
+@pytest.mark.parametrize("p_bits, chunk", [(11, None), (11, 1024), (8, 1024)])
 def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
     """Recipe.long_context past the default's 8196 keys, on nearly flat attention (|logit| <= 0.03
     nats, so every P >= 0.97 P_max and, at 11 bits, l >= 12000 * 0.97 * 2047 > 2**24): the
-    kernel's wide sum (acc's high bits moved into a second int32 every 4096 keys at 11 bits; every
-    1024 here for 8-bit P, whose offset form sums negative values; any chunk within the int32
-    bound is exact) and its narrowing of l to 24 bits equal the golden model; the default recipe
-    rejects the length, naming the long-context recipe."""
+    kernel's wide sum (128 hi + lo: P >> 7's MMAs into hi, lo's bits above the seventh carried
+    into hi every 66048 keys at 11 bits, so not in 12000; here also every 1024, and for 8-bit P,
+    whose offset form sums negative values; any chunk within the int32 bound is exact) and its
+    narrowing of l to 24 bits equal the golden model; the default recipe rejects the length,
+    naming the long-context recipe."""
     if chunk:
         monkeypatch.setattr(qflash.spec.KernelSpec, "chunk_keys", lambda self, block_n: chunk)
     rng = np.random.default_rng(12000)
@@ -94,6 +95,20 @@ def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
     with pytest.raises(ValueError, match="long_context"):
         qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.default())
+
+
+@pytest.mark.parametrize("p_bits", [9, 11, 14])
+@pytest.mark.parametrize("causal", [False, True])
+def test_high_part_sums_at_head_dim_128(p_bits, causal):
+    """At D = 128, 9-14-bit P's high part accumulates in its own sums (KernelSpec.hi_sum), added
+    in the epilogue: two full key tiles, a 32-key tail tile and a padded one (N = 150), a second
+    row block, causal rows; the integers equal the golden model's."""
+    recipe = ism.Recipe.default().replace(p_bits=p_bits)
+    assert qflash.spec.KernelSpec.build(recipe, 128, qflash.spec.MaskKind.NONE, qflash.spec.OutKind.INT32).hi_sum
+    rng = np.random.default_rng(p_bits)
+    q, k, v = (rng.normal(0, 2, (1, 1, 150, 128)).astype(np.float32) for _ in range(3))
+    values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=causal, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=causal).values)
 
 
 def test_float_output_is_the_dequantized_integers():
