@@ -600,9 +600,9 @@ def _qflash_fwd(
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
             m = tl.max(s, 1)
             sums, bad = _two_pass_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                          smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                          BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                          MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
+                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                       MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
@@ -617,18 +617,18 @@ def _qflash_fwd(
             else:  # pass 2 over the same keys
                 for j in range(keys[0], keys[1], BLOCK_N):
                     sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                                  smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                                  BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                                  FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM)
+                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                               BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                               FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM)
                     if ACC64:  # every CHUNK keys: acc's bits above 7 into acc_hi (acc keeps 0 <= acc < 128)
                         if (j + BLOCK_N) % CHUNK == 0:
                             l2, acc, l2_hi, acc_hi = sums
                             sums = (l2, acc & 127, l2_hi, acc_hi + (acc >> 7))
                 for j in range(keys[2], keys[3], TAIL):
                     sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                                  smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                                  TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                                  MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
+                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
+                                               TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                               MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
         l2, acc, l2_hi, acc_hi = sums
         l = tl.max(l2, 1)
         if HI_SUM:  # (l fits int32, and acc unless ACC64: the recipe's key limit)
