@@ -101,8 +101,8 @@ class KernelSpec:
     def chunk_keys(self, block_n: int) -> int:
         """Keys a wide accumulator sums in its low int32 ``acc`` between two moves of its bits above
         the seventh into ``acc_hi``: half of what int32 holds (``128 keys P_lo < 2**31``, ``P_lo``
-        the largest ``P`` the low MMA sees: ``P_max``, or 127 when ``P``'s high part has its own
-        sum), so the remainder (below 128) plus a chunk's last tiles and the masked tail tiles
+        the largest ``P`` the low MMA sees: ``P_max`` up to 8 bits, 127 for the split 9-14-bit
+        ``P``), so the remainder (below 128) plus a chunk's last tiles and the masked tail tiles
         after it (at most 256 keys) still fit; a multiple of ``block_n``."""
         p_lo = 2**self.p_bits - 1 if self.p_bits <= 8 else 127
         return (2**31 - 1) // (128 * p_lo) // 2 // block_n * block_n

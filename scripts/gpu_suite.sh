@@ -4,16 +4,17 @@
 # included), then the GPU-only checks (full-size workloads bit for bit, CUDA-graph
 # replay, torch.compile). The whole suite takes ~9 minutes, next to the device's 10-minute limit
 # per command, so it runs in two halves of ~4-5 minutes: `scripts/gpu_suite.sh 1`, then `... 2`
-# (no argument: both). Further arguments go to pytest.
+# (no argument, or `all`: both). Further arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 FIRST=(tests/test_kernel_exp.py tests/test_kernel_golden.py tests/test_kernel_split.py tests/test_intfa.py tests/test_unfused.py)
 SECOND=(tests/test_api.py tests/test_registry.py tests/test_transforms.py tests/test_nn.py tests/test_gpu.py)
-case "${1:-all}" in
-  1) files=("${FIRST[@]}"); shift ;;
-  2) files=("${SECOND[@]}"); shift ;;
-  all) files=("${FIRST[@]}" "${SECOND[@]}"); [ $# -gt 0 ] && shift ;;
+part=all
+case "${1:-}" in 1 | 2 | all) part=$1; shift ;; esac
+case $part in
+  1) files=("${FIRST[@]}") ;;
+  2) files=("${SECOND[@]}") ;;
   *) files=("${FIRST[@]}" "${SECOND[@]}") ;;
 esac
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'

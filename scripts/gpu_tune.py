@@ -90,9 +90,8 @@ def main(argv=None):
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
     p.add_argument("--hi-sum", choices=["auto", "on", "off"], default="auto")
     a = p.parse_args(argv)
-    if a.hi_sum != "auto":
-        forced = a.hi_sum == "on"
-        qspec.KernelSpec.hi_sum = property(lambda s: s.two_pass and (s.acc_bits == 64 or forced and s.p_bits > 8))
+    if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
+        qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
     names = a.recipes.split(",")
     if a.check:
         check(names)
