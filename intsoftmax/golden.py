@@ -9,7 +9,11 @@ For each query row, key tiles of ``block_n`` keys are visited in order:
 3. ``t = m - L``; ``e = exp(t)`` (prescale + exp strategy); ``P = min(P_max,
    requant(e))``; ``l += sum P``; ``acc += P . V8`` (int32).
 
-Finally ``o = round(acc * 2**F / l)`` through one integer reciprocal per row. A row sum ``l`` of
+Finally the pair ``(acc, l)`` becomes the output: a float output is ``acc * s_v / l``
+(:func:`dequantize_pair`: the division by ``l`` folded into the dequantization, one float32
+multiply per output in the kernel), unless the recipe rounds it (``float_out="rounded"``, QFlash's
+integer-only output), and an integer output is ``o = round(acc * 2**F / l)`` through one integer
+reciprocal per row. A row sum ``l`` of
 ``2**24`` or more (a wide accumulator's long rows) is first brought below it: ``sh = bitlen(l) -
 24``, ``l <- l >> sh`` and ``acc <- round(acc / 2**sh)`` (``l`` keeps 24 bits, a relative error
 below ``2**-23``). Then
@@ -138,11 +142,17 @@ def narrow(acc, l):
     return np.where(sh > 0, rounded, acc), l >> sh
 
 
+def row_sums(acc, l):
+    """The pair every output is formed from: :func:`narrow`, then ``acc`` clamped to ``[-128 l,
+    128 l]``. ``l < 2**24`` (exact in float32), ``|acc| < 2**31``."""
+    acc, l = narrow(acc, l)
+    return np.clip(acc, -INT8_ABS * l, INT8_ABS * l), l
+
+
 def normalize(acc, l, frac_bits: int):
     """``round(acc * 2**frac_bits / l)`` through the per-row integer reciprocal (0 where ``l = 0``),
-    after :func:`narrow` (``l`` then holds at most 24 bits)."""
-    acc, l = narrow(acc, l)
-    acc = np.clip(acc, -INT8_ABS * l, INT8_ABS * l)
+    after :func:`row_sums` (``l`` then holds at most 24 bits)."""
+    acc, l = row_sums(acc, l)
     r, e = reciprocal(l, frac_bits)
     s = NORM_BITS + e - frac_bits
     return (acc * r + (np.int64(1) << (s - 1))) >> s
@@ -155,22 +165,48 @@ def requantize_int8(o16, plan: AttentionPlan):
     return np.clip((o16 * plan.out_M + half) >> s, -127, 127)
 
 
-def attention_core(recipe, q8, k8, v8, plan: AttentionPlan, bias_int=None, mask=None, int8_out=False,
-                   check_limits: bool = True):
-    """Integer attention on int8 ``(..., Nq, D)``, ``(..., Nk, D)``, ``(..., Nk, Dv)``.
-
-    Returns the int64 array of output integers: at ``recipe.out_frac_bits``
-    fractional bits of V's scale, or int8 values when ``int8_out``.
-    """
+def attention_sums(recipe, q8, k8, v8, plan: AttentionPlan, bias_int=None, mask=None, check_limits: bool = True):
+    """Integer attention on int8 ``(..., Nq, D)``, ``(..., Nk, D)``, ``(..., Nk, Dv)`` up to its
+    last integers: ``(acc, l)`` of :func:`row_sums`, int64 ``(..., Nq, Dv)`` and ``(..., Nq, 1)``."""
     L = integer_logits(q8, k8, bias_int, mask)
     v64 = v8.astype(np.int64)
     batch = np.broadcast_shapes(L.shape[:-2], v64.shape[:-2])
     L = np.broadcast_to(L, batch + L.shape[-2:])
     acc_shape = batch + (L.shape[-2], v64.shape[-1])
-    acc, l = online_softmax(recipe, L, plan, lambda P, j0, j1: P @ v64[..., j0:j1, :], acc_shape, check_limits)
+    return row_sums(*online_softmax(recipe, L, plan, lambda P, j0, j1: P @ v64[..., j0:j1, :], acc_shape,
+                                    check_limits))
+
+
+def output_integers(recipe, acc, l, plan: AttentionPlan, int8_out=False):
+    """The integer output of the pair: at ``recipe.out_frac_bits`` fractional bits of V's scale,
+    or int8 values when ``int8_out``."""
     if int8_out:
         return requantize_int8(normalize(acc, l, NORM_FRAC), plan)
     return normalize(acc, l, recipe.out_frac_bits)
+
+
+def dequantize_pair(acc, l, s_v, per_channel: bool = False):
+    """A float output straight from the pair, ``acc * s_v / l``, in the kernel's float32 steps:
+    ``w = f32(s_v) / f32(l)`` per row, then ``f32(acc) * w`` (V per channel: ``(f32(acc) * (1 /
+    f32(l))) * s_c``), each an IEEE float32 operation rounded to nearest, so within ``2**-22``
+    (three roundings; four per channel) of the exact value. ``f32(l)`` is exact (``l < 2**24``).
+    0 where ``l = 0``. Returned as float64 (exactly)."""
+    l32 = np.asarray(l).astype(np.float32)
+    live = l32 > 0
+    num = np.float32(1) if per_channel else np.asarray(s_v, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(live, num / np.where(live, l32, np.float32(1)), np.float32(0)).astype(np.float32)
+    out = np.asarray(acc).astype(np.float32) * w
+    if per_channel:
+        out = out * np.asarray(s_v, np.float32)
+    return out.astype(np.float64)
+
+
+def attention_core(recipe, q8, k8, v8, plan: AttentionPlan, bias_int=None, mask=None, int8_out=False,
+                   check_limits: bool = True):
+    """Integer attention's output integers (:func:`output_integers` of :func:`attention_sums`)."""
+    acc, l = attention_sums(recipe, q8, k8, v8, plan, bias_int, mask, check_limits)
+    return output_integers(recipe, acc, l, plan, int8_out)
 
 
 def softmax_core(recipe, L, plan: AttentionPlan, frac_bits: int, check_limits: bool = True):

@@ -28,6 +28,8 @@ from .transforms import ChannelBalance, KeyOffset, Transform, ValueOffset, apply
 #: Largest supported head dimension: ``|Q8 . K8| <= 127**2 * 256 < 2**22``.
 MAX_HEAD_DIM = 256
 RECIPE_VERSION = 1
+#: How a float output is formed (``Recipe.float_out``).
+FLOAT_OUTS = ("pair", "rounded")
 
 _FIELDS = {
     "exp": ("exp", ExpStrategy),
@@ -40,21 +42,29 @@ _FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class IntAttention:
-    """Integer attention result: ``float_output = values * scale (+ offset)``.
+    """Integer attention result: ``float_output = values * scale (+ offset)``, or, for recipes
+    whose float output is the dequantized pair (``Recipe.float_out == "pair"``), ``acc * s_v / l
+    (+ offset)``.
 
     values: int64 array (..., Nq, Dv) of the kernel's int32 (or int8) outputs.
     scale: float64 array broadcastable to ``values`` (V's scale times ``2**-frac_bits``,
     or the int8 output scale). offset: what a :class:`~intsoftmax.transforms.ValueOffset`
     took from V, added back to the rows that attend to a key (None without one).
+    pair: ``(acc, l, s_v, per_channel)`` the float output is formed from
+    (:func:`intsoftmax.golden.dequantize_pair`), or None (the integer output dequantized).
     """
 
     values: np.ndarray
     scale: np.ndarray
     plan: AttentionPlan
     offset: np.ndarray | None = None
+    pair: tuple | None = None
 
     def dequantize(self) -> np.ndarray:
-        out = self.values.astype(np.float64) * self.scale
+        if self.pair is not None:
+            out = golden.dequantize_pair(*self.pair)
+        else:
+            out = self.values.astype(np.float64) * self.scale
         return out if self.offset is None else out + self.offset
 
 
@@ -68,7 +78,11 @@ class Recipe:
     plus a column-sum correction; 9-14: split into two int8 MMAs).
     block_n: keys per tile (tile boundaries decide when rescaling happens, so
     they are part of the numerics). out_frac_bits: fractional bits kept in the
-    integer output, in units of V's scale. transforms: exact reparametrizations of
+    integer output, in units of V's scale. float_out: how a float output is formed from the row's
+    last integers ``(acc, l)``: ``"pair"`` dequantizes them directly, ``acc * s_v / l`` (float32
+    in the kernel: one multiply per output, the division once per row), ``"rounded"`` dequantizes
+    the integer output ``round(acc * 2**out_frac_bits / l)`` (an integer-only pipeline's output, as
+    QFlash hands it on; four more integer instructions per output). transforms: exact reparametrizations of
     the float inputs applied, in order, before quantization
     (:mod:`intsoftmax.transforms`; measured per call, or folded into a model's projections by
     ``qflash.calibrate``).
@@ -83,6 +97,7 @@ class Recipe:
     block_n: int = 64
     out_frac_bits: int = 8
     transforms: tuple = ()
+    float_out: str = "pair"
 
     # -- construction and validation ----------------------------------------------------------
     def __post_init__(self):
@@ -109,6 +124,9 @@ class Recipe:
         if not 0 <= self.out_frac_bits <= 16:
             raise ValueError(f"Recipe.out_frac_bits={self.out_frac_bits}: must be in [0, 16] "
                              "(127 * 2**16 is the largest output that fits int32 with headroom)")
+        if self.float_out not in FLOAT_OUTS:
+            raise ValueError(f"Recipe.float_out={self.float_out!r}: must be one of {FLOAT_OUTS} ('pair': acc * s_v / l; "
+                             "'rounded': the integer output at out_frac_bits, dequantized)")
         for name in ("q_granularity", "k_granularity"):
             if getattr(self, name).per_channel:
                 raise ValueError(f"Recipe.{name}=per_channel(): a per-channel scale on {name[0].upper()} would weight each "
@@ -152,9 +170,11 @@ class Recipe:
     @classmethod
     def qflash(cls) -> "Recipe":
         """The QFlash paper's recipe: its exp2 range reduction, scale release with a
-        2**30 binary point, per-tensor INT8, 7-bit P, 32-key tiles, int8-grid output
-        (rounded in integers, where the official code truncates an fp32 division)."""
-        return cls(exp=QFlashExp2(), accumulation=ScaleRelease(30), p_bits=7, block_n=32, out_frac_bits=0)
+        2**30 binary point, per-tensor INT8, 7-bit P, 32-key tiles, int8-grid output, also
+        under float outputs (rounded in integers, where the official code truncates an fp32
+        division)."""
+        return cls(exp=QFlashExp2(), accumulation=ScaleRelease(30), p_bits=7, block_n=32, out_frac_bits=0,
+                   float_out="rounded")
 
     @classmethod
     def default(cls) -> "Recipe":
@@ -215,7 +235,8 @@ class Recipe:
         return (f"exp={self.exp.name}|acc={self.accumulation.name}|q={self.q_granularity.name}|"
                 f"k={self.k_granularity.name}|v={self.v_granularity.name}|p_bits={self.p_bits}|"
                 f"block_n={self.block_n}|out_frac_bits={self.out_frac_bits}"
-                + (f"|transforms={','.join(t.name for t in self.transforms)}" if self.transforms else ""))
+                + (f"|transforms={','.join(t.name for t in self.transforms)}" if self.transforms else "")
+                + (f"|float_out={self.float_out}" if self.float_out != "pair" else ""))
 
     def __str__(self) -> str:
         return self.name
@@ -231,6 +252,8 @@ class Recipe:
             d[f.name] = v
         if not self.transforms:  # the form of recipes without transforms stays what it was
             del d["transforms"]
+        if self.float_out == "pair":  # (and the default float output's: older forms read as it)
+            del d["float_out"]
         return d
 
     def to_json(self) -> str:
@@ -374,7 +397,9 @@ class Recipe:
         plan = self.plan(s_q, s_k, scale, s_v, out_scale)
         bias_int = None if attn_bias is None else quantize_bias(attn_bias, plan, nq, nk)
         mask = None if attn_mask is None else _check_mask(attn_mask)
-        values = golden.attention_core(self, q8, k8, v8, plan, bias_int, mask, out_scale is not None, check_limits)
+        acc, l = golden.attention_sums(self, q8, k8, v8, plan, bias_int, mask, check_limits)
+        values = golden.output_integers(self, acc, l, plan, out_scale is not None)
+        pair = (acc, l, s_v, self.v_granularity.per_channel) if self.float_out == "pair" and out_scale is None else None
         if out_scale is not None:
             out = np.full(values.shape, float(out_scale))
         else:
@@ -386,7 +411,7 @@ class Recipe:
             if bias_int is not None:
                 live = live & (bias_int != MASKED_LOGIT)
             offset = np.where(live.any(axis=-1, keepdims=True), np.broadcast_to(offset, values.shape), 0.0)
-        return IntAttention(values, out, plan, offset)
+        return IntAttention(values, out, plan, offset, pair)
 
     def attention(self, q, k, v, attn_bias=None, attn_mask=None, scale=None, **kwargs) -> np.ndarray:
         """Golden integer attention, dequantized to float64 (SDPA semantics).

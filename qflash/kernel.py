@@ -11,8 +11,11 @@
 3. ``P``: the strategy's exp then the requantization, or, for strategies that fuse them (the
    fused exp2 of the default recipes), ``P`` straight from ``L`` in ``6 + 2 degree`` instructions;
    ``acc += P . V8`` and ``l += sum P`` on the int8 MMA;
-4. ``o = round(acc * 2**F / l)`` through one reciprocal per row (``IMAD.WIDE`` and a shift per
-   output); stored as int32, requantized to int8, or dequantized (the only float op). A row
+4. the output from the pair ``(acc, l)``: a float output (``PAIR_OUT``, the recipe's
+   ``float_out="pair"``) is ``f32(acc) * f32(s_v / l)``, one multiply per output and a division
+   per row (the only float ops); an integer one is ``o = round(acc * 2**F / l)`` through one
+   integer reciprocal per row (``IMAD.WIDE`` and a shift per output), stored as int32,
+   requantized to int8, or (``"rounded"``) dequantized. A row
    whose float bias holds NaN or +inf, or a slice whose static-range inputs held NaN or Inf,
    comes out NaN (integer outputs: -2**31, -128), never plausible numbers.
 
@@ -490,6 +493,36 @@ def _normalize(acc, l, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr, PTX: tl.c
 
 
 @triton.jit
+def _dequantize(acc, l, deq, cols, PAIR: tl.constexpr, ROUNDING: tl.constexpr, OUT_FRAC: tl.constexpr,
+                SV_COLS: tl.constexpr, PTX: tl.constexpr):
+    """The float output of a row's pair ``(acc, l)``; ``deq = s_v 2**-F`` (NaN on poisoned rows),
+    ``cols``: V's scales per channel (``SV_COLS``). ``PAIR`` (:func:`intsoftmax.golden.dequantize_pair`):
+    ``f32(acc) * f32(s_v / l)``, one multiply per output and one division per row (``l < 2**24``
+    is exact in float32; ``deq 2**F`` is ``s_v`` exactly); per channel ``(f32(acc) * f32(1 / l)) *
+    s_c``; 0 where ``l = 0``. Else the integer output ``o = round(acc 2**F / l)`` dequantized:
+    ``o deq``, per channel ``o s_c 2**-F``. (``deq - deq`` carries only a NaN.)"""
+    if PAIR:
+        if ROUNDING:  # the online rules' rounding excess, clamped as golden.row_sums does
+            acc = tl.minimum(tl.maximum(acc, -128 * l[:, None]), 128 * l[:, None])
+        lf = l.to(tl.float32)[:, None]
+        if SV_COLS:
+            num = 1.0 + (deq - deq) + tl.zeros_like(lf)
+        else:
+            num = deq * (2.0 ** OUT_FRAC) + tl.zeros_like(lf)
+        w = tl.where(lf > 0, tl.math.div_rn(num, tl.maximum(lf, 1.0)), deq - deq)
+        res = acc.to(tl.float32) * w
+        if SV_COLS:
+            res = res * cols
+    else:
+        o = _normalize(acc, l, ROUNDING, OUT_FRAC, PTX).to(tl.float32)
+        if SV_COLS:
+            res = o * (cols * (2.0 ** -OUT_FRAC)) + (deq - deq)
+        else:
+            res = o * deq
+    return res
+
+
+@triton.jit
 def _constant(trow, derived, COL: tl.constexpr, DERIVE: tl.constexpr):
     """Column ``COL`` of this program's constant row: loaded from the table, or ``DERIVE``d in
     the prologue (:func:`qflash.quantize.table_row`)."""
@@ -515,7 +548,7 @@ def _qflash_fwd(
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
-    HI_SUM: tl.constexpr,
+    HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -686,7 +719,6 @@ def _qflash_fwd(
             res = tl.where((nan_rows != 0)[:, None], float("nan"), res)
             tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
         else:
-            o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
             # rows that met a NaN / +inf bias or key (their max is POISON), slices whose static-range
             # inputs held NaN / Inf (Flags, or found on load): NaN out, or the value no integer output
             # takes (-2**31, -128)
@@ -701,11 +733,12 @@ def _qflash_fwd(
                     poisoned = poisoned | (bad != bad)
                 poisoned = poisoned[:, None]
             if OUT_KIND == OUT_INT32:
+                o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX)  # (a narrowed acc is clamped already)
                 if POISONABLE:
                     o = tl.where(poisoned, -2**31, o)
                 tl.store(out_ptrs, o, mask=out_mask)
             elif OUT_KIND == OUT_INT8:
-                o = o.to(tl.int64)
+                o = _normalize(acc, l, not TWO_PASS, OUT_FRAC, PTX).to(tl.int64)
                 out_M = _rows(tl.load(trow + OUT_M), ROW_TABLE).to(tl.int64)
                 out_shift = _rows(tl.load(trow + OUT_SHIFT), ROW_TABLE).to(tl.int64)
                 rounding = tl.where(out_shift > 0, tl.full(out_shift.shape, 1, tl.int64) << tl.maximum(out_shift - 1, 0), 0)
@@ -717,12 +750,10 @@ def _qflash_fwd(
                 deq = _rows(_constant(trow, derived, DEQ, DERIVE).to(tl.float32, bitcast=True), ROW_TABLE)
                 if POISONABLE:
                     deq = tl.where(poisoned, float("nan"), deq)
-                if SV_COLS:  # V per channel: each output channel has its own scale; deq - deq carries NaN only
-                    cols = tl.load(SvCols + b * ssvb + h * ssvh + offs_d * ssvd, mask=offs_d < D, other=0.0) * \
-                        (2.0 ** -OUT_FRAC)
-                    res = o.to(tl.float32) * cols[None, :] + (deq - deq)
-                else:
-                    res = o.to(tl.float32) * deq
+                cols = 1.0
+                if SV_COLS:  # V per channel: each output channel has its own scale
+                    cols = tl.load(SvCols + b * ssvb + h * ssvh + offs_d * ssvd, mask=offs_d < D, other=0.0)[None, :]
+                res = _dequantize(acc, l, deq, cols, PAIR_OUT, not TWO_PASS, OUT_FRAC, SV_COLS, PTX)
                 if VOFF:  # a value offset taken from V (input transforms), back on the rows that attend to a key
                     c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
                     res += tl.where((l > 0)[:, None], c[None, :], 0.0)

@@ -32,7 +32,7 @@ class MaskKind(enum.IntEnum):
 class OutKind(enum.IntEnum):
     INT32 = 0  # the fixed-point integers (out_frac_bits fractional bits of V's scale)
     INT8 = 1   # requantized to a given output scale
-    FLOAT = 2  # dequantized: integers * s_v * 2**-out_frac_bits
+    FLOAT = 2  # dequantized: acc * s_v / l (Recipe.float_out "pair"), or the INT32 integers * s_v * 2**-out_frac_bits
 
 
 def check_compiles(recipe: Recipe) -> None:
@@ -64,6 +64,7 @@ class KernelSpec:
     mask_kind: MaskKind
     out_kind: OutKind
     out_frac: int
+    pair_out: bool  # a float output straight from the pair (acc, l): Recipe.float_out == "pair"
 
     @classmethod
     def build(cls, recipe: Recipe, head_dim: int, mask_kind: MaskKind, out_kind: OutKind) -> "KernelSpec":
@@ -80,7 +81,8 @@ class KernelSpec:
                    recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.float_softmax,
                    recipe.accumulation.release_shift,
                    recipe.block_n, head_dim,
-                   MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits)
+                   MaskKind(mask_kind), OutKind(out_kind), 16 if out_kind == OutKind.INT8 else recipe.out_frac_bits,
+                   out_kind == OutKind.FLOAT and recipe.float_out == "pair")
 
     @property
     def twin(self):
@@ -117,5 +119,5 @@ class KernelSpec:
             HI_SUM=self.hi_sum,
             FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
-            OUT_FRAC=self.out_frac,
+            OUT_FRAC=self.out_frac, PAIR_OUT=self.pair_out,
         )

@@ -5,8 +5,7 @@ Three launches with the score matrices in device memory between them:
 1. ``S = Q8 . K8^T``: an int8 GEMM per ``(batch, head)``, int32 scores written out;
 2. the integer softmax of each row of ``S``: the exact row max, ``P`` from
    :class:`intsoftmax.FusedExp2`, ``l = sum P``; int8 ``P`` and int32 ``l`` written out;
-3. ``O = P8 . V8``: an int8 GEMM, then the same normalisation and dequantization as the fused
-   kernel.
+3. ``O = P8 . V8``: an int8 GEMM, then the same dequantization as the fused kernel.
 
 For a two-pass recipe with a fused exp and ``p_bits <= 7`` these are the golden model's integers
 (two-pass integers do not depend on how keys are grouped), so the comparison is like for like:
@@ -22,7 +21,7 @@ from intsoftmax import Recipe
 from intsoftmax.plan import MASKED_LOGIT
 
 from .exp import fused_args, fused_y
-from .kernel import _normalize
+from .kernel import _dequantize
 from .launcher import interpreted
 from .ptx import pack_s8
 from .table import Col
@@ -60,8 +59,9 @@ def _softmax(S, P, L, Tab, N, NP, ROWS: tl.constexpr, WIDTH: tl.constexpr, ARGS:
 
 @triton.jit
 def _weighted_sum(P, V, L, Tab, Out, sv, so, N, NP, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  OUT_FRAC: tl.constexpr, PTX: tl.constexpr):
-    """``O = normalize(P8 . V8, l) * deq`` for ``BLOCK_M`` rows of one ``(batch, head)``."""
+                  OUT_FRAC: tl.constexpr, PAIR: tl.constexpr, PTX: tl.constexpr):
+    """``O``: ``P8 . V8`` and ``l`` dequantized as the fused kernel does (:func:`qflash.kernel._dequantize`)
+    for ``BLOCK_M`` rows of one ``(batch, head)``."""
     bh = tl.program_id(1)
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     d = tl.arange(0, D)
@@ -71,10 +71,9 @@ def _weighted_sum(P, V, L, Tab, Out, sv, so, N, NP, D: tl.constexpr, BLOCK_M: tl
         p = tl.load(P + bh * N * NP + m[:, None] * NP + n[None, :], mask=(m[:, None] < N) & (n[None, :] < NP), other=0)
         vt = tl.load(V + bh * sv[0] + d[:, None] * sv[2] + n[None, :] * sv[1], mask=n[None, :] < N, other=0)
         acc = tl.dot(p, tl.trans(vt), acc, out_dtype=tl.int32)
-    o = _normalize(acc, tl.load(L + bh * N + m, mask=m < N, other=0), False, OUT_FRAC, PTX)
     deq = tl.load(Tab + DEQ).to(tl.float32, bitcast=True)
-    tl.store(Out + bh * so[0] + m[:, None] * so[1] + d[None, :], (o.to(tl.float32) * deq).to(Out.dtype.element_ty),
-             mask=m[:, None] < N)
+    o = _dequantize(acc, tl.load(L + bh * N + m, mask=m < N, other=0), deq, 1.0, PAIR, False, OUT_FRAC, False, PTX)
+    tl.store(Out + bh * so[0] + m[:, None] * so[1] + d[None, :], o.to(Out.dtype.element_ty), mask=m[:, None] < N)
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -103,7 +102,7 @@ def attention_int8(q8, k8, v8, table, recipe: Recipe, out_dtype=torch.float16, b
     vf = v8.reshape(B * H, N, D)  # a view: B and H merge for the layouts qflash writes
     _weighted_sum[(triton.cdiv(N, 64), B * H)](P, vf, L, table, out.view(B * H, N, D), vf.stride(),
                                                 (N * D, D), N, NP, D=D, BLOCK_M=64, BLOCK_N=32,
-                                                OUT_FRAC=recipe.out_frac_bits, PTX=ptx)
+                                                OUT_FRAC=recipe.out_frac_bits, PAIR=recipe.float_out == "pair", PTX=ptx)
     return out
 
 

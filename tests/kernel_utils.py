@@ -31,3 +31,16 @@ def combined_mask(attn_bias, attn_mask):
     if attn_mask is None:
         return attn_bias
     return np.where(attn_mask, attn_bias, -np.inf).astype(np.float32)
+
+
+def assert_float_output(out, gold, err_msg=""):
+    """A kernel's float output against the golden model's :class:`~intsoftmax.recipe.IntAttention`:
+    the dequantized pair bit for bit (``float_out="pair"``: the golden model computes it in the
+    kernel's float32 steps), or, for ``"rounded"``, the integers recovered from it (below 2**24,
+    times a power-of-two multiple of V's scale)."""
+    out = np.asarray(out)
+    if gold.pair is not None:
+        np.testing.assert_array_equal(out, gold.dequantize().astype(out.dtype), err_msg=err_msg)
+    else:
+        deq = np.broadcast_to(gold.scale, out.shape).astype(np.float32).astype(np.float64)
+        np.testing.assert_array_equal(np.rint(out.astype(np.float64) / deq), gold.values, err_msg=err_msg)

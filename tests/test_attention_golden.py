@@ -66,7 +66,8 @@ def test_output_is_a_convex_combination_of_v(inputs, recipe):
     assert (res.values[dead] == 0).all()
     (_, _), (_, _), (v8, s_v) = recipe.quantize_inputs(x.q, x.k, x.v)
     v_deq = np.broadcast_to(v8 * s_v.astype(np.float64), x.v.shape)
-    tol = 2.0**-recipe.out_frac_bits
+    # the output's rounding, or the pair's float32 roundings (within 2**-22 of values up to 128 V LSBs)
+    tol = 2.0**-recipe.out_frac_bits if recipe.float_out == "rounded" else 2.0**-14
     if not recipe.accumulation.two_pass:
         rescales = -(-x.k.shape[-2] // recipe.block_n) - 1
         l_min = recipe.p_max * 2.0 ** -(recipe.accumulation.headroom_octaves_value() + 1)

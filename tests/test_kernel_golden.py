@@ -9,7 +9,7 @@ import intsoftmax as ism
 import qflash
 from intsoftmax.testing import attention_inputs, recipes
 
-from kernel_utils import DEVICE, combined_mask, n, needs_kernel, t
+from kernel_utils import DEVICE, assert_float_output, combined_mask, n, needs_kernel, t
 
 pytestmark = needs_kernel
 # N up to 300 (1, 49 and 197 drawn often), every head dim; two (batch, head) slices keep the
@@ -111,13 +111,23 @@ def test_high_part_sums_at_head_dim_128(p_bits, causal):
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=causal).values)
 
 
-def test_float_output_is_the_dequantized_integers():
+@pytest.mark.parametrize("float_out", ["pair", "rounded"])
+def test_float_output_dequantizes_the_pair_or_the_integers(float_out):
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(0, 2, (2, 3, 49, 32)).astype(np.float32) for _ in range(3))
-    golden = ism.Recipe.default().attention_int(q, k, v)
-    out = qflash.attention(t(q), t(k), t(v))
+    recipe = ism.Recipe.default().replace(float_out=float_out)
+    golden = recipe.attention_int(q, k, v)
+    out = qflash.attention(t(q), t(k), t(v), recipe=recipe)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 49, 32)
-    np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
+    # the pair: the golden model's float32 steps, bit for bit; rounded: the integers times s_v 2**-F
+    if float_out == "pair":
+        assert_float_output(n(out), golden)
+        exact = np.where(golden.pair[1] > 0, golden.pair[0] * golden.pair[2].astype(np.float64) / golden.pair[1], 0)
+        np.testing.assert_allclose(n(out), exact, rtol=2**-22, atol=0)  # three float32 roundings of acc s_v / l
+        step = np.abs(n(out) - golden.values * golden.scale) / golden.scale  # not the rounded output: up to half an LSB
+        assert 0.25 < step.max() <= 0.51
+    else:
+        np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
     half = qflash.attention(t(q, torch.float16), t(k, torch.float16), t(v, torch.float16))
     assert half.dtype == torch.float16
     ref = ism.Recipe.default().attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))
@@ -141,7 +151,10 @@ def test_int8_inputs_and_int8_output(x, data):
     args = [t(a) for a in (q8, k8, v8)] + [t(flat(s, g)) for s, g in zip((s_q, s_k, s_v), grans)]
     golden = recipe.attention_int(x.q, x.k, x.v, scale=x.scale)
     out = qflash.attention_int8(*args, scale=x.scale, recipe=recipe)
-    np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
+    if golden.pair is not None:
+        assert_float_output(n(out), golden)
+    else:
+        np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
     out_scale = float(np.abs(golden.dequantize()).max() / 100 + 1e-6)
     golden8 = recipe.attention_int(x.q, x.k, x.v, scale=x.scale, out_scale=out_scale)
     out8 = qflash.attention_int8(*args, scale=x.scale, recipe=recipe, out_scale=out_scale)
@@ -189,8 +202,8 @@ def test_static_k_v_beside_a_q_measured_per_call(q_gran):
 def test_q_per_token_measured_on_load(monkeypatch, static):
     """Small float calls with Q per token: each attention program measures its own rows' ranges on
     load and derives one constant row per query (no quantization and no table launch), beside
-    static or measured per-head K and V ranges; the integers (recovered from the float output)
-    equal the golden model's, with a float bias; a NaN in one Q row makes that row NaN."""
+    static or measured per-head K and V ranges; the float output is the golden model's bit for bit,
+    with a float bias; a NaN in one Q row makes that row NaN."""
     from qflash import api, kernel
     monkeypatch.setattr(api, "_sm_count", lambda device: 10**6)
     monkeypatch.setattr(api._backend()[0], "quantize_qkv", lambda *a, **k: pytest.fail("quantization launch"))
@@ -207,11 +220,10 @@ def test_q_per_token_measured_on_load(monkeypatch, static):
     amax_k, amax_v = np.full(3, 7.0, np.float32), np.full(3, 8.0, np.float32)
     scales = qflash.static_scales(recipe, None, amax_k, amax_v, heads=3, head_dim=32, device=DEVICE) if static \
         else None
-    out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe, static=scales)).astype(np.float64)
+    out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe, static=scales))
     gold = recipe.attention_int(q, k, v, attn_bias=bias, amax=(None, amax_k.reshape(3, 1, 1),
                                                                amax_v.reshape(3, 1, 1)) if static else None)
-    deq = np.broadcast_to(gold.scale, out.shape).astype(np.float32).astype(np.float64)
-    np.testing.assert_array_equal(np.rint(out / deq), gold.values)
+    assert_float_output(out, gold)
     assert rows == [True]
     q[1, 2, 7, 3] = np.nan
     out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe, static=scales))
@@ -603,10 +615,8 @@ def test_small_dynamic_calls_derive_their_constants_in_the_kernel(monkeypatch):
                                             v_granularity=ism.PerHead())
     lazy = ism.Recipe.default().replace(accumulation=ism.LazyRescale(headroom_octaves=2))
     for recipe in (ism.Recipe.default(), per_head, ism.Recipe.qflash(), lazy):
-        out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe)).astype(np.float64)
-        gold = recipe.attention_int(q, k, v, attn_bias=bias)
-        deq = np.broadcast_to(gold.scale, out.shape).astype(np.float32).astype(np.float64)
-        np.testing.assert_array_equal(np.rint(out / deq), gold.values, err_msg=recipe.name)
+        out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe))
+        assert_float_output(out, recipe.attention_int(q, k, v, attn_bias=bias), err_msg=recipe.name)
     assert derived == [pytest.approx(32 ** -0.5)] * 4 and not tables
     k[1, 2, 5, 3] = np.nan
     out = n(qflash.attention(t(q), t(k), t(v), recipe=per_head))

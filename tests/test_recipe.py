@@ -21,7 +21,7 @@ def test_name_is_built_from_every_field():
     r = ism.Recipe.default()
     for field, value in [("p_bits", 9), ("block_n", 32), ("out_frac_bits", 3), ("exp", ism.LutExp2()),
                          ("accumulation", ism.ScaleRelease()), ("q_granularity", ism.PerToken()),
-                         ("k_granularity", ism.PerHead()), ("v_granularity", ism.PerHead())]:
+                         ("k_granularity", ism.PerHead()), ("v_granularity", ism.PerHead()), ("float_out", "rounded")]:
         other = r.replace(**{field: value})
         assert other.name != r.name and other != r
 
@@ -62,6 +62,7 @@ def test_available_strategies_lists_every_kind():
      "release_shift=20 is too small.*release_shift >= 29"),
     (dict(accumulation=ism.LazyRescale(release_shift=18)), ValueError, "release_shift >= 19"),
     (dict(out_frac_bits=17), ValueError, "out_frac_bits=17"),
+    (dict(float_out="exact"), ValueError, r"float_out='exact': must be one of \('pair', 'rounded'\)"),
     (dict(exp=ism.ScaleRelease()), TypeError, "Recipe.exp must be a ExpStrategy"),
     (dict(accumulation="scale_release"), TypeError, "Recipe.accumulation"),
     (dict(q_granularity=None), TypeError, "Recipe.q_granularity"),

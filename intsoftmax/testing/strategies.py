@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ..accumulation import LazyRescale, NaiveScaleAccumulation, ScaleRelease, TwoPass, min_release_shift
 from ..granularity import PerBlock, PerHead, PerTensor, PerToken
 from ..plan import BIAS_MAX
-from ..recipe import Recipe
+from ..recipe import FLOAT_OUTS, Recipe
 from ..strategy import strategy_classes
 
 #: The kinds of logit rows :func:`logit_rows` draws.
@@ -122,6 +122,7 @@ def recipes(draw, kernel_only: bool = True, exp=None, p_bits=None) -> Recipe:
         p_bits=pick(p_bits, st.integers(7, 12)),
         block_n=draw(st.sampled_from([16, 32, 64])),
         out_frac_bits=draw(st.integers(0, 10)),
+        float_out=draw(st.sampled_from(FLOAT_OUTS)),
     )
 
 
