@@ -442,8 +442,25 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
                          s_v=s_v if per_channel and float_scales is None else None,
                          derive_scale=call.scale if table is None and float_scales is None else None,
                          q_rows=amax is not None and recipe.q_granularity.block()[1] == 1,
-                         splits=_splits(spec, call, config["block_m"]), float_scales=float_scales, **config)
+                         splits=_splits(spec, call, config["block_m"]), float_scales=float_scales,
+                         tail_block_m=_tail_rows(call, config["block_m"]), **config)
     return out.reshape(call.batch + out.shape[1:])
+
+
+#: Rows of the programs that take a call's last row block when it holds at most this many (one
+#: warp's ``mma.sync`` tile; :func:`qflash.kernel.launch`'s ``tail_block_m``), in calls with at
+#: least ``TAIL_PROGRAMS_PER_SM`` row blocks per SM (a second launch costs host time that only a
+#: GPU-bound call wins back). H200, kernel only at batch 256 (docs/performance.md): A1-A3 -3 to -6 %
+#: (fast), -5 to -10 % (default).
+TAIL_ROWS = 16
+TAIL_PROGRAMS_PER_SM = 4
+
+
+def _tail_rows(call: Call, block_m: int) -> int:
+    """``tail_block_m`` for this call: :data:`TAIL_ROWS` in GPU-bound calls (and off a GPU, where
+    the interpreter checks both launches), else 0. Shapes only."""
+    programs = call.B * call.H * -(-call.NQ // block_m)
+    return TAIL_ROWS if programs >= TAIL_PROGRAMS_PER_SM * _sm_count(call.device) else 0
 
 
 #: Query rows of one program (every launch configuration's ``block_m``). With at most this many

@@ -58,6 +58,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from intsoftmax.intfa import LOG2E as INTFA_LOG2E
 from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
@@ -93,6 +94,9 @@ POISON = tl.constexpr(2**30)
 LOG2E = tl.constexpr(float(INTFA_LOG2E))
 #: Split-key phases (``SPLIT``): one launch over all keys; the splits' row maxima; their sums.
 SPLIT_NONE, SPLIT_MAX, SPLIT_SUM = (tl.constexpr(i) for i in range(3))
+#: Row launches (``ROW_LAUNCH``): every row block in one launch; the full row blocks of a call
+#: whose last rows have their own launch; that launch (:func:`launch`'s ``tail_block_m``).
+ROWS_ALL, ROWS_MAIN, ROWS_TAIL = (tl.constexpr(i) for i in range(3))
 
 
 @triton.jit
@@ -539,7 +543,7 @@ def _qflash_fwd(
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
     ssqb, ssqh, ssqm, sskb, sskh, sskn, ssvb, ssvh, ssvd,
-    H, B2, NQ, NK, NK_V, scale_bits, split_tiles,
+    H, B2, NQ, NK, NK_V, scale_bits, split_tiles, row0,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
@@ -548,14 +552,17 @@ def _qflash_fwd(
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
-    HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr,
+    HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr,
 ):
+    if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     split = tl.program_id(2)  # SPLIT: which range of keys this program takes
     b = bh // H
     h = bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_lo = row0 + pid_m * BLOCK_M
+    offs_m = row_lo + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < NQ
     logit_scale = scale_bits.to(tl.int64).to(tl.float64, bitcast=True)  # (DERIVE and FLOAT_SOFTMAX read it)
@@ -601,8 +608,8 @@ def _qflash_fwd(
     # keys [0, n_full) in full tiles (masked only by a user mask), the rest up to n_end in
     # masked tiles; causal rows skip the keys past their block's last row
     if MASK_KIND == MASK_CAUSAL:
-        n_end = tl.minimum(NK, pid_m * BLOCK_M + BLOCK_M)
-        n_full = tl.minimum(pid_m * BLOCK_M + 1, NK) // BLOCK_N * BLOCK_N
+        n_end = tl.minimum(NK, row_lo + BLOCK_M)
+        n_full = tl.minimum(row_lo + 1, NK) // BLOCK_N * BLOCK_N
     else:
         n_end = NK
         n_full = (NK // BLOCK_N) * BLOCK_N
@@ -758,6 +765,8 @@ def _qflash_fwd(
                     c = tl.load(Voff + bh * D + offs_d, mask=offs_d < D, other=0.0)
                     res += tl.where((l > 0)[:, None], c[None, :], 0.0)
                 tl.store(out_ptrs, res.to(Out.dtype.element_ty), mask=out_mask)
+    if PTX and ROW_LAUNCH == ROWS_TAIL:  # done only once the main launch is: later work sees both
+        gdc_wait()
 
 
 def readable_keys(v8) -> int:
@@ -777,7 +786,7 @@ def readable_keys(v8) -> int:
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
            amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, float_scales=None,
-           q_rows: bool = False, **options):
+           q_rows: bool = False, tail_block_m: int = 0, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -800,6 +809,11 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``splits``: split-key (two-pass rules, more than one key tile): the keys in about this many
     ranges of whole tiles, each its own program, in two launches (the splits' row maxima; then
     their sums, added by the last program of each row block); bit-exact with one launch.
+    ``tail_block_m`` (two-pass rules, one launch of several key tiles): when the last row block
+    holds at most this many rows, it runs as a second launch of ``tail_block_m``-row programs of
+    one warp (``mma.sync``), instead of padding it to ``block_m`` rows of four: ViT's 197 queries
+    cost 3 x 64 + 16 rows, not 4 x 64. On a GPU that launch is programmatically dependent (PDL):
+    it starts as the first one's last wave runs, and ends after it. Bit-exact either way.
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
     """
@@ -840,7 +854,19 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     def scale_strides(t):  # (b, h, row or channel) strides of a scale vector; 0 where it repeats
         return [0] * 3 if t is None else [*bh_strides(t, H), int(t.dim() == 2)]
     float_strides = scale_strides(float_scales[0]) + scale_strides(float_scales[1]) if spec.float_softmax else [0] * 6
-    for phase in (SPLIT_MAX, SPLIT_SUM) if grid[2] > 1 else (SPLIT_NONE,):
+    ptx = not interpreted(_qflash_fwd)
+    # (split phase, grid, first row, row launch, BLOCK_M and warps, options) of each launch
+    rows = dict(BLOCK_M=block_m, num_warps=num_warps)
+    if grid[2] > 1:  # split keys: two launches over every row block
+        launches = [(SPLIT_MAX, grid, 0, ROWS_ALL, rows), (SPLIT_SUM, grid, 0, ROWS_ALL, rows)]
+    elif spec.two_pass and not one_tile and NQ > block_m and 0 < NQ % block_m <= tail_block_m:
+        full = NQ // block_m * block_m
+        tail = dict(BLOCK_M=tail_block_m, num_warps=1, **({"launch_pdl": True} if ptx else {}))
+        launches = [(SPLIT_NONE, (full // block_m,) + grid[1:], 0, ROWS_MAIN, rows),
+                    (SPLIT_NONE, (triton.cdiv(NQ - full, tail_block_m),) + grid[1:], full, ROWS_TAIL, tail)]
+    else:
+        launches = [(SPLIT_NONE, grid, 0, ROWS_ALL, rows)]
+    for phase, grid, row0, row_launch, config in launches:
         launcher(
             _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
             lut if lut is not None else table, flags if flags is not None else table,
@@ -850,14 +876,13 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
             tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
             H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
-            keys_per_split // block_n,
-            BLOCK_M=block_m, BLOCK_N=block_n, TILE_N=max(block_n, 32), num_warps=num_warps, num_stages=num_stages,
+            keys_per_split // block_n, row0,
+            BLOCK_N=block_n, TILE_N=max(block_n, 32), num_stages=num_stages,
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
             DERIVE=derive, Q_ROWS=q_rows,
-            PTX=not interpreted(_qflash_fwd), FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
+            PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
-            **spec.constexprs(),
-            **options,
+            ROW_LAUNCH=row_launch.value, **spec.constexprs(), **config, **options,
         )
     return out
 

@@ -4,7 +4,8 @@
 Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, L1c causal, D1: their own batch),
 e.g. ``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``. SDPA: its
 fastest backend, as in the benchmark. ``--hi-sum on|off`` forces the two-pass sums' form
-(:attr:`qflash.spec.KernelSpec.hi_sum`; the wide accumulator always has it)."""
+(:attr:`qflash.spec.KernelSpec.hi_sum`; the wide accumulator always has it). ``--tail-rows 0,16``
+times both forms of a call whose last row block is small (:data:`qflash.api.TAIL_ROWS`)."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ def prepared(workload, batch, recipe):
     return (q, k, v), (q8, k8, v8), table
 
 
-def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=0, on_load=False):
-    """The kernel alone on int8 inputs, or (``on_load``) on the float16 ones with static ranges."""
+def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stages=2, maxnreg=0, on_load=False,
+                tail_rows=0):
+    """The kernel alone on int8 inputs, or (``on_load``) on the float16 ones with static ranges;
+    ``tail_rows``: :func:`qflash.kernel.launch`'s ``tail_block_m`` (the API's in GPU-bound calls)."""
     (q, k, v), (q8, k8, v8), table = prepared(workload, batch, recipe)
     spec = KernelSpec.build(recipe, q.shape[3], MaskKind.CAUSAL if workload in CAUSAL else MaskKind.NONE,
                             OutKind.FLOAT)
@@ -47,7 +50,7 @@ def kernel_time(workload, batch, recipe, block_m=64, block_n=None, warps=4, stag
         q8, k8, v8 = q, k, v
         extra["amax"] = tuple(torch.full((1,), 4.0, device="cuda") for _ in range(3))
     return graph_us(lambda: launch(spec, q8, k8, v8, table, out, lut=lut, block_m=block_m, block_n=block_n,
-                                   num_warps=warps, num_stages=stages, **extra))
+                                   num_warps=warps, num_stages=stages, tail_block_m=tail_rows, **extra))
 
 
 def sdpa_time(workload, batch):
@@ -89,6 +92,8 @@ def main(argv=None):
     p.add_argument("--sweep", default="default,fast", help="recipes timed in every config (others: the first)")
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
     p.add_argument("--hi-sum", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--tail-rows", default=str(api.TAIL_ROWS),
+                   help="comma list: rows of the last row block's own launch (0: none; default: the API's)")
     a = p.parse_args(argv)
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
@@ -105,13 +110,16 @@ def main(argv=None):
                 bm, bn, warps, stages, *extra = map(int, cfg.split("/"))  # [maxnreg (0: none)]
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
-                try:
-                    t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load)
-                except Exception as err:  # a configuration out of resources: report, go on
-                    print(f"{w} {name} {cfg}: {type(err).__name__} {str(err)[:120]}", flush=True)
-                    continue
-                rows.append((w, name, cfg, t, t / base))
-                print(f"{w} b={batch} {name:12s} {cfg:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
+                for tail in map(int, a.tail_rows.split(",")):
+                    label = cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}"
+                    try:
+                        t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load,
+                                        tail_rows=tail)
+                    except Exception as err:  # a configuration out of resources: report, go on
+                        print(f"{w} {name} {label}: {type(err).__name__} {str(err)[:120]}", flush=True)
+                        continue
+                    rows.append((w, name, label, t, t / base))
+                    print(f"{w} b={batch} {name:12s} {label:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
     print("\nworkload recipe config us ratio")
     for r in rows:
         print(f"{r[0]} {r[1]:12s} {r[2]:12s} {r[3]:8.1f} {r[4]:5.2f}")

@@ -190,3 +190,29 @@ def test_plan_signatures_see_aliasing_and_grad_mode():
     assert torch.equal(qflash.attention(q, k, v), qflash.attention(q.clone(), k.clone(), v.clone()))
     with pytest.raises(ValueError, match="inference-only"):
         qflash.attention(q.requires_grad_(), k, v)
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_last_rows_launch_bit_exact_under_graph_replay(name):
+    """A GPU-bound ViT call (4 row blocks per slice, at least qflash.api.TAIL_PROGRAMS_PER_SM per
+    SM) runs its last 5 rows as a programmatically dependent launch: bit for bit with the golden
+    model eagerly, and replayed from a CUDA graph with new inputs."""
+    from qflash import api
+    recipe = RECIPES[name]
+    shape = (32, 6, 197, 64)
+    assert shape[0] * shape[1] * 4 >= api.TAIL_PROGRAMS_PER_SM * api._sm_count(torch.device("cuda"))
+    rng = np.random.default_rng(41)
+    draws = [tuple(rng.uniform(-3, 3, shape).astype(np.float16) for _ in range(3)) for _ in range(2)]
+    values, _ = qflash.attention_int(*cuda(*draws[0], dtype=torch.float16), recipe=recipe)
+    np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(*draws[0]).values)
+    bufs = cuda(*draws[0], dtype=torch.float16)
+    qflash.attention(*bufs, recipe=recipe)  # compiled and planned before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = qflash.attention(*bufs, recipe=recipe)
+    for b, x in zip(bufs, cuda(*draws[1], dtype=torch.float16)):
+        b.copy_(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    gold = recipe.attention(*draws[1]).astype(np.float16)
+    np.testing.assert_array_equal(out.cpu().numpy(), gold)

@@ -657,3 +657,33 @@ def test_static_ranges_quantized_on_load_equal_golden(monkeypatch, n_q, n_k, dty
                                    static=static)[0]
     gold = ism.Recipe.default().attention_int(q, k[:, :2], v[:, :2], enable_gqa=True, amax=(3.0, 3.0, 3.0))
     np.testing.assert_array_equal(n(grouped), gold.values)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_last_rows_in_their_own_launch(monkeypatch, causal):
+    """A last row block of at most 16 rows runs as a second launch of 16-row one-warp programs
+    starting at row ``full`` (ViT's 197 queries: 3 x 64 + 5): the same integers and float output as
+    one launch and as the golden model, with Q per token, a float bias or the causal mask."""
+    from qflash import api, kernel
+    rng = np.random.default_rng(31)
+    q = rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32)
+    k, v = (rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32) for _ in range(2))
+    bias = None if causal else rng.normal(0, 2, (197, 197)).astype(np.float32)
+    recipe = ism.Recipe.fast().replace(q_granularity=ism.PerToken())
+    launches = []
+    launch = kernel.launch
+    monkeypatch.setattr(kernel, "launch", lambda *a, **kw: launches.append(kw["tail_block_m"]) or launch(
+        *a, **kw, launcher=lambda fn, grid, *args, **opts: launches.append((grid[0], opts["BLOCK_M"], args[-1])) or
+        kernel.launch_kernel(fn, grid, *args, **opts)))
+    outs = []
+    for rows in (0, api.TAIL_ROWS):
+        monkeypatch.setattr(api, "_tail_rows", lambda call, block_m, rows=rows: rows)
+        values, _ = qflash.attention_int(t(q), t(k), t(v), None if bias is None else t(bias), is_causal=causal,
+                                         recipe=recipe)
+        outs.append(n(values))
+        out = n(qflash.attention(t(q), t(k), t(v), None if bias is None else t(bias), is_causal=causal, recipe=recipe))
+        assert_float_output(out, recipe.attention_int(q, k, v, bias, is_causal=causal))
+    np.testing.assert_array_equal(outs[1], recipe.attention_int(q, k, v, bias, is_causal=causal).values)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    # one launch of 4 row blocks of 64 rows from row 0; then 3 of 64 and one of 16 from row 192
+    assert launches[:2] == [0, (4, 64, 0)] and launches[-3:] == [16, (3, 64, 0), (1, 16, 192)]
