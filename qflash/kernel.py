@@ -94,6 +94,9 @@ POISON = tl.constexpr(2**30)
 LOG2E = tl.constexpr(float(INTFA_LOG2E))
 #: Split-key phases (``SPLIT``): one launch over all keys; the splits' row maxima; their sums.
 SPLIT_NONE, SPLIT_MAX, SPLIT_SUM = (tl.constexpr(i) for i in range(3))
+#: CUDA's largest grid extent along y and z: the (batch, head) slices of a call beyond it take
+#: both dimensions (Swin-T at batch 342 has 65664 window-heads in its first stage).
+GRID_YZ = 65535
 #: Row launches (``ROW_LAUNCH``): every row block in one launch; the full row blocks of a call
 #: whose last rows have their own launch; that launch (:func:`launch`'s ``tail_block_m``).
 ROWS_ALL, ROWS_MAIN, ROWS_TAIL = (tl.constexpr(i) for i in range(3))
@@ -536,14 +539,14 @@ def _constant(trow, derived, COL: tl.constexpr, DERIVE: tl.constexpr):
         return tl.load(trow + COL)
 
 
-@triton.jit(do_not_specialize=["scale_bits", "split_tiles"])
+@triton.jit(do_not_specialize=["scale_bits", "split_tiles", "H_M", "H_SH"])
 def _qflash_fwd(
     Q, K, V, Out, Tab, Mask, Lut, Flags, AmaxQ, AmaxK, AmaxV, Voff, SvCols, SplitM, SplitL, SplitAcc, SplitCount,
     SqRows, SkCols,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     stb, sth, stm, smb1, smb2, smh, smm, smn, sabq, sahq, sabk, sahk, sabv, sahv,
     ssqb, ssqh, ssqm, sskb, sskh, sskn, ssvb, ssvh, ssvd,
-    H, B2, NQ, NK, NK_V, scale_bits, split_tiles, row0,
+    H, H_M, H_SH, BH, B2, NQ, NK, NK_V, scale_bits, split_tiles, row0,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
@@ -557,10 +560,16 @@ def _qflash_fwd(
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    split = tl.program_id(2)  # SPLIT: which range of keys this program takes
-    b = bh // H
-    h = bh % H
+    if SPLIT == SPLIT_NONE:  # the (batch, head) slices over grid dims 1 and 2 (each at most GRID_YZ)
+        bh = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)
+        split = 0
+    else:
+        bh = tl.program_id(1)
+        split = tl.program_id(2)  # which range of keys this program takes
+    live = bh < BH  # (spare programs of the last slab recompute the last slice and store nothing)
+    bh = tl.minimum(bh, BH - 1)
+    b = (mul_wide(bh, H_M, True, PTX) >> H_SH).to(tl.int32)  # bh // H by a multiply (div_magic)
+    h = bh - b * H
     row_lo = row0 + pid_m * BLOCK_M
     offs_m = row_lo + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
@@ -717,7 +726,7 @@ def _qflash_fwd(
 
     if SPLIT != SPLIT_MAX:  # (the max launch of a split call stores only its maxima)
         out_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
-        out_mask = row_ok[:, None] & (offs_d[None, :] < D)
+        out_mask = (row_ok & live)[:, None] & (offs_d[None, :] < D)
         if SPLIT == SPLIT_SUM:  # the last split's program stores the row block
             out_mask = out_mask & last
         if FLOAT_SOFTMAX:  # acc / l * s_v (0 where no key is live); rows that met NaN or +inf: NaN
@@ -841,9 +850,17 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     mstrides = mask.stride() if mask is not None else (0, 0, 0, 0, 0)
     one_tile = spec.two_pass and NK <= block_n
     keys_per_split = split_keys(NK, block_n, splits) if spec.two_pass and not one_tile else NK
-    grid = (triton.cdiv(NQ, block_m), B * H, triton.cdiv(NK, keys_per_split))
+    n_splits = triton.cdiv(NK, keys_per_split)
+    if n_splits > 1:  # grid dim 2: the splits
+        if B * H > GRID_YZ:
+            raise ValueError(f"a split-key call takes at most {GRID_YZ} (batch, head) slices, got {B * H}; "
+                             "pass splits=1")
+        grid = (triton.cdiv(NQ, block_m), B * H, n_splits)
+    else:  # the slices over dims 1 and 2, as evenly as CUDA's limit on each allows
+        slabs = triton.cdiv(B * H, GRID_YZ)
+        grid = (triton.cdiv(NQ, block_m), triton.cdiv(B * H, slabs), slabs)
     scratch = (table,) * 4
-    if grid[2] > 1:  # per split and (batch, head, query row): the row max, l and acc; a counter per row block
+    if n_splits > 1:  # per split and (batch, head, query row): the row max, l and acc; a counter per row block
         n_rows = B * H * NQ
         scratch = (empty((grid[2], n_rows), torch.int32, q8.device), empty((grid[2], n_rows), torch.int32, q8.device),
                    empty((grid[2], n_rows, D), torch.int64 if spec.acc_bits == 64 else torch.int32, q8.device),
@@ -857,7 +874,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ptx = not interpreted(_qflash_fwd)
     # (split phase, grid, first row, row launch, BLOCK_M and warps, options) of each launch
     rows = dict(BLOCK_M=block_m, num_warps=num_warps)
-    if grid[2] > 1:  # split keys: two launches over every row block
+    if n_splits > 1:  # split keys: two launches over every row block
         launches = [(SPLIT_MAX, grid, 0, ROWS_ALL, rows), (SPLIT_SUM, grid, 0, ROWS_ALL, rows)]
     elif spec.two_pass and not one_tile and NQ > block_m and 0 < NQ % block_m <= tail_block_m:
         full = NQ // block_m * block_m
@@ -875,7 +892,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             *(float_scales[:2] if spec.float_softmax else (table, table)),
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
             tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
-            H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
+            H, *div_magic(H), B * H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
             keys_per_split // block_n, row0,
             BLOCK_N=block_n, TILE_N=max(block_n, 32), num_stages=num_stages,
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
@@ -885,6 +902,20 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             ROW_LAUNCH=row_launch.value, **spec.constexprs(), **config, **options,
         )
     return out
+
+
+def div_magic(d: int) -> tuple[int, int]:
+    """``(M, s)`` with ``n // d == (n * M) >> s`` for every ``0 <= n < 2**31`` (``M`` as int32 bits of
+    an unsigned 32-bit multiplier): ``l = ceil(log2 d)``, ``M = floor(2**(31 + l) / d) + 1``, ``s =
+    31 + l``. ``M d - 2**s`` is in ``(0, d]``, at most ``2**l``, so the error ``n (M d - 2**s) / d``
+    stays below ``2**s / d`` and never reaches the next multiple (Granlund and Montgomery's
+    round-up method). For ``1 <= d <= 2**16`` ``M < 2**32``. The kernel's ``b = bh // H``: one
+    ``IMAD.WIDE.U32`` and a shift instead of Triton's division by a run-time integer."""
+    if not 1 <= d <= 2**16:
+        raise ValueError(f"head count {d} out of range: 1 to 65536 heads")
+    l = (d - 1).bit_length()
+    m = (1 << (31 + l)) // d + 1
+    return (m - (1 << 32) if m >= 1 << 31 else m), 31 + l
 
 
 def split_keys(nk: int, block_n: int, splits: int) -> int:

@@ -167,14 +167,15 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
 def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.constexpr, D_P2: tl.constexpr,
                      BLOCK_RS: tl.constexpr, ROWS: tl.constexpr, GRANS: tl.constexpr, FLAGS: tl.constexpr,
                      TRANSPOSE: tl.constexpr, PTX: tl.constexpr):
-    """q, k, v to int8 in one launch (``program_id(2)`` picks the tensor)."""
-    bh = tl.program_id(1)
+    """q, k, v to int8 in one launch (``program_id(2)`` picks the tensor, ``program_id(1)`` a block
+    of rows; the (batch, head) slices along axis 0, which has no 65535 limit)."""
+    bh = tl.program_id(0)
     which = tl.program_id(2)
     for i in tl.static_range(3):
         if which == i:
-            if tl.program_id(0) * ROWS[i] < NS[i]:
+            if tl.program_id(1) * ROWS[i] < NS[i]:
                 _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], Flags, SX[i], S8[i], SA[i], SSS[i], bh // H, bh % H,
-                               tl.program_id(0), NS[i], H, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
+                               tl.program_id(1), NS[i], H, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
                                TRANSPOSE[i], PTX)
 
 
@@ -334,7 +335,7 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
                    if kd >= 2 else empty(a.numel() if kd == 1 else 1, torch.float32, dev)
                    for kd, a, n in zip(kinds, amaxes, ns))
     rows = tuple(g.block()[1] if kd == 3 else 64 for g, kd in zip(grans, kinds))
-    launch(_quantize_kernel, (max(triton.cdiv(n, r) for n, r in zip(ns, rows)), B * H, 3),
+    launch(_quantize_kernel, (B * H, max(triton.cdiv(n, r) for n, r in zip(ns, rows)), 3),
            xs, x8s, amaxes, scales, flags if flags is not None else scales[0], tuple(x.stride() for x in xs),
            tuple(x8.stride() for x8 in x8s),
            tuple(bh_strides(a, H) for a in amaxes), tuple((*bh_strides(s, H), int(s.dim() == 2)) for s in scales),

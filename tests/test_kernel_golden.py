@@ -687,3 +687,32 @@ def test_last_rows_in_their_own_launch(monkeypatch, causal):
     np.testing.assert_array_equal(outs[0], outs[1])
     # one launch of 4 row blocks of 64 rows from row 0; then 3 of 64 and one of 16 from row 192
     assert launches[:2] == [0, (4, 64, 0)] and launches[-3:] == [16, (3, 64, 0), (1, 16, 192)]
+
+
+@pytest.mark.parametrize("batch, heads", [(2, 3), (7, 1)], ids=["even_slabs", "spare_program"])
+def test_slices_beyond_one_grid_dimension(monkeypatch, batch, heads):
+    """More (batch, head) slices than CUDA's 65535 per grid dimension (Swin-T from batch 342) take
+    grid dims 1 and 2: here with the limit lowered to 4, 6 slices run as 2 x 3 and 7 as 2 x 4 (one
+    spare program, which stores nothing); attention and the quantization launch stay bit-exact."""
+    from qflash import kernel
+    monkeypatch.setattr(kernel, "GRID_YZ", 4)
+    rng = np.random.default_rng(37)
+    q, k, v = (rng.normal(0, 1, (batch, heads, 70, 16)).astype(np.float32) for _ in range(3))
+    recipe = ism.Recipe.default()
+    values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+    assert_float_output(n(qflash.attention(t(q), t(k), t(v), recipe=recipe)), recipe.attention_int(q, k, v))
+
+
+@given(d=st.integers(1, 2**16), n=st.one_of(st.integers(0, 2**31 - 1), st.integers(2**31 - 2**17, 2**31 - 1)))
+def test_division_by_the_head_count_is_exact(d, n):
+    """The kernel's ``bh // H`` as ``(bh * M) >> s`` (an unsigned 32 x 32 -> 64-bit product) equals
+    the integer quotient for every slice index below 2**31; head counts beyond 2**16 are refused."""
+    from qflash.kernel import div_magic
+    m, s = div_magic(d)
+    m &= 0xFFFFFFFF  # the multiplier's uint32 bits, as the kernel's IMAD.WIDE.U32 reads them
+    assert (n * m) >> s == n // d
+    if n + d < 2**31:  # and the next quotient starts where it should
+        assert ((n + d) * m) >> s == n // d + 1
+    with pytest.raises(ValueError, match="head count 65537 out of range"):
+        div_magic(2**16 + 1)
