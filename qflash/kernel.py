@@ -872,17 +872,17 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         return [0] * 3 if t is None else [*bh_strides(t, H), int(t.dim() == 2)]
     float_strides = scale_strides(float_scales[0]) + scale_strides(float_scales[1]) if spec.float_softmax else [0] * 6
     ptx = not interpreted(_qflash_fwd)
-    # (split phase, grid, first row, row launch, BLOCK_M and warps, options) of each launch
-    rows = dict(BLOCK_M=block_m, num_warps=num_warps)
+    # (split phase, grid, first row, row launch, BLOCK_M, warps and launch options) of each launch
+    blocks = dict(BLOCK_M=block_m, num_warps=num_warps)
     if n_splits > 1:  # split keys: two launches over every row block
-        launches = [(SPLIT_MAX, grid, 0, ROWS_ALL, rows), (SPLIT_SUM, grid, 0, ROWS_ALL, rows)]
+        launches = [(SPLIT_MAX, grid, 0, ROWS_ALL, blocks), (SPLIT_SUM, grid, 0, ROWS_ALL, blocks)]
     elif spec.two_pass and not one_tile and NQ > block_m and 0 < NQ % block_m <= tail_block_m:
         full = NQ // block_m * block_m
         tail = dict(BLOCK_M=tail_block_m, num_warps=1, **({"launch_pdl": True} if ptx else {}))
-        launches = [(SPLIT_NONE, (full // block_m,) + grid[1:], 0, ROWS_MAIN, rows),
+        launches = [(SPLIT_NONE, (full // block_m,) + grid[1:], 0, ROWS_MAIN, blocks),
                     (SPLIT_NONE, (triton.cdiv(NQ - full, tail_block_m),) + grid[1:], full, ROWS_TAIL, tail)]
     else:
-        launches = [(SPLIT_NONE, grid, 0, ROWS_ALL, rows)]
+        launches = [(SPLIT_NONE, grid, 0, ROWS_ALL, blocks)]
     for phase, grid, row0, row_launch, config in launches:
         launcher(
             _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
@@ -892,8 +892,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             *(float_scales[:2] if spec.float_softmax else (table, table)),
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
             tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
-            H, *div_magic(H), B * H, batch2, NQ, NK, readable_keys(v8), f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0),
-            keys_per_split // block_n, row0,
+            H, *div_magic(H), B * H, batch2, NQ, NK, readable_keys(v8),
+            f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0), keys_per_split // block_n, row0,
             BLOCK_N=block_n, TILE_N=max(block_n, 32), num_stages=num_stages,
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
             DERIVE=derive, Q_ROWS=q_rows,
