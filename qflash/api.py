@@ -430,9 +430,11 @@ def _check_static(static, recipe: Recipe, call: Call, device, out_scale, needs_a
 
 # -- implementations (no validation; the public functions and the torch.library ops validate) ----
 def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: OutKind, out_dtype, flags=None,
-         amax=None, voff=None, s_v=None, float_scales=None):
+         amax=None, voff=None, s_v=None, float_scales=None, scales=None):
     """Launch the kernel. ``s_v``: V's per-channel scales (B*H, D), for float output.
-    ``float_scales``: ``(s_q, s_k, s_v, logit scale)`` of the float softmax baseline (no table)."""
+    ``float_scales``: ``(s_q, s_k, s_v, logit scale)`` of the float softmax baseline (no table).
+    ``scales``: int8 inputs' ``(s_q, s_k, s_v)`` from which the kernel derives its constants (no
+    table; :func:`_derives_from_scales`)."""
     spec = _spec(recipe, call.D, call.mask_kind, out_kind)
     out = plan.empty((call.B, call.H, call.NQ, call.D), out_dtype, q8.device)
     per_channel = out_kind == OutKind.FLOAT and recipe.v_granularity.per_channel
@@ -441,7 +443,8 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
                          lut=_lut(recipe.exp, str(q8.device)), batch2=call.B2, flags=flags, amax=amax, voff=voff,
                          s_v=s_v if per_channel and float_scales is None else None,
                          derive_scale=call.scale if table is None and float_scales is None else None,
-                         q_rows=amax is not None and recipe.q_granularity.block()[1] == 1,
+                         q_rows=(amax is not None or scales is not None) and recipe.q_granularity.block()[1] == 1,
+                         scales=scales,
                          splits=_splits(spec, call, config["block_m"]), float_scales=float_scales,
                          tail_block_m=_tail_rows(call, config["block_m"]), **config)
     return out.reshape(call.batch + out.shape[1:])
@@ -536,15 +539,24 @@ def _q_on_load(recipe: Recipe, derive: bool) -> bool:
     return derive and recipe.q_granularity.block()[1] == 1
 
 
+def _derives_from_scales(recipe: Recipe) -> bool:
+    """Whether a float-output call on int8 inputs without a table lets the kernel derive its
+    constants from the scales: Q per token, whose table would hold a 64-byte row per query (at A4
+    batch 256, 154 MB written and read again), and V's scale one per slice."""
+    return recipe.q_granularity.block()[1] == 1 and not recipe.v_granularity.per_channel
+
+
 def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table, derive: bool = False):
-    """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax)``. Ranges measured
+    """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax, scales)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
     flags slices holding NaN or Inf), or, where :func:`_on_load` says so, on load (``amax`` set,
     q, k, v passed as they are, ``s_v`` None: the table holds it; the kernel finds NaN and Inf
     itself). Measured ranges quantize on load too when each is one per tensor or head: a range
     launch, the table derived from the ranges, then the attention kernel; with ``derive`` (float
     output, which needs no table afterwards), in a small call (:func:`_small`), each attention
-    program derives its own row instead (``table`` None): one launch less on the host."""
+    program derives its own row instead (``table`` None): one launch less on the host. Quantized
+    apart with ``derive`` and Q per token (:func:`_derives_from_scales`), the kernel derives its rows'
+    constants from the scales (``scales``; no table)."""
     # static K and V ranges; a Q per token or block is reduced in the quantization launch (amax_q
     # None: K's range stands in for it, never read)
     amax = None if amax_k is None else (amax_k if amax_q is None else amax_q, amax_k, amax_v)
@@ -556,12 +568,14 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
             table = None if derive and _small(call) or _q_on_load(recipe, derive) else \
                 qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ, from_amax=True)
-        return _flat(q), _flat(k), _flat(v), None, table, None, amax  # V's scale: in the table (DEQ)
+        return _flat(q), _flat(k), _flat(v), None, table, None, amax, None  # V's scale: in the table (DEQ)
     flags = None if amax is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
     (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags)
+    if table is None and derive and _derives_from_scales(recipe):
+        return q8, k8, v8, s_v, None, flags, None, (s_q, s_k, s_v)
     if table is None:
         table = qz.table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ)
-    return q8, k8, v8, s_v, table, flags, None
+    return q8, k8, v8, s_v, table, flags, None, None
 
 
 def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
@@ -573,15 +587,19 @@ def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_
         (q8, s_q), (k8, s_k), (v8, s_v) = _backend()[0].quantize_qkv(_flat(q), _flat(k), _flat(v), recipe)
         return _run(recipe, call, q8, k8, v8, None, attn_mask, OutKind.FLOAT, out_dtype,
                     float_scales=(s_q, s_k, s_v, call.scale))
-    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table,
-                                                     derive=True)
-    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v)
+    q8, k8, v8, s_v, table, flags, amax, scales = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table,
+                                                             derive=True)
+    return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v,
+                scales=scales)
 
 
 def _attention_int8(recipe, call, q8, k8, v8, s_q, s_k, s_v, attn_mask, out_scale, out_dtype, table=None):
     if recipe.accumulation.float_softmax:
         return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), None, attn_mask, OutKind.FLOAT, out_dtype,
                     float_scales=(s_q, s_k, s_v, call.scale))
+    if table is None and out_scale is None and _derives_from_scales(recipe):
+        return _run(recipe, call, _flat(q8), _flat(k8), _flat(v8), None, attn_mask, OutKind.FLOAT, out_dtype,
+                    scales=(s_q, s_k, s_v))
     if table is None:
         table = _backend()[0].table(recipe, s_q, s_k, s_v, call.scale, call.B, call.H, call.NQ, out_scale)
     out_kind = OutKind.FLOAT if out_scale is None else OutKind.INT8
@@ -713,7 +731,7 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     if static is not None:
         _check_static(static, recipe, call, q.device, None, needs_amax=True, heads=g.heads)
         statics = (static.amax_q, static.amax_k, static.amax_v, static.table)
-    q8, k8, v8, s_v, table, flags, amax = _quantized(recipe, call, q, k, v, *statics)
+    q8, k8, v8, s_v, table, flags, amax, _ = _quantized(recipe, call, q, k, v, *statics)
     values = _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.INT32, torch.int32, flags, amax)
     # the output scale s_v 2**-F: from the quantization, or the static table's DEQ column (the same float32)
     scale = s_v * 2.0**-recipe.out_frac_bits if s_v is not None else table[:, 0, Col.DEQ].view(torch.float32)

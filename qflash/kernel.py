@@ -555,7 +555,7 @@ def _qflash_fwd(
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
-    HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr,
+    HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr, SCALES: tl.constexpr,
 ):
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
@@ -596,6 +596,13 @@ def _qflash_fwd(
         if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
             derived = table_row(s_q, s_k, s_v, logit_scale, 1.0,
                                 ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
+    elif SCALES:  # int8 inputs with their float32 scales: the constants derived here too (no table launch)
+        if Q_ROWS:  # Q per token: one constant row per query
+            s_q = tl.load(SqRows + b * ssqb + h * ssqh + tl.minimum(offs_m, NQ - 1) * ssqm)
+        else:
+            s_q = tl.load(AmaxQ + b * sabq + h * sahq)
+        derived = table_row(s_q, tl.load(AmaxK + b * sabk + h * sahk), tl.load(AmaxV + b * sabv + h * sahv),
+                            logit_scale, 1.0, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
     # the integer constants: scalars (one table row per program), or per query row
     trow = Tab + b * stb + h * sth
     if ROW_TABLE:
@@ -795,7 +802,7 @@ def readable_keys(v8) -> int:
 def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, block_m: int = 64,
            block_n: int | None = None, num_warps: int = 4, num_stages: int = 2, launcher=launch_kernel, flags=None,
            amax=None, voff=None, s_v=None, derive_scale: float | None = None, splits: int = 1, float_scales=None,
-           q_rows: bool = False, tail_block_m: int = 0, **options):
+           q_rows: bool = False, tail_block_m: int = 0, scales=None, **options):
     """Launch the kernel on int8 ``(B, H, N, D)`` tensors (any strides) and a constant table.
 
     ``mask``: a tensor already broadcast (by strides) to ``(B // batch2, batch2, H, Nq, Nk)``
@@ -810,7 +817,12 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     ``derive_scale``: with ``amax`` and no ``table`` (None), each program derives its constant row
     from the ranges and this logit scale (float output; one launch less than the table kernel).
     ``q_rows`` (with ``derive_scale``): Q is per token, its ranges measured by each program on the
-    rows it loads (``amax[0]`` unread); the derived constants are then one per query row.
+    rows it loads (``amax[0]`` unread), or its scales read per row from ``scales[0]``; the derived
+    constants are then one per query row.
+    ``scales`` (with ``derive_scale``, no ``amax``): int8 inputs' float32 scales ``(s_q, s_k, s_v)``
+    as :func:`qflash.quantize.quantize_qkv` gives them (``s_q`` (B*H, Nq) with ``q_rows``), from
+    which each program derives its constants as the table kernel would: no table launch, and no
+    per-row table to write and read (Q per token: 64 B per query row).
     ``block_n``: keys per tile of two-pass rules (online rules use the recipe's ``block_n``).
     ``float_scales``: the float softmax baseline's float32 scales ``(s_q, s_k, s_v)``, each of shape
     (1,), (B*H,), or (B*H, n) per row, key or channel (as :func:`qflash.quantize.quantize_qkv` gives
@@ -833,14 +845,15 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     else:
         block_n = spec.block_n
     derive = derive_scale is not None
-    if derive and (amax is None or table is not None or spec.out_kind == OutKind.INT8):
-        raise ValueError("derive_scale needs ranges (amax), no table and a float or int32 output")
-    if q_rows and not derive:
-        raise ValueError("q_rows (Q's ranges measured on load) derives its rows' constants: pass derive_scale")
+    if derive and ((amax is None) == (scales is None) or table is not None or spec.out_kind == OutKind.INT8):
+        raise ValueError("derive_scale needs ranges (amax) or int8 scales (scales), no table and a float or int32 "
+                         "output")
+    if (q_rows or scales is not None) and not derive:
+        raise ValueError("q_rows and scales derive the constants in the kernel: pass derive_scale")
     if spec.float_softmax != (float_scales is not None):
         raise ValueError("the float softmax baseline takes float_scales and no table; integer recipes the reverse")
     if derive:
-        table, tab_b, tab_h, tab_m = amax[0], 0, 0, 0  # (the pointer is never read)
+        table, tab_b, tab_h, tab_m = (amax or scales)[1], 0, 0, 0  # (the pointer is never read)
     elif spec.float_softmax:
         table, tab_b, tab_h, tab_m = float_scales[2], 0, 0, 0  # (never read: no integer constants)
     else:  # table rows: one, per head (static scales), or per (batch, head); times Nq when per row
@@ -865,12 +878,16 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         scratch = (empty((grid[2], n_rows), torch.int32, q8.device), empty((grid[2], n_rows), torch.int32, q8.device),
                    empty((grid[2], n_rows, D), torch.int64 if spec.acc_bits == 64 else torch.int32, q8.device),
                    empty((grid[0] * grid[1],), torch.int32, q8.device, zero=True))
-    range_strides = [x for a in amax for x in bh_strides(a, H)] if amax is not None else [0] * 6
+    ranges = amax or scales  # the kernel's AmaxQ/K/V: ranges to quantize on load, or int8 inputs' scales
+    range_strides = [x for a in ranges for x in bh_strides(a, H)] if ranges is not None else [0] * 6
     s_cols = float_scales[2] if spec.float_softmax else s_v  # V's scales, read per output channel (or None)
 
     def scale_strides(t):  # (b, h, row or channel) strides of a scale vector; 0 where it repeats
         return [0] * 3 if t is None else [*bh_strides(t, H), int(t.dim() == 2)]
-    float_strides = scale_strides(float_scales[0]) + scale_strides(float_scales[1]) if spec.float_softmax else [0] * 6
+    if spec.float_softmax:
+        float_strides = scale_strides(float_scales[0]) + scale_strides(float_scales[1])
+    else:  # (SqRows: Q's scales per row for the derivation from scales)
+        float_strides = scale_strides(scales[0] if scales is not None else None) + [0] * 3
     ptx = not interpreted(_qflash_fwd)
     # (split phase, grid, first row, row launch, BLOCK_M, warps and launch options) of each launch
     blocks = dict(BLOCK_M=block_m, num_warps=num_warps)
@@ -887,16 +904,16 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         launcher(
             _qflash_fwd, grid, q8, k8, v8, out, table, mask if mask is not None else q8,
             lut if lut is not None else table, flags if flags is not None else table,
-            *(amax if amax is not None else (table,) * 3), voff if voff is not None else table,
+            *(ranges if ranges is not None else (table,) * 3), voff if voff is not None else table,
             s_cols if s_cols is not None else table, *scratch,
-            *(float_scales[:2] if spec.float_softmax else (table, table)),
+            *(float_scales[:2] if spec.float_softmax else (scales[0] if scales is not None else table, table)),
             *q8.stride(), *k8.stride(), *v8.stride(), *out.stride(),
             tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
             H, *div_magic(H), B * H, batch2, NQ, NK, readable_keys(v8),
             f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0), keys_per_split // block_n, row0,
             BLOCK_N=block_n, TILE_N=max(block_n, 32), num_stages=num_stages,
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
-            DERIVE=derive, Q_ROWS=q_rows,
+            DERIVE=derive, Q_ROWS=q_rows, SCALES=scales is not None,
             PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
             ROW_LAUNCH=row_launch.value, **spec.constexprs(), **config, **options,

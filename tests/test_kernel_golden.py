@@ -716,3 +716,27 @@ def test_division_by_the_head_count_is_exact(d, n):
         assert ((n + d) * m) >> s == n // d + 1
     with pytest.raises(ValueError, match="head count 65537 out of range"):
         div_magic(2**16 + 1)
+
+
+def test_q_per_token_constants_derived_from_the_scales(monkeypatch):
+    """Float output with Q per token on int8 inputs, or quantized apart: no table launch (a per-row
+    table is 64 bytes per query); each program derives its rows' constants from s_q, s_k and s_v as
+    the table kernel would: bit for bit with the golden model, and a Q row holding NaN gives NaN."""
+    from qflash import api
+    monkeypatch.setattr(api._backend()[0], "table", lambda *a, **k: pytest.fail("table launch"))
+    rng = np.random.default_rng(43)
+    q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
+    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
+    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
+    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+                                          v_granularity=ism.PerHead())
+    gold = recipe.attention_int(q, k, v, attn_bias=bias)
+    assert_float_output(n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe)), gold)
+    (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+    scales = (t(s_q.reshape(6, 100)), t(np.broadcast_to(s_k, (2, 3, 1, 1)).reshape(6)),
+              t(np.broadcast_to(s_v, (2, 3, 1, 1)).reshape(6)))  # the API's (B*H, N) and (B*H,) shapes
+    assert_float_output(n(qflash.attention_int8(t(q8), t(k8), t(v8), *scales, t(bias), recipe=recipe)), gold)
+    q[1, 2, 7, 3] = np.nan
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=recipe))
+    assert np.isnan(out[1, 2, 7]).all() and np.isfinite(np.delete(out[1, 2], 7, axis=0)).all()
+    assert np.isfinite(out[0]).all()
