@@ -25,7 +25,14 @@ def twin(kind: str):
 
 
 def _midrange(x: torch.Tensor) -> torch.Tensor:
-    return (x.amax(dim=-2, keepdim=True) + x.amin(dim=-2, keepdim=True)) / 2
+    lo, hi = torch.aminmax(x, dim=-2, keepdim=True)  # (one pass over x for both)
+    return (hi + lo) / 2
+
+
+def _abs_max(x: torch.Tensor) -> torch.Tensor:
+    """``max |x|`` per channel over the keys, from one min/max pass (no ``abs`` copy): ``-min`` is exact."""
+    lo, hi = torch.aminmax(x, dim=-2, keepdim=True)
+    return torch.maximum(hi, -lo)
 
 
 @twin("key_offset")
@@ -41,8 +48,7 @@ def value_offset(q, k, v):
 
 @twin("channel_balance")
 def channel_balance(q, k, v):
-    a_q = q.abs().amax(dim=-2, keepdim=True)
-    a_k = k.abs().amax(dim=-2, keepdim=True)
+    a_q, a_k = _abs_max(q), _abs_max(k)
     live = (a_q > 0) & (a_k > 0)
     one = torch.ones_like(a_q)
     s = torch.where(live, sqrt_f32(torch.where(live, a_k, one) / torch.where(live, a_q, one)), one)
