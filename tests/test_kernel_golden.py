@@ -198,6 +198,18 @@ def test_static_k_v_beside_a_q_measured_per_call(q_gran):
         qflash.attention_int8(q8, q8, q8, recipe=recipe, static=static)
 
 
+def _per_token_q_case(seed):
+    """float32 q (2, 3, 100, 32) with rows of scales 0.1-4, k and v (2, 3, 90, 32), a float bias, and
+    the recipe with Q per token, K and V per head."""
+    rng = np.random.default_rng(seed)
+    q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
+    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
+    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
+    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+                                          v_granularity=ism.PerHead())
+    return q, k, v, bias, recipe
+
+
 @pytest.mark.parametrize("static", [False, True], ids=["measured_k_v", "static_k_v"])
 def test_q_per_token_measured_on_load(monkeypatch, static):
     """Small float calls with Q per token: each attention program measures its own rows' ranges on
@@ -211,12 +223,7 @@ def test_q_per_token_measured_on_load(monkeypatch, static):
     rows = []
     launch = kernel.launch
     monkeypatch.setattr(kernel, "launch", lambda *a, **k: rows.append(k["q_rows"]) or launch(*a, **k))
-    rng = np.random.default_rng(101)
-    q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
-    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
-    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
-                                          v_granularity=ism.PerHead())
+    q, k, v, bias, recipe = _per_token_q_case(101)
     amax_k, amax_v = np.full(3, 7.0, np.float32), np.full(3, 8.0, np.float32)
     scales = qflash.static_scales(recipe, None, amax_k, amax_v, heads=3, head_dim=32, device=DEVICE) if static \
         else None
@@ -724,12 +731,7 @@ def test_q_per_token_constants_derived_from_the_scales(monkeypatch):
     the table kernel would: bit for bit with the golden model, and a Q row holding NaN gives NaN."""
     from qflash import api
     monkeypatch.setattr(api._backend()[0], "table", lambda *a, **k: pytest.fail("table launch"))
-    rng = np.random.default_rng(43)
-    q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
-    k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
-    bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
-                                          v_granularity=ism.PerHead())
+    q, k, v, bias, recipe = _per_token_q_case(43)
     gold = recipe.attention_int(q, k, v, attn_bias=bias)
     assert_float_output(n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe)), gold)
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
