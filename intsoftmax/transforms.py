@@ -20,8 +20,11 @@ matches the golden integers bit for bit. (A general SmoothQuant exponent alpha w
 platform rounds correctly; hence alpha = 1/2.) The statistics are measured per call,
 per leading index (per batch and head): K stays one tensor or head per scale, so integer
 comparability holds. A recipe applies its transforms in order (``Recipe.transforms``);
-``docs/algorithms.md`` section 11 derives them. On the device ``qflash.attention`` applies them
-with torch twins (:mod:`qflash.transforms`); :meth:`Transform.fold` is their static form, which
+``docs/algorithms.md`` section 11 derives them. Each transform is data: one per-channel
+operation per tensor (``Transform.OPS``) and its constants from the channels' maxima and minima,
+so a chain of them follows exactly from one measurement of the raw inputs (:func:`derive`). On the
+device ``qflash.attention`` measures once and rewrites inside the quantization launch
+(:mod:`qflash.transforms`); :meth:`Transform.fold` is their static form, which
 ``qflash.calibrate`` folds into a model's projections.
 """
 from __future__ import annotations
@@ -31,60 +34,93 @@ import numpy as np
 from .strategy import Strategy, register
 
 
-class Transform(Strategy):
-    """Base class: ``apply(q, k, v)`` returns ``(q, k, v, v_offset)``; ``v_offset`` (broadcastable
-    to the output, or None) is added back to every row that attends to at least one key.
+#: The elementwise operations a transform applies to a channel of q, k or v with its constant.
+SUB, MUL, DIV = "sub", "mul", "div"
 
-    ``fold(hi, lo)`` is the static form (calibration): from per-channel maxima ``hi`` and minima
-    ``lo`` of q, k, v (tuples of float32 arrays (..., D) over the calibration data, already
-    rewritten by the transforms before this one) it returns ``(scales, shifts, v_offset)``, the
-    per-channel affine map ``x <- x * scale + shift`` of each tensor (None: unchanged; scales are
-    positive) that a projection's weights and bias can absorb, and V's offset."""
+
+def operate(op, x, c):
+    """``x - c``, ``x * c`` or ``x / c`` in float32 (one correctly rounded operation)."""
+    if op == SUB:
+        return x - c
+    return x * c if op == MUL else x / c
+
+
+def measure(q, k, v):
+    """Per-channel maxima and minima over the rows (axis -2) of q, k, v: ``(hi, lo)``, tuples of
+    float32 (..., 1, D) arrays (NaN where a channel holds NaN)."""
+    return (tuple(x.max(axis=-2, keepdims=True) for x in (q, k, v)),
+            tuple(x.min(axis=-2, keepdims=True) for x in (q, k, v)))
+
+
+class Transform(Strategy):
+    """Base class. A transform applies at most one per-channel operation to each of q, k and v:
+    ``OPS[i]`` (``SUB``, ``MUL``, ``DIV`` or None) with the constant ``constants(hi, lo)[i]``,
+    computed from the per-channel maxima ``hi`` and minima ``lo`` of q, k, v over the rows
+    (tuples of float32 (..., 1, D) arrays). ``MUL`` and ``DIV`` constants are positive, so every
+    operation is monotone and maps a channel's maximum and minimum to the rewritten channel's:
+    a chain of transforms follows from one measurement (:func:`derive`). V is only shifted, and
+    its shift is added back to every row that attends to a key.
+
+    ``apply(q, k, v)`` returns ``(q, k, v, v_offset)`` (``v_offset`` broadcastable to the output,
+    or None); ``fold(hi, lo)`` is the static form (calibration): ``(scales, shifts, v_offset)``,
+    the per-channel affine map ``x <- x * scale + shift`` of each tensor (None: unchanged) that a
+    projection's weights and bias can absorb, from maxima and minima over calibration data."""
+
+    OPS = (None, None, None)
+
+    def constants(self, hi, lo):
+        raise NotImplementedError
 
     def apply(self, q, k, v):
-        raise NotImplementedError
+        c = self.constants(*measure(q, k, v))
+        out = tuple(x if op is None else operate(op, x, ci) for op, x, ci in zip(self.OPS, (q, k, v), c))
+        return (*out, c[2] if self.OPS[2] == SUB else None)
 
     def fold(self, hi, lo):
-        raise NotImplementedError
+        c = self.constants(hi, lo)
+        scales = tuple(np.float32(1) / ci if op == DIV else ci if op == MUL else None for op, ci in zip(self.OPS, c))
+        shifts = tuple(-ci if op == SUB else None for op, ci in zip(self.OPS, c))
+        return scales, shifts, c[2] if self.OPS[2] == SUB else None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.OPS[2] not in (None, SUB):
+            raise TypeError(f"{cls.__name__}: V may only be shifted (its shift is added back to the output)")
 
 
-def _midrange(x: np.ndarray) -> np.ndarray:
-    """Per channel over the keys (axis -2): ``(max + min) / 2`` in float32, shape (..., 1, D)."""
-    return (x.max(axis=-2, keepdims=True) + x.min(axis=-2, keepdims=True)) / np.float32(2)
+def _midrange(hi, lo):
+    """``(max + min) / 2`` per channel in float32."""
+    return (hi + lo) / np.float32(2)
+
+
+def _abs_max(hi, lo):
+    """``max |x|`` per channel from its maximum and minimum (NaN stays NaN)."""
+    return np.maximum(np.abs(hi), np.abs(lo))
 
 
 @register("transform", "key_offset")
 class KeyOffset(Transform):
-    def apply(self, q, k, v):
-        return q, k - _midrange(k), v, None
+    OPS = (None, SUB, None)
 
-    def fold(self, hi, lo):
-        return (None, None, None), (None, -(hi[1] + lo[1]) / np.float32(2), None), None
+    def constants(self, hi, lo):
+        return None, _midrange(hi[1], lo[1]), None
 
 
 @register("transform", "value_offset")
 class ValueOffset(Transform):
-    def apply(self, q, k, v):
-        c = _midrange(v)
-        return q, k, v - c, c
+    OPS = (None, None, SUB)
 
-    def fold(self, hi, lo):
-        c = (hi[2] + lo[2]) / np.float32(2)
-        return (None, None, None), (None, None, -c), c
+    def constants(self, hi, lo):
+        return None, None, _midrange(hi[2], lo[2])
 
 
 @register("transform", "channel_balance")
 class ChannelBalance(Transform):
-    def apply(self, q, k, v):
-        a_q = np.abs(q).max(axis=-2, keepdims=True)
-        a_k = np.abs(k).max(axis=-2, keepdims=True)
-        s = _balance(a_q, a_k)
-        return q * s, k / s, v, None
+    OPS = (MUL, DIV, None)
 
-    def fold(self, hi, lo):
-        a_q, a_k = (np.maximum(np.abs(hi[i]), np.abs(lo[i])) for i in (0, 1))
-        s = _balance(a_q, a_k)
-        return (s, np.float32(1) / s, None), (None, None, None), None
+    def constants(self, hi, lo):
+        s = _balance(_abs_max(hi[0], lo[0]), _abs_max(hi[1], lo[1]))
+        return s, s, None
 
 
 def _balance(a_q, a_k):
@@ -106,15 +142,34 @@ def sqrt_f32(r: np.ndarray) -> np.ndarray:
     return np.where(((s.astype(np.float64) + down) / 2) ** 2 > r64, down, s)
 
 
-def compose(transforms, q, k, v, apply):
-    """``apply(t, q, k, v)`` for each transform in order: ``(q, k, v, v_offset)``, the value
-    offsets summed (or None). :func:`apply_all` here, and qflash's torch twins, run through it."""
-    offset = None
+def derive(transforms, hi, lo):
+    """The chain of ``transforms`` from one measurement (:func:`measure`) of the raw inputs:
+    ``(steps, hi, lo)`` with ``steps`` one ``(OPS, constants)`` per transform and ``hi``, ``lo``
+    the rewritten tensors' maxima and minima. Exact: every operation is monotone and correctly
+    rounded, so ``max_j fl(x_j op c) = fl(max_j x_j op c)`` (and so for the minimum), and applying
+    the steps (:func:`apply_steps`) gives :func:`apply_all`'s values bit for bit (finite inputs;
+    NaN stays NaN). This is what the device computes: one statistics pass, then the rewrite
+    fused into the quantization."""
+    hi, lo = tuple(hi), tuple(lo)
+    steps = []
     for t in transforms:
-        q, k, v, c = apply(t, q, k, v)
-        if c is not None:
-            offset = c if offset is None else offset + c
-    return q, k, v, offset
+        c = t.constants(hi, lo)
+        steps.append((t.OPS, c))
+        hi = tuple(h if op is None else operate(op, h, ci) for op, h, ci in zip(t.OPS, hi, c))
+        lo = tuple(m if op is None else operate(op, m, ci) for op, m, ci in zip(t.OPS, lo, c))
+    return steps, hi, lo
+
+
+def apply_steps(steps, q, k, v):
+    """The steps of :func:`derive` on float32 q, k, v: ``(q, k, v, v_offset)`` as :func:`apply_all`."""
+    xs, offset = [q, k, v], None
+    for ops, c in steps:
+        for i, op in enumerate(ops):
+            if op is not None:
+                xs[i] = operate(op, xs[i], c[i])
+        if ops[2] == SUB:
+            offset = c[2] if offset is None else offset + c[2]
+    return (*xs, offset)
 
 
 def fold_all(transforms, hi, lo):
@@ -142,4 +197,9 @@ def apply_all(transforms, q, k, v):
     """Apply ``transforms`` in order to float32 ``q, k, v``: ``(q, k, v, v_offset)``, the value
     offsets summed (float32, or None)."""
     q, k, v = (np.asarray(x, dtype=np.float32) for x in (q, k, v))
-    return compose(transforms, q, k, v, lambda t, q, k, v: t.apply(q, k, v))
+    offset = None
+    for t in transforms:  # each transform measures the tensors its predecessors left
+        q, k, v, c = t.apply(q, k, v)
+        if c is not None:
+            offset = c if offset is None else offset + c
+    return q, k, v, offset

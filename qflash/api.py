@@ -546,7 +546,8 @@ def _derives_from_scales(recipe: Recipe) -> bool:
     return recipe.q_granularity.block()[1] == 1 and not recipe.v_granularity.per_channel
 
 
-def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table, derive: bool = False):
+def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, table, derive: bool = False,
+               rewrite=None):
     """What the kernel reads: ``(q8, k8, v8, s_v, table, flags, amax, scales)``. Ranges measured
     (dynamic; a NaN range poisons the table) or static: quantized by a separate launch (which
     flags slices holding NaN or Inf), or, where :func:`_on_load` says so, on load (``amax`` set,
@@ -556,21 +557,22 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
     output, which needs no table afterwards), in a small call (:func:`_small`), each attention
     program derives its own row instead (``table`` None): one launch less on the host. Quantized
     apart with ``derive`` and Q per token (:func:`_derives_from_scales`), the kernel derives its rows'
-    constants from the scales (``scales``; no table)."""
+    constants from the scales (``scales``; no table). ``rewrite``: the input transforms
+    (:func:`qflash.transforms.prepare`), applied by the quantization launch with their ranges."""
     # static K and V ranges; a Q per token or block is reduced in the quantization launch (amax_q
     # None: K's range stands in for it, never read)
     amax = None if amax_k is None else (amax_k if amax_q is None else amax_q, amax_k, amax_v)
     qz = _backend()[0]
     q_known = amax_q is not None or _q_on_load(recipe, derive)  # Q's ranges: static, or measured on load
     static_on_load = amax is not None and q_known and not recipe.v_granularity.per_channel  # (V: one range)
-    if _on_load(call) and (static_on_load or amax is None and _ranges_apart(recipe, derive)):
+    if rewrite is None and _on_load(call) and (static_on_load or amax is None and _ranges_apart(recipe, derive)):
         if amax is None:  # measured ranges: one range launch, the table from them, no int8 copies
             amax = qz.ranges(_flat(q), _flat(k), _flat(v), recipe)
             table = None if derive and _small(call) or _q_on_load(recipe, derive) else \
                 qz.table(recipe, *amax, call.scale, call.B, call.H, call.NQ, from_amax=True)
         return _flat(q), _flat(k), _flat(v), None, table, None, amax, None  # V's scale: in the table (DEQ)
     flags = None if amax is None else plan.empty(call.B * call.H, torch.int32, q.device, zero=True)
-    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags)
+    (q8, s_q), (k8, s_k), (v8, s_v) = qz.quantize_qkv(_flat(q), _flat(k), _flat(v), recipe, amax, flags, rewrite)
     if table is None and derive and _derives_from_scales(recipe):
         return q8, k8, v8, s_v, None, flags, None, (s_q, s_k, s_v)
     if table is None:
@@ -579,16 +581,16 @@ def _quantized(recipe: Recipe, call: Call, q, k, v, amax_q, amax_k, amax_v, tabl
 
 
 def _attention(recipe, call, q, k, v, attn_mask, amax_q=None, amax_k=None, amax_v=None, table=None):
-    out_dtype, voff = q.dtype, None
-    if recipe.transforms:  # rewrite the float inputs first (torch twins of the golden transforms)
-        q, k, v, c = _backend_transforms().apply_all(recipe.transforms, q, k, v)
-        voff = None if c is None else c.reshape(call.B * call.H, call.D)
+    out_dtype, voff, rewrite = q.dtype, None, None
+    if recipe.transforms:  # one statistics launch; the quantization launch rewrites as it loads
+        rewrite = _backend_transforms().prepare(recipe, _flat(q), _flat(k), _flat(v))
+        voff = rewrite.v_offset
     if recipe.accumulation.float_softmax:  # INT-FlashAttention's baseline: its scales, no constant table
         (q8, s_q), (k8, s_k), (v8, s_v) = _backend()[0].quantize_qkv(_flat(q), _flat(k), _flat(v), recipe)
         return _run(recipe, call, q8, k8, v8, None, attn_mask, OutKind.FLOAT, out_dtype,
                     float_scales=(s_q, s_k, s_v, call.scale))
     q8, k8, v8, s_v, table, flags, amax, scales = _quantized(recipe, call, q, k, v, amax_q, amax_k, amax_v, table,
-                                                             derive=True)
+                                                             derive=True, rewrite=rewrite)
     return _run(recipe, call, q8, k8, v8, table, attn_mask, OutKind.FLOAT, out_dtype, flags, amax, voff, s_v,
                 scales=scales)
 

@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from intsoftmax import plan
+from intsoftmax import transforms as golden_transforms
 
 from .exp import exp_twin
 from .launcher import interpreted, launch
@@ -46,6 +47,22 @@ AMAX_TILE = 8192
 def f64_bits(x: float) -> int:
     """A float64 as the int64 bit pattern the kernels read back with a bitcast (exact, no tensor)."""
     return struct.unpack("<q", struct.pack("<d", float(x)))[0]
+
+
+#: The input transforms' per-channel operations (:mod:`intsoftmax.transforms`) as kernel codes (0: none).
+OP_CODES = {None: 0, golden_transforms.SUB: 1, golden_transforms.MUL: 2, golden_transforms.DIV: 3}
+OP_SUB, OP_MUL = tl.constexpr(1), tl.constexpr(2)
+
+
+@triton.jit
+def operate(x, c, OP: tl.constexpr):
+    """:func:`intsoftmax.transforms.operate` in float32, correctly rounded (``OP``: an ``OP_CODES`` value)."""
+    if OP == OP_SUB:
+        return x - c
+    elif OP == OP_MUL:
+        return x * c
+    else:
+        return tl.math.div_rn(x, c)
 
 
 @triton.jit
@@ -111,21 +128,28 @@ def _amax_kernel(XS, OUT, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr
 
 
 @triton.jit
-def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: tl.constexpr, D_P2: tl.constexpr,
-                   BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr, FLAGS: tl.constexpr,
-                   TRANSPOSE: tl.constexpr, PTX: tl.constexpr):
+def _quantize_rows(X, X8, Amax, S, Flags, C, sx, s8, sa, ss, b, h, block, N, H, BH, D: tl.constexpr,
+                   D_P2: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr,
+                   FLAGS: tl.constexpr, TRANSPOSE: tl.constexpr, PTX: tl.constexpr, OPS: tl.constexpr):
     """Quantize ``ROWS`` rows (block ``block``) of one ``(b, h)``; per-token and per-block ranges
     are reduced here, per-tensor and per-head ones read from ``Amax`` (strides ``sa``). Scales
     ``s = amax / 127`` go to ``S`` (strides ``ss``). ``FLAGS`` (static ranges, which a NaN cannot
     reach): a NaN or infinite input sets ``Flags[b * H + h]``, and the attention kernel makes
     that slice's output NaN. ``TRANSPOSE``: ``X8`` has its rows contiguous (V stored (B, H, D, N)),
-    so the tile is stored transposed, its stores running along the rows."""
+    so the tile is stored transposed, its stores running along the rows. ``OPS``: the input
+    transforms' operations on this tensor (:mod:`qflash.transforms`), applied in order with their
+    constants ``C[j, b * H + h, :]`` (:func:`operate`) before the ranges and the quantization."""
     r = tl.arange(0, BLOCK_R)
     rows = block * ROWS + r
     cols = tl.arange(0, D_P2)
     inside = (rows[:, None] < N) & (r[:, None] < ROWS) & (cols[None, :] < D)
     x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
                 other=0.0).to(tl.float32)
+    if len(OPS) > 0:
+        for j in tl.static_range(len(OPS)):
+            c = tl.load(C + (j * BH + b * H + h) * D + cols, mask=cols < D, other=1.0)
+            x = operate(x, c[None, :], OPS[j])
+        x = tl.where(inside, x, 0.0)  # (the padding stays 0 for the ranges reduced here)
     # ranges reduced here: x - x is NaN where x is NaN or infinite (max would skip a NaN), so a
     # non-finite row or block gets a NaN range and scale, and its outputs come out NaN
     if GRAN == GRAN_TOKEN:
@@ -164,9 +188,9 @@ def _quantize_rows(X, X8, Amax, S, Flags, sx, s8, sa, ss, b, h, block, N, H, D: 
 
 
 @triton.jit
-def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.constexpr, D_P2: tl.constexpr,
+def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, CS, SX, S8, SA, SSS, NS, H, BH, D: tl.constexpr, D_P2: tl.constexpr,
                      BLOCK_RS: tl.constexpr, ROWS: tl.constexpr, GRANS: tl.constexpr, FLAGS: tl.constexpr,
-                     TRANSPOSE: tl.constexpr, PTX: tl.constexpr):
+                     TRANSPOSE: tl.constexpr, PTX: tl.constexpr, OPS: tl.constexpr):
     """q, k, v to int8 in one launch (``program_id(2)`` picks the tensor, ``program_id(1)`` a block
     of rows; the (batch, head) slices along axis 0, which has no 65535 limit)."""
     bh = tl.program_id(0)
@@ -174,9 +198,9 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, SX, S8, SA, SSS, NS, H, D: tl.co
     for i in tl.static_range(3):
         if which == i:
             if tl.program_id(1) * ROWS[i] < NS[i]:
-                _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], Flags, SX[i], S8[i], SA[i], SSS[i], bh // H, bh % H,
-                               tl.program_id(1), NS[i], H, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
-                               TRANSPOSE[i], PTX)
+                _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], Flags, CS[i], SX[i], S8[i], SA[i], SSS[i], bh // H,
+                               bh % H, tl.program_id(1), NS[i], H, BH, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
+                               TRANSPOSE[i], PTX, OPS[i])
 
 
 @triton.jit
@@ -304,9 +328,11 @@ def ranges(q, k, v, recipe):
                  for i, kd in enumerate(kinds))
 
 
-def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
+def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None, rewrite=None):
     """INT8 q, k, v by the recipe's granularities, in one range launch (if any range must be
     measured) and one quantization launch. Returns ``((q8, s_q), (k8, s_k), (v8, s_v))``.
+    ``rewrite``: the input transforms' :class:`qflash.transforms.Rewrite` (its ranges are those
+    of the rewritten tensors, measured by its own launch), applied as each tile is loaded.
 
     Scales (float32): shape (1,) per tensor, (B*H,) per head, (B*H, N) per token / block, (B*H, D)
     per channel.
@@ -322,10 +348,12 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
     grans = (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity)
     kinds = tuple(gran_kind(g) for g in grans)
     dev = q.device
-    amaxes = tuple(amax_static) if amax_static is not None else ranges(q, k, v, recipe)
-    # heads read with stride 0 (grouped K/V, api._grouped) are stored once per group
-    hk = 1 if k.stride(1) == 0 else H
-    hv = 1 if v.stride(1) == 0 else H
+    amaxes = tuple(amax_static) if amax_static is not None else rewrite.ranges if rewrite is not None else \
+        ranges(q, k, v, recipe)
+    # heads read with stride 0 (grouped K/V, api._grouped) are stored once per group (unless the
+    # transforms rewrite each head apart)
+    hk = 1 if k.stride(1) == 0 and rewrite is None else H
+    hv = 1 if v.stride(1) == 0 and rewrite is None else H
     x8s = (empty((B, H, NQ, D), torch.int8, dev),
            empty((B, hk, NK, D), torch.int8, dev).expand(B, H, NK, D),
            empty((B, hv, D, -(-NK // 16) * 16), torch.int8, dev)[..., :NK].transpose(-1, -2)
@@ -336,12 +364,14 @@ def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None):
                    for kd, a, n in zip(kinds, amaxes, ns))
     rows = tuple(g.block()[1] if kd == 3 else 64 for g, kd in zip(grans, kinds))
     launch(_quantize_kernel, (B * H, max(triton.cdiv(n, r) for n, r in zip(ns, rows)), 3),
-           xs, x8s, amaxes, scales, flags if flags is not None else scales[0], tuple(x.stride() for x in xs),
+           xs, x8s, amaxes, scales, flags if flags is not None else scales[0],
+           rewrite.constants if rewrite is not None else scales, tuple(x.stride() for x in xs),
            tuple(x8.stride() for x8 in x8s),
            tuple(bh_strides(a, H) for a in amaxes), tuple((*bh_strides(s, H), int(s.dim() == 2)) for s in scales),
-           ns, H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
+           ns, H, B * H, D=D, D_P2=triton.next_power_of_2(D), BLOCK_RS=tuple(triton.next_power_of_2(r) for r in rows),
            ROWS=rows, GRANS=kinds, FLAGS=flags is not None, TRANSPOSE=tuple(x8.stride(2) == 1 for x8 in x8s),
-           PTX=not interpreted(_quantize_kernel), enable_fp_fusion=False)
+           PTX=not interpreted(_quantize_kernel), OPS=rewrite.ops if rewrite is not None else ((), (), ()),
+           enable_fp_fusion=False)
     return tuple(zip(x8s, scales))
 
 

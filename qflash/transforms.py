@@ -1,77 +1,188 @@
-"""The input transforms of :mod:`intsoftmax.transforms` on torch tensors, value for value.
+"""The input transforms of :mod:`intsoftmax.transforms` on the device: one statistics launch, then
+the rewrite inside the quantization launch.
 
-Each golden transform has a twin here, registered by its kind, that computes the same float32
-values with the same correctly rounded operations (amax, amin, +, -, *, /, and the square root
-corrected to its correct rounding), so the int8
-inputs the kernel sees equal the golden model's bit for bit. They run as torch ops before the
-quantization (extra passes over q, k, v; no host sync); the value offset goes to the kernel's
-epilogue, which adds it to the rows that attend to a key.
+A chain of transforms follows exactly from one measurement of the raw inputs
+(:func:`intsoftmax.transforms.derive`: every operation is monotone, so the rewritten channels'
+maxima and minima are the raw ones rewritten). :func:`prepare` launches ``_chain_kernel``, one
+program per ``(batch, head)`` slice: it reduces each channel of q, k and v to its maximum and
+minimum, runs the chain on those vectors with each transform's registered Triton twin (its
+constants from the current maxima and minima), and writes the constants, V's offset and the
+ranges the quantization needs of the rewritten tensors (per tensor, head or channel). The
+quantization launch (:func:`qflash.quantize.quantize_qkv` with ``rewrite``) applies the operations
+to each tile it loads, before quantizing it: no rewritten float copies, two passes over the
+inputs in all. The float32 operations are the golden model's, correctly rounded (division and
+square root ``_rn``, no fused multiply-add), so the int8 inputs equal its bit for bit.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import triton
+import triton.language as tl
 
-from intsoftmax.transforms import compose
+from .launcher import launch
+from .plan import empty
+from .quantize import GRAN_CHANNEL, GRAN_HEAD, GRAN_TENSOR, OP_CODES, REDUCED, gran_kind, operate
 
-#: kind -> function (q, k, v) -> (q, k, v, v_offset or None), float32 tensors (..., N, D).
+#: transform kind -> its Triton twin ``(hq, lq, hk, lk, hv, lv) -> (cq, ck, cv)``: the constants of
+#: :meth:`intsoftmax.transforms.Transform.constants` from per-channel maxima and minima (vectors
+#: over the channels; 0.0 where the transform leaves a tensor alone).
 TWINS: dict = {}
 
 
 def twin(kind: str):
-    def wrap(fn):
+    """Register the decorated ``@triton.jit`` function as the twin of the transform ``kind``."""
+    def register(fn):
+        if kind in TWINS:
+            raise ValueError(f"duplicate Triton twin for transform kind {kind!r}")
         TWINS[kind] = fn
         return fn
-    return wrap
+    return register
 
 
-def _midrange(x: torch.Tensor) -> torch.Tensor:
-    lo, hi = torch.aminmax(x, dim=-2, keepdim=True)  # (one pass over x for both)
-    return (hi + lo) / 2
+@triton.jit
+def _midrange(hi, lo):
+    return (hi + lo) * 0.5  # (exact halving, as the golden model's / 2)
 
 
-def _abs_max(x: torch.Tensor) -> torch.Tensor:
-    """``max |x|`` per channel over the keys, from one min/max pass (no ``abs`` copy): ``-min`` is exact."""
-    lo, hi = torch.aminmax(x, dim=-2, keepdim=True)
-    return torch.maximum(hi, -lo)
+@triton.jit
+def _abs_max(hi, lo):
+    return tl.maximum(tl.abs(hi), tl.abs(lo), propagate_nan=tl.PropagateNan.ALL)
 
 
 @twin("key_offset")
-def key_offset(q, k, v):
-    return q, k - _midrange(k), v, None
+@triton.jit
+def key_offset(hq, lq, hk, lk, hv, lv):
+    return 0.0, _midrange(hk, lk), 0.0
 
 
 @twin("value_offset")
-def value_offset(q, k, v):
-    c = _midrange(v)
-    return q, k, v - c, c
+@triton.jit
+def value_offset(hq, lq, hk, lk, hv, lv):
+    return 0.0, 0.0, _midrange(hv, lv)
 
 
 @twin("channel_balance")
-def channel_balance(q, k, v):
-    a_q, a_k = _abs_max(q), _abs_max(k)
-    live = (a_q > 0) & (a_k > 0)
-    one = torch.ones_like(a_q)
-    s = torch.where(live, sqrt_f32(torch.where(live, a_k, one) / torch.where(live, a_q, one)), one)
-    return q * s, k / s, v, None
+@triton.jit
+def channel_balance(hq, lq, hk, lk, hv, lv):
+    a_q = _abs_max(hq, lq)
+    a_k = _abs_max(hk, lk)
+    live = (a_q > 0) & (a_k > 0)  # (false for a NaN range, as in the golden model)
+    s = tl.where(live, tl.math.sqrt_rn(tl.math.div_rn(tl.where(live, a_k, 1.0), tl.where(live, a_q, 1.0))), 1.0)
+    return s, s, 0.0
 
 
-def sqrt_f32(r: torch.Tensor) -> torch.Tensor:
-    """:func:`intsoftmax.transforms.sqrt_f32`: the correctly rounded float32 square root."""
-    r64 = r.double()
-    s = torch.sqrt(r64).float()
-    up = torch.nextafter(s, torch.full_like(s, float("inf")))
-    down = torch.nextafter(s, torch.zeros_like(s))
-    s = torch.where(((s.double() + up.double()) / 2) ** 2 < r64, up, s)
-    return torch.where(((s.double() + down.double()) / 2) ** 2 > r64, down, s)
+@triton.jit
+def _channel_range(X, sx, b, h, N, cols, D: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Maximum and minimum of each channel of one slice over its ``N`` rows (float32 vectors);
+    NaN in a channel that holds NaN or Inf (``x - x``; the reductions skip NaN); padded channels 0."""
+    hi = tl.full(cols.shape, float("-inf"), tl.float32)
+    lo = tl.full(cols.shape, float("inf"), tl.float32)
+    bad = tl.zeros(cols.shape, tl.float32)
+    for r0 in range(0, N, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        inside = (rows[:, None] < N) & (cols[None, :] < D)
+        x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
+                    other=0.0).to(tl.float32)
+        bad += tl.sum(x - x, 0)
+        hi = tl.maximum(hi, tl.max(tl.where(inside, x, float("-inf")), 0))
+        lo = tl.minimum(lo, tl.min(tl.where(inside, x, float("inf")), 0))
+    pad = cols >= D
+    return tl.where(pad, 0.0, hi + bad), tl.where(pad, 0.0, lo + bad)
 
 
-def _twin(t, q, k, v):
+@triton.jit
+def _store_range(Ranges, which, SO, bh, cols, hi, lo, D: tl.constexpr, KIND: tl.constexpr):
+    """The rewritten tensor's range in :func:`qflash.quantize.ranges`' layout, as int32 float bits
+    of ``max |x|`` (non-negative floats order as their bits; NaN's bits win)."""
+    bits = _abs_max(hi, lo).to(tl.int32, bitcast=True)
+    if KIND == GRAN_CHANNEL:
+        tl.store(Ranges + which * SO + bh * D + cols, bits, mask=cols < D)
+    elif KIND == GRAN_HEAD:
+        tl.store(Ranges + which * SO + bh, tl.max(bits, 0))
+    elif KIND == GRAN_TENSOR:
+        tl.atomic_max(Ranges + which * SO, tl.max(bits, 0))
+
+
+@triton.jit
+def _chain_kernel(Q, K, V, CQ, CK, CV, Ranges, Voff, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr,
+                  BLOCK_R: tl.constexpr, CHAIN: tl.constexpr, OPS: tl.constexpr, SLOTS: tl.constexpr,
+                  KINDS: tl.constexpr, VOFF: tl.constexpr):
+    """One ``(batch, head)`` slice per program: the channels' maxima and minima, the chain
+    (``CHAIN[t]``: a transform's twin; ``OPS[t]``: its operation codes on q, k, v; ``SLOTS[t]``:
+    where its constants go among each tensor's), V's summed offset, the rewritten ranges."""
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    cols = tl.arange(0, D_P2)
+    hq, lq = _channel_range(Q, SX[0], b, h, NS[0], cols, D, BLOCK_R)
+    hk, lk = _channel_range(K, SX[1], b, h, NS[1], cols, D, BLOCK_R)
+    hv, lv = _channel_range(V, SX[2], b, h, NS[2], cols, D, BLOCK_R)
+    voff = tl.zeros((D_P2,), tl.float32)
+    at = bh * D + cols
+    ok = cols < D
+    for t in tl.static_range(len(CHAIN)):
+        cq, ck, cv = CHAIN[t](hq, lq, hk, lk, hv, lv)
+        if OPS[t][0] != 0:
+            hq, lq = operate(hq, cq, OPS[t][0]), operate(lq, cq, OPS[t][0])
+            tl.store(CQ + SLOTS[t][0] * BH * D + at, cq, mask=ok)
+        if OPS[t][1] != 0:
+            hk, lk = operate(hk, ck, OPS[t][1]), operate(lk, ck, OPS[t][1])
+            tl.store(CK + SLOTS[t][1] * BH * D + at, ck, mask=ok)
+        if OPS[t][2] != 0:
+            hv, lv = operate(hv, cv, OPS[t][2]), operate(lv, cv, OPS[t][2])
+            tl.store(CV + SLOTS[t][2] * BH * D + at, cv, mask=ok)
+            voff += cv
+    if VOFF:
+        tl.store(Voff + at, voff, mask=ok)
+    _store_range(Ranges, 0, SO, bh, cols, hq, lq, D, KINDS[0])
+    _store_range(Ranges, 1, SO, bh, cols, hk, lk, D, KINDS[1])
+    _store_range(Ranges, 2, SO, bh, cols, hv, lv, D, KINDS[2])
+
+
+class Rewrite(NamedTuple):
+    """What the quantization launch needs to rewrite q, k, v as it loads them: per tensor the
+    operation codes (a tuple, in order) and their constants (float32 (n, B*H, D)); the ranges of
+    the rewritten tensors (:func:`qflash.quantize.ranges`' form); V's offset (B*H, D) or None."""
+
+    ops: tuple
+    constants: tuple
+    ranges: tuple
+    v_offset: torch.Tensor | None
+
+
+def _twin(t):
     if t.kind not in TWINS:
-        raise ValueError(f"transform {t.name} has no torch twin in qflash.transforms; register one with "
+        raise ValueError(f"transform {t.name} has no Triton twin in qflash.transforms; register one with "
                          "@qflash.transforms.twin(kind)")
-    return TWINS[t.kind](q, k, v)
+    return TWINS[t.kind]
 
 
-def apply_all(transforms, q, k, v):
-    """:func:`intsoftmax.transforms.apply_all` on tensors: float32 ``(q, k, v, v_offset)``."""
-    return compose(transforms, *(x.float() for x in (q, k, v)), _twin)
+def prepare(recipe, q, k, v) -> Rewrite:
+    """One statistics launch over float (B, H, N, D) q, k, v for ``recipe.transforms``."""
+    B, H, NQ, D = q.shape
+    NK = k.shape[2]
+    ts = recipe.transforms
+    chain = tuple(_twin(t) for t in ts)
+    ops = tuple(tuple(OP_CODES[op] for op in t.OPS) for t in ts)
+    slots, count = [], [0, 0, 0]
+    for codes in ops:
+        slots.append(tuple(count[i] for i in range(3)))
+        count = [n + (c != 0) for n, c in zip(count, codes)]
+    dev = q.device
+    consts = tuple(empty((max(n, 1), B * H, D), torch.float32, dev) for n in count)
+    kinds = tuple(gran_kind(g) for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+    sizes = {0: 1, 1: B * H, 4: B * H * D}
+    ranges = empty((3, max(sizes.get(kd, 1) for kd in kinds)), torch.float32, dev, zero=True)
+    has_voff = any(codes[2] != 0 for codes in ops)
+    voff = empty((B * H, D), torch.float32, dev) if has_voff else None
+    xs = (q, k, v)
+    launch(_chain_kernel, (B * H,), q, k, v, *consts, ranges.view(torch.int32), voff if has_voff else ranges,
+           tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, ranges.stride(0),
+           D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64, CHAIN=chain, OPS=ops, SLOTS=tuple(slots),
+           KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds), VOFF=has_voff, enable_fp_fusion=False)
+    per_tensor = tuple(tuple(codes[i] for codes in ops if codes[i] != 0) for i in range(3))
+    measured = tuple(ranges[i, : B * H * D].view(B * H, D) if kd == 4 else ranges[i, : sizes.get(kd, 1)]
+                     for i, kd in enumerate(kinds))
+    return Rewrite(per_tensor, consts, measured, voff)

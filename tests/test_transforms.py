@@ -2,6 +2,7 @@
 and worth their keep where the inputs have offsets or unbalanced channels."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import intsoftmax as ism
 from intsoftmax.transforms import apply_all
@@ -92,15 +93,75 @@ def _device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def test_torch_twins_compute_the_same_float32_values():
+def _random_case(rng, shape):
+    """Inputs whose channels' ranges and offsets vary over decades (many distinct constants)."""
+    scale = np.exp(rng.uniform(-4, 4, shape[:-2] + (1, shape[-1])))
+    return tuple((rng.normal(rng.normal(0, 3, shape[:-2] + (1, shape[-1])), 1, shape) * scale).astype(np.float32)
+                 for _ in range(3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), order=st.permutations(range(3)), count=st.integers(1, 3),
+       rows=st.integers(1, 50))
+def test_the_chain_from_one_measurement_equals_the_transforms_bit_for_bit(seed, order, count, rows):
+    """derive(): the constants of every transform and the rewritten tensors' maxima and minima from
+    the raw inputs' alone (every operation monotone), in any order: the values apply_all gives."""
+    from intsoftmax.transforms import apply_steps, derive, measure
+    rng = np.random.default_rng(seed)
+    q, k, v = _random_case(rng, (2, 2, rows, 8))
+    chain = [ALL[i] for i in order][:count]
+    direct = apply_all(chain, q, k, v)
+    steps, hi, lo = derive(chain, *measure(q, k, v))
+    for got, want in zip(apply_steps(steps, q, k, v), direct):
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(hi + lo, sum(measure(*direct[:3]), ())):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_statistics_launch_gives_the_golden_chain():
+    """qflash.transforms.prepare (one launch): each transform's constants, V's offset and the
+    rewritten ranges per head or channel equal the golden chain's, for float32 and float16 inputs."""
     torch = pytest.importorskip("torch")
     qt = pytest.importorskip("qflash.transforms")
-    q, k, v = inputs()
-    golden = apply_all(ALL, q, k, v)
-    twins = qt.apply_all(ALL, *(torch.from_numpy(x).to(_device()) for x in (q, k, v)))
-    for g, d in zip(golden, twins):
-        np.testing.assert_array_equal(d.cpu().numpy(), g)
+    from intsoftmax.transforms import derive, measure
+    rng = np.random.default_rng(11)
+    for dtype, recipe in [(torch.float32, ism.Recipe.accurate()),
+                          (torch.float16, ism.Recipe.default().replace(
+                              transforms=(ism.ChannelBalance(), ism.ValueOffset(), ism.KeyOffset()),
+                              v_granularity=ism.PerChannel()))]:
+        x = [torch.from_numpy(a).to(dtype) for a in _random_case(rng, (2, 3, 70, 24))]
+        rw = qt.prepare(recipe, *(a.to(_device()) for a in x))
+        steps, hi, lo = derive(recipe.transforms, *measure(*(a.float().numpy() for a in x)))
+        seen = [0, 0, 0]
+        for ops, c in steps:
+            for i, op in enumerate(ops):
+                if op is not None:
+                    got = rw.constants[i][seen[i]].cpu().numpy().reshape(c[i].shape)
+                    np.testing.assert_array_equal(got, c[i])
+                    seen[i] += 1
+        assert [len(o) for o in rw.ops] == seen
+        offset = sum(c[2] for ops, c in steps if ops[2] is not None)
+        np.testing.assert_array_equal(rw.v_offset.cpu().numpy().reshape(offset.shape), offset)
+        a = [np.maximum(np.abs(h), np.abs(m))[..., 0, :] for h, m in zip(hi, lo)]  # (B, H, D)
+        k_range = a[1].max(-1).reshape(-1) if recipe.k_granularity == ism.PerHead() else a[1].max().reshape(1)
+        v_range = a[2].reshape(6, 24) if recipe.v_granularity.per_channel else a[2].max(-1).reshape(-1)
+        np.testing.assert_array_equal(rw.ranges[1].cpu().numpy(), k_range)
+        np.testing.assert_array_equal(rw.ranges[2].cpu().numpy(), v_range)
     assert set(qt.TWINS) == set(ism.available_strategies("transform"))
+
+
+def test_statistics_launch_makes_non_finite_inputs_visible():
+    """A NaN or Inf in a channel: that channel's statistics, and the ranges built on them, are NaN."""
+    torch = pytest.importorskip("torch")
+    qt = pytest.importorskip("qflash.transforms")
+    q, k, v = (torch.from_numpy(a).to(_device()) for a in _random_case(np.random.default_rng(2), (1, 2, 20, 8)))
+    k[0, 1, 3, 5] = float("inf")
+    v[0, 0, 7, 2] = float("nan")
+    rw = qt.prepare(ism.Recipe.accurate(), q, k, v)
+    assert torch.isnan(rw.ranges[1]).tolist() == [False, True]
+    assert torch.isnan(rw.ranges[2]).tolist() == [True, False]
 
 
 def _kernel_runs() -> bool:
@@ -118,12 +179,11 @@ def _kernel_runs() -> bool:
 @pytest.mark.parametrize("recipe", [ism.Recipe.default().replace(transforms=ALL), ism.Recipe.accurate()],
                          ids=["default_all_three", "accurate"])
 def test_qflash_attention_runs_the_transforms_bit_exact(recipe):
-    """qflash.attention rewrites the inputs with the torch twins, the kernel runs the integer
-    pipeline on them (integers equal to the golden model's) and adds the value offset to every
-    row with a live key."""
+    """qflash.attention rewrites the inputs inside the quantization launch, the kernel runs the
+    integer pipeline on them (integers equal to the golden model's) and adds the value offset to
+    every row with a live key."""
     import torch
     import qflash
-    from qflash import transforms as qt
     q, k, v = inputs(seed=3)
     rng = np.random.default_rng(4)
     mask = rng.random((40, 40)) < 0.7
@@ -134,13 +194,28 @@ def test_qflash_attention_runs_the_transforms_bit_exact(recipe):
     gold = recipe.attention_int(q, k, v, attn_mask=mask)
     np.testing.assert_allclose(out, gold.dequantize(), rtol=1e-5, atol=1e-5)
     assert (out[:, :, 9] == 0).all()
-    rewritten = qt.apply_all(recipe.transforms, *t)[:3]
+    rewritten = [torch.from_numpy(x).to(_device()) for x in apply_all(recipe.transforms, q, k, v)[:3]]
     values, _ = qflash.attention_int(*rewritten, m, recipe=recipe.replace(transforms=()))
     np.testing.assert_array_equal(values.cpu().numpy(), gold.values)
     with pytest.raises(ValueError, match="takes no recipe with input transforms"):
         qflash.attention_int(*t, recipe=recipe)
     with pytest.raises(ValueError, match="static_scales takes no recipe with input transforms"):
         qflash.static_scales(recipe, 1.0, 1.0, 1.0, heads=3, head_dim=16, device=_device())
+
+
+@pytest.mark.skipif(not _kernel_runs(), reason="runs the kernel: on a GPU or in the Triton interpreter")
+def test_transforms_with_grouped_keys_rewrite_each_head_apart():
+    """enable_gqa: K and V are read once per group, but the balance and offsets are per query head,
+    so each head's rewritten K and V are quantized apart: the golden model on repeated K and V."""
+    import torch
+    import qflash
+    q, k, v = inputs(seed=6, shape=(1, 4, 24, 16))
+    k, v = k[:, :2], v[:, :2]
+    recipe = ism.Recipe.accurate()
+    t = [torch.from_numpy(x.astype(np.float32)).to(_device()) for x in (q, k, v)]
+    out = qflash.attention(*t, recipe=recipe, enable_gqa=True).cpu().numpy()
+    gold = recipe.attention_int(q, np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1))
+    np.testing.assert_array_equal(out, gold.dequantize().astype(np.float32))
 
 
 def test_calibration_folds_the_transforms_of_patched_models():
@@ -162,16 +237,14 @@ def torch_batch():
     return torch.randn(2, 1, 8, 8)
 
 
-def test_sqrt_is_the_correctly_rounded_one_on_every_backend():
-    """torch's vectorized float32 sqrt on the CPU is off by one ulp at times; both sides correct it."""
-    torch = pytest.importorskip("torch")
+def test_sqrt_is_the_correctly_rounded_one():
+    """NumPy's float32 sqrt is IEEE's; sqrt_f32 corrects a platform's candidate to it (the device
+    uses ``sqrt_rn``: test_statistics_launch_gives_the_golden_chain)."""
     from intsoftmax.transforms import sqrt_f32
-    qt = pytest.importorskip("qflash.transforms")
     r = np.exp(np.random.default_rng(5).uniform(-80, 80, 200_000)).astype(np.float32)
     r = r[np.isfinite(r) & (r > 0)]
     expected = np.sqrt(r)  # numpy's float32 sqrt is IEEE's
     np.testing.assert_array_equal(sqrt_f32(r), expected)
-    np.testing.assert_array_equal(qt.sqrt_f32(torch.from_numpy(r)).numpy(), expected)
 
 
 def test_accurate_recipe_meets_the_beyond_int8_targets():
