@@ -130,13 +130,14 @@ def _amax_kernel(XS, OUT, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr
 @triton.jit
 def _quantize_rows(X, X8, Amax, S, Flags, C, sx, s8, sa, ss, b, h, block, N, H, BH, D: tl.constexpr,
                    D_P2: tl.constexpr, BLOCK_R: tl.constexpr, ROWS: tl.constexpr, GRAN: tl.constexpr,
-                   FLAGS: tl.constexpr, TRANSPOSE: tl.constexpr, PTX: tl.constexpr, OPS: tl.constexpr):
+                   FLAGS: tl.constexpr, TRANSPOSE: tl.constexpr, PTX: tl.constexpr, OPS: tl.constexpr,
+                   WHICH: tl.constexpr):
     """Quantize ``ROWS`` rows (block ``block``) of one ``(b, h)``; per-token and per-block ranges
     are reduced here, per-tensor and per-head ones read from ``Amax`` (strides ``sa``). Scales
     ``s = amax / 127`` go to ``S`` (strides ``ss``). ``FLAGS`` (static ranges, which a NaN cannot
     reach): a NaN or infinite input sets ``Flags[b * H + h]``, and the attention kernel makes
     that slice's output NaN. ``TRANSPOSE``: ``X8`` has its rows contiguous (V stored (B, H, D, N)),
-    so the tile is stored transposed, its stores running along the rows. ``OPS``: the input
+    so the tile is stored transposed, its stores running along the rows. ``OPS[WHICH]``: the input
     transforms' operations on this tensor (:mod:`qflash.transforms`), applied in order with their
     constants ``C[j, b * H + h, :]`` (:func:`operate`) before the ranges and the quantization."""
     r = tl.arange(0, BLOCK_R)
@@ -145,10 +146,10 @@ def _quantize_rows(X, X8, Amax, S, Flags, C, sx, s8, sa, ss, b, h, block, N, H, 
     inside = (rows[:, None] < N) & (r[:, None] < ROWS) & (cols[None, :] < D)
     x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
                 other=0.0).to(tl.float32)
-    if len(OPS) > 0:
-        for j in tl.static_range(len(OPS)):
+    if len(OPS[WHICH]) > 0:  # (a constexpr tuple's element tuple cannot be an argument: OPS and WHICH)
+        for j in tl.static_range(len(OPS[WHICH])):
             c = tl.load(C + (j * BH + b * H + h) * D + cols, mask=cols < D, other=1.0)
-            x = operate(x, c[None, :], OPS[j])
+            x = operate(x, c[None, :], OPS[WHICH][j])
         x = tl.where(inside, x, 0.0)  # (the padding stays 0 for the ranges reduced here)
     # ranges reduced here: x - x is NaN where x is NaN or infinite (max would skip a NaN), so a
     # non-finite row or block gets a NaN range and scale, and its outputs come out NaN
@@ -200,7 +201,7 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, CS, SX, S8, SA, SSS, NS, H, BH, 
             if tl.program_id(1) * ROWS[i] < NS[i]:
                 _quantize_rows(XS[i], X8S[i], AMAX[i], SS_[i], Flags, CS[i], SX[i], S8[i], SA[i], SSS[i], bh // H,
                                bh % H, tl.program_id(1), NS[i], H, BH, D, D_P2, BLOCK_RS[i], ROWS[i], GRANS[i], FLAGS,
-                               TRANSPOSE[i], PTX, OPS[i])
+                               TRANSPOSE[i], PTX, OPS, i)
 
 
 @triton.jit
