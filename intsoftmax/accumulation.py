@@ -34,10 +34,11 @@ Overflow limits (``|V8| <= 128``, ``N`` keys):
   ``l <= N * P_max`` and ``|acc| <= 128 * N * P_max`` must fit int32; the rescale
   product ``x * alpha_int * rel_M`` is int64 (``< 2**61``) with ``alpha_int * rel_M
   <= 2**S`` int32. :meth:`AccumulationRule.max_keys` gives the resulting ``N``.
-* two-pass: the same int32 sums, no products. ``TwoPass(acc_bits=64)`` widens ``acc``: then only
-  ``l <= N * P_max`` must fit int32 (over a million keys at 11-bit P; the kernel moves its int32
-  sum's high bits into a second int32 every few thousand keys), and the normalization narrows
-  ``l`` to 24 bits first (:func:`intsoftmax.golden.narrow`).
+* two-pass: the same int32 sums, no products. ``TwoPass(acc_bits=64)`` and
+  ``ScaleRelease(acc_bits=64)`` widen ``acc``: then only ``l <= N * P_max`` must fit int32 (over a
+  million keys at 11-bit P; the kernel moves its int32 sum's high bits into a second int32 every
+  few thousand keys; a wide rescale forms ``acc * a`` exactly from two int64 products), and the
+  normalization narrows ``l`` to 24 bits first (:func:`intsoftmax.golden.narrow`).
 * naive: after ``k`` rescales ``l`` can reach ``(k + 1) * block_n * P_max * one**k``;
   :meth:`NaiveScaleAccumulation.max_keys` returns the worst case for ``acc_bits``.
 """
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fixedpoint import INT32_MAX, IntegerOverflowError, check_range
+from .fixedpoint import INT32_MAX, IntegerOverflowError, check_range, mul_rshift_round
 from .strategy import Strategy, register
 
 #: Largest |int8| value.
@@ -81,12 +82,11 @@ class AccumulationRule(Strategy):
     def rescale(self, x, alpha, moved, rel_M):
         """Scale release where ``moved``: ``x <- (x * a + 2**(S-1)) >> S`` with
         ``a = alpha * rel_M <= 2**S * alpha / one <= 2**S`` (int32; ``rel_M`` is rounded down, so
-        ``|x|`` never grows) and ``|x| * a < 2**61`` (int64)."""
-        S = self.release_shift
+        ``|x|`` never grows). The product is exact for a wide ``acc`` too (``|x| < 2**46``:
+        :func:`~intsoftmax.fixedpoint.mul_rshift_round`); for int32 ``x`` it is ``< 2**61``."""
         a = alpha * rel_M
         check_range(a, 32, "rescale factor alpha * rel_M")
-        released = (x * a + (np.int64(1) << (S - 1))) >> S
-        return np.where(moved, released, x)
+        return np.where(moved, mul_rshift_round(x, a, self.release_shift), x)
 
 
 #: Fewest significant bits of ``rel_M = floor(2**S / one)`` a recipe must keep: a rescale then
@@ -100,6 +100,16 @@ def min_release_shift(one_upper_bound: int) -> int:
     return (int(one_upper_bound) - 1).bit_length() + REL_M_MIN_BITS
 
 
+def _check_acc_bits(rule):
+    rule._check(rule.acc_bits in (32, 64), "acc_bits",
+                "must be 32 (int32 acc: 8196 keys at 11-bit P) or 64 (int64 acc: l alone bounds the keys)")
+
+
+def _max_keys(acc_bits: int, p_max: int) -> int:
+    """``acc_bits=32``: ``128 N P_max`` fits int32; 64: ``l = N P_max`` does (``|acc| < 2**46``)."""
+    return INT32_MAX // (INT8_ABS * p_max) if acc_bits == 32 else INT32_MAX // p_max
+
+
 def _check_shift(rule):
     rule._check(16 <= rule.release_shift <= 30, "release_shift",
                 "must be in [16, 30] so alpha * rel_M (at most 2**S) fits int32")
@@ -107,12 +117,20 @@ def _check_shift(rule):
 
 @register("accumulation", "scale_release")
 class ScaleRelease(AccumulationRule):
-    """QFlash's rule; ``release_shift`` is the binary point ``S`` of ``rel_M = floor(2**S / one)``."""
+    """QFlash's rule; ``release_shift`` is the binary point ``S`` of ``rel_M = floor(2**S / one)``.
+    ``acc_bits=64``: a wide ``acc`` for long rows without a first pass (the rescale's product is
+    formed exactly, :func:`~intsoftmax.fixedpoint.mul_rshift_round`); then only ``l = N P_max``
+    bounds the keys, as for ``TwoPass(acc_bits=64)``."""
 
     release_shift: int = 30
+    acc_bits: int = 32
 
     def _validate(self):
         _check_shift(self)
+        _check_acc_bits(self)
+
+    def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
+        return _max_keys(self.acc_bits, p_max)
 
 
 @register("accumulation", "lazy_rescale")
@@ -144,12 +162,10 @@ class TwoPass(AccumulationRule):
     acc_bits: int = 32
 
     def _validate(self):
-        self._check(self.acc_bits in (32, 64), "acc_bits",
-                    "must be 32 (int32 acc: 8196 keys at 11-bit P) or 64 (int64 acc: l alone bounds the keys)")
+        _check_acc_bits(self)
 
     def max_keys(self, block_n: int, p_max: int, one_max: int) -> int:
-        """``acc_bits=32``: ``128 N P_max`` fits int32; 64: ``l = N P_max`` does."""
-        return INT32_MAX // (INT8_ABS * p_max) if self.acc_bits == 32 else INT32_MAX // p_max
+        return _max_keys(self.acc_bits, p_max)
 
     def next_reference(self, m, tile_max, headroom_units):
         return m  # fixed to the global row max before the loop

@@ -63,6 +63,22 @@ def rshift_round(x, s):
     return (x + (np.int64(1) << (np.asarray(s, dtype=np.int64) - 1))) >> s
 
 
+#: Bits of the low part in :func:`mul_rshift_round`'s split of ``x``.
+SPLIT_BITS = 16
+
+
+def mul_rshift_round(x, a, s: int):
+    """``floor((x * a + 2**(s-1)) / 2**s)`` exactly in int64 where ``x * a`` would not fit: ``|x| <
+    2**46``, ``0 <= a <= 2**31``, ``16 <= s <= 40``. With ``x = 2**16 xh + xl`` (``0 <= xl <
+    2**16``), ``x a + h = 2**16 (xh a + ((xl a + h) >> 16)) + ((xl a + h) & 0xFFFF)`` and the last
+    term, below ``2**16``, cannot carry past ``2**s``: the result is ``(xh a + ((xl a + h) >> 16))
+    >> (s - 16)``. Every product stays below ``2**62``. (The kernel's wide rescale, two int64 multiplies.)"""
+    x = np.asarray(x, dtype=np.int64)
+    a = np.asarray(a, dtype=np.int64)
+    xh, xl = x >> SPLIT_BITS, x & ((1 << SPLIT_BITS) - 1)
+    return (xh * a + ((xl * a + (np.int64(1) << (s - 1))) >> SPLIT_BITS)) >> (s - SPLIT_BITS)
+
+
 def mulhi(a, b):
     """``floor(a * b / 2**32)`` for non-negative int32 ``a``, ``b`` (``tl.umulhi``)."""
     return (np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)) >> 32

@@ -84,7 +84,7 @@ def _launch_config(spec: KernelSpec) -> dict:
     length: no recompiles per N)."""
     if spec.twin.gathers:  # table gathers: Triton's pipeliner rejects them
         return dict(block_m=64, num_warps=4, num_stages=1)
-    if not spec.two_pass:
+    if not spec.two_pass and spec.acc_bits == 32:  # (the online wide rule runs the two-pass loops)
         return dict(block_m=64, num_warps=4, num_stages=2)
     cap = MAXNREG.get(spec.head_dim) if spec.acc_bits == 32 else None  # the wide sum's registers: no cap
     return dict(block_m=64, block_n=64, num_warps=4, num_stages=3, **({"maxnreg": cap} if cap else {}))

@@ -329,13 +329,16 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
 
 
 @triton.jit
-def _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
-                   offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, lut, D: tl.constexpr, TILE: tl.constexpr,
-                   EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
-                   P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
-                   PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
-                   HI_SUM: tl.constexpr):
-    """One key tile of pass 2 (reference fixed). ``sums = (l, acc, l_hi, acc_hi)``: the P.V MMAs
+def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
+               offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, lut, D: tl.constexpr, TILE: tl.constexpr,
+               EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
+               P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
+               PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
+               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr):
+    """One key tile into the MMA-held sums; returns ``(sums, bad, m)``. Two-pass: pass 2, the
+    reference ``m`` fixed. ``ONLINE`` (``ScaleRelease(acc_bits=64)``): ``m`` moves to the tile's
+    max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
+    ``sums = (l, acc, l_hi, acc_hi)``: the P.V MMAs
     into ``acc`` (BLOCK_M, D_PAD) and ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against
     ones (its 16 columns are equal). 8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold
     ``sum (127 - P)`` and ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14
@@ -344,15 +347,27 @@ def _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, 
     times per tile (one IMAD per output; two registers fewer per output element).
     Masking: a user mask's keys by their logit; padding keys (zero rows of K, garbage or zero
     columns of V) by their index. ``inv``: ``(inv_k, inv_v)`` of float K and V (``QUANT``); ``bad``
-    accumulates V's NaN signal (:func:`_tile_v`)."""
+    accumulates V's NaN signal (:func:`_tile_v`). Online, 8-bit ``P`` runs split like 9-14 bits
+    (the offset form's sums do not rescale)."""
     USER_MASK: tl.constexpr = MASK_KIND != MASK_NONE
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, TILE,
-                     TILE, MASK_KIND, PADDED, USER_MASK, ROW_TABLE, QUANT, PTX)
+                     TILE, MASK_KIND, PADDED, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX)
     if USER_MASK:
         ok = s > MASKED
     else:
         ok = (j + tl.arange(0, TILE) < NK)[None, :]
-    NEGATE: tl.constexpr = P_BITS == 8
+    if ONLINE:
+        m_new = tl.maximum(m, tl.max(s, 1))
+        moved = (m_new > m) & (m > MASKED)
+        if tl.sum(moved.to(tl.int32), 0) > 0:
+            alpha = _exp(tl.where(moved, m_new - m, 0), rc, lut, EXP_FN, EXP_ARGS, PRESCALED)
+            a = tl.where(moved, alpha * rel_M, 1 << REL_SHIFT).to(tl.int64)[:, None]  # (2**S: unchanged)
+            l, acc, l_hi, acc_hi = sums
+            l, l_hi = _release_wide(l, l_hi, a, REL_SHIFT)
+            acc, acc_hi = _release_wide(acc, acc_hi, a, REL_SHIFT)
+            sums = (l, acc, l_hi, acc_hi)
+        m = m_new
+    NEGATE: tl.constexpr = P_BITS == 8 and not ONLINE
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
@@ -364,7 +379,7 @@ def _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, 
         p8 = p if PACKED else pack_s8(p, PTX)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
-    elif P_BITS == 8:  # sum P V = 127 sum V - sum (127 - P) V
+    elif NEGATE:  # sum P V = 127 sum V - sum (127 - P) V
         p8 = pack_s8(p, PTX)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         acc = tl.dot(tl.full(p.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
@@ -383,7 +398,18 @@ def _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, 
         else:
             acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
             l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
-    return (l, acc, l_hi, acc_hi), bad
+    return (l, acc, l_hi, acc_hi), bad, m
+
+
+@triton.jit
+def _release_wide(lo, hi, a, S: tl.constexpr):
+    """Scale release of a wide sum ``x = 128 hi + lo`` (int32 halves): ``(x a + 2**(S-1)) >> S``
+    exactly (:func:`intsoftmax.fixedpoint.mul_rshift_round`: ``x = 2**16 xh + xl``, two int64
+    products below ``2**62``), returned as ``(x' & 127, x' >> 7)``. ``a = 2**S`` leaves ``x``."""
+    x = (hi.to(tl.int64) << 7) + lo
+    xh = x >> 16
+    x = (xh * a + (((x & 65535) * a + (1 << (S - 1))) >> 16)) >> (S - 16)
+    return (x & 127).to(tl.int32), (x >> 7).to(tl.int32)
 
 
 @triton.jit
@@ -410,7 +436,7 @@ def _online_tile(q, j, m, l, acc, bad, fx, k_base, v_base, mask_base, skn, skd, 
                  MASK_KIND: tl.constexpr, PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr,
                  QUANT: tl.constexpr):
     """One ``block_n`` key tile of an online rule; returns the new row state ``(m, l, acc, bad)``
-    (``inv`` and ``bad`` as in :func:`_two_pass_tile`)."""
+    (``inv`` and ``bad`` as in :func:`_sums_tile`)."""
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D,
                      BLOCK_N, TILE, MASK_KIND, PADDED, True, ROW_TABLE, QUANT, PTX)
     tile_max = tl.max(s, 1)
@@ -643,48 +669,56 @@ def _qflash_fwd(
                                               SkCols + b * sskb + h * sskh, sskn, skn, skd, svn, svd, smm, smn, offs_m,
                                               offs_d, NQ, NK,
                                               D, BLOCK_N, TILE_N, EXP_FN, P_BITS, MASK_KIND, PTX)
-    elif TWO_PASS:
+    elif TWO_PASS or ACC64:
         # sum P in each of 16 equal columns (an MMA against ones), sum P V; HI_SUM: each as 128 hi + lo
-        # (P's high part's MMAs, and ACC64's carries from acc, go to hi)
+        # (P's high part's MMAs, and ACC64's carries from acc, go to hi). ACC64 without TWO_PASS: the
+        # online wide rule (ScaleRelease(acc_bits=64)), the same loops with the reference moving
+        ONLINE: tl.constexpr = not TWO_PASS
+        rel_M = _constant(trow, derived, REL_M, DERIVE) if ONLINE else 0
         l2 = tl.zeros((BLOCK_M, 16), tl.int32)
         if HI_SUM:
             sums = (l2, acc, tl.zeros((BLOCK_M, 16), tl.int32), tl.zeros((BLOCK_M, D_PAD), tl.int32))
         else:
             sums = (l2, acc, 0, 0)
-        if ONE_TILE:  # the tile's own max is the row max: no first pass
+        if ONE_TILE:  # the tile's own max is the row max: no first pass (and, online, no rescale)
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
             m = tl.max(s, 1)
-            sums, bad = _two_pass_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                       MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
+            sums, bad, m = _sums_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                      smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, Lut, D,
+                                      BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
+                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
             rows = bh * NQ + offs_m
-            if SPLIT == SPLIT_SUM:  # the splits' maxima, from the launch before
+            if ONLINE:
+                m = tl.full((BLOCK_M,), MASKED, tl.int32)
+            elif SPLIT == SPLIT_SUM:  # the splits' maxima, from the launch before
                 m = _shared_max(SplitM, rows, row_ok, n_rows, tl.num_programs(2))
             else:
                 m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv[0],
                              keys, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT, PTX, HI_SUM)
             if SPLIT == SPLIT_MAX:
                 tl.store(SplitM + split * n_rows + rows, m, mask=row_ok)
-            else:  # pass 2 over the same keys
+            else:  # pass 2 over the same keys (online: the only pass)
                 for j in range(keys[0], keys[1], BLOCK_N):
-                    sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                               BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                               FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM)
+                    sums, bad, m = _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
+                                              Lut, D, BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+                                              P_BITS, FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT)
                     if ACC64:  # every CHUNK keys: acc's bits above 7 into acc_hi (acc keeps 0 <= acc < 128)
                         if (j + BLOCK_N) % CHUNK == 0:
                             l2, acc, l2_hi, acc_hi = sums
                             sums = (l2, acc & 127, l2_hi, acc_hi + (acc >> 7))
-                for j in range(keys[2], keys[3], TAIL):
-                    sums, bad = _two_pass_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
-                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, bias_inv, inv, Lut, D,
-                                               TAIL, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                               MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM)
+                # the last keys in 32-key tiles (two-pass sums do not depend on the tiles), online in the
+                # recipe's tiles, as the golden model's rescales fall
+                TAIL_N: tl.constexpr = BLOCK_N if ONLINE else TAIL
+                for j in range(keys[2], keys[3], TAIL_N):
+                    sums, bad, m = _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
+                                              smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
+                                              Lut, D, TAIL_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
+                                              P_BITS, MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT)
         l2, acc, l2_hi, acc_hi = sums
         l = tl.max(l2, 1)
         if HI_SUM:  # (l fits int32, and acc unless ACC64: the recipe's key limit)
@@ -693,7 +727,7 @@ def _qflash_fwd(
                 wide = (acc_hi.to(tl.int64) << 7) + acc.to(tl.int64)
             else:
                 acc += acc_hi << 7
-        if P_BITS == 8:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
+        if P_BITS == 8 and TWO_PASS:  # undo the offset form: l held sum (127 - P) over the tiled keys, acc -sum P V
             if ONE_TILE:
                 n_tiled = BLOCK_N
             else:  # (a split's ranges may be empty)

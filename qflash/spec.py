@@ -56,7 +56,7 @@ class KernelSpec:
     headroom_octaves: int
     p_bits: int
     two_pass: bool
-    acc_bits: int  # 64: the wide sum 128 acc_hi + acc of TwoPass(acc_bits=64) (qflash.kernel)
+    acc_bits: int  # 64: the wide sum 128 acc_hi + acc of TwoPass / ScaleRelease(acc_bits=64) (qflash.kernel)
     float_softmax: bool  # INT-FlashAttention's float softmax baseline (FloatSoftmax)
     release_shift: int
     block_n: int
@@ -96,9 +96,10 @@ class KernelSpec:
 
     @property
     def hi_sum(self) -> bool:
-        """Two-pass sums kept as ``128 hi + lo`` in two int32s: the wide accumulator (its carries
-        go to ``hi``), and 9-14-bit ``P`` from :data:`HI_SUM_HEAD_DIM` on (``P >> 7``'s MMAs do)."""
-        return self.two_pass and (self.acc_bits == 64 or self.p_bits > 8 and self.head_dim >= HI_SUM_HEAD_DIM)
+        """Sums kept as ``128 hi + lo`` in two int32s: the wide accumulator (two-pass or online; its
+        carries go to ``hi``), and two-pass 9-14-bit ``P`` from :data:`HI_SUM_HEAD_DIM` on (``P >>
+        7``'s MMAs do)."""
+        return self.acc_bits == 64 or self.two_pass and self.p_bits > 8 and self.head_dim >= HI_SUM_HEAD_DIM
 
     def chunk_keys(self, block_n: int) -> int:
         """Keys a wide accumulator sums in its low int32 ``acc`` between two moves of its bits above

@@ -67,6 +67,7 @@ RECIPES = {
     "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()),
     "paper": ism.Recipe.qflash(),
     "long_context": ism.Recipe.long_context(),
+    "lc-online": ism.Recipe.long_context().replace(accumulation=ism.ScaleRelease(acc_bits=64)),
     "lc-d3": ism.Recipe(accumulation=ism.TwoPass(acc_bits=64)),
     "lc-d2": ism.Recipe(exp=ism.FusedExp2(degree=2), accumulation=ism.TwoPass(acc_bits=64)),
 }

@@ -97,6 +97,26 @@ def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
         qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.default())
 
 
+@pytest.mark.parametrize("p_bits, rows, causal", [(11, "tensor", False), (11, "token", True), (8, "tensor", True),
+                                                   (7, "token", False), (14, "tensor", False)])
+def test_online_wide_rule_without_a_first_pass(p_bits, rows, causal):
+    """ScaleRelease(acc_bits=64): the wide sums (128 hi + lo) released exactly when a tile moves the
+    row max (two int64 products), in the recipe's 64-key tiles (also the last, padded one: N =
+    300), 8-bit P split rather than offset, Q per token (per-row release multipliers), causal
+    rows; the moves come from inputs whose scale grows along the keys. Equal to the golden model."""
+    recipe = ism.Recipe.long_context().replace(accumulation=ism.ScaleRelease(acc_bits=64), p_bits=p_bits)
+    if rows == "token":
+        recipe = recipe.replace(q_granularity=ism.PerToken())
+    rng = np.random.default_rng(p_bits)
+    q = rng.normal(0, 2, (1, 2, 130, 64)).astype(np.float32)
+    k = (rng.normal(0, 1, (1, 2, 300, 64)) * np.linspace(0.2, 3, 300)[:, None]).astype(np.float32)
+    v = rng.normal(0, 1, (1, 2, 300, 64)).astype(np.float32)
+    if causal:
+        k, v = k[:, :, :130], v[:, :, :130]
+    values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=causal, recipe=recipe)
+    np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=causal).values)
+
+
 @pytest.mark.parametrize("p_bits", [9, 11, 14])
 @pytest.mark.parametrize("causal", [False, True])
 def test_high_part_sums_at_head_dim_128(p_bits, causal):

@@ -86,7 +86,7 @@ def accumulation_rules(kernel_only: bool = True, min_shift: int = 20) -> st.Sear
     """Accumulation rules; ``kernel_only=False`` adds naive accumulation; scale release draws its
     binary point from ``min_shift`` (:func:`intsoftmax.accumulation.min_release_shift`) to 30."""
     options = [
-        st.builds(ScaleRelease, release_shift=st.integers(min(min_shift, 30), 30)),
+        st.builds(ScaleRelease, release_shift=st.integers(min(min_shift, 30), 30), acc_bits=st.sampled_from([32, 64])),
         st.builds(LazyRescale, headroom_octaves=st.integers(0, 2), release_shift=st.just(30)),
         st.builds(TwoPass, acc_bits=st.sampled_from([32, 64])),
     ]
