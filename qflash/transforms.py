@@ -3,9 +3,9 @@ the rewrite inside the quantization launch.
 
 A chain of transforms follows exactly from one measurement of the raw inputs
 (:func:`intsoftmax.transforms.derive`: every operation is monotone, so the rewritten channels'
-maxima and minima are the raw ones rewritten). :func:`prepare` launches ``_chain_kernel``, one
-program per ``(batch, head)`` slice: it reduces each channel of q, k and v to its maximum and
-minimum, runs the chain on those vectors with each transform's registered Triton twin (its
+maxima and minima are the raw ones rewritten). :func:`prepare` launches ``_chain_kernel``, a
+few ``(batch, head)`` slices per program: it reduces each channel of q, k and v to its maximum
+and minimum, runs the chain on those vectors with each transform's registered Triton twin (its
 constants from the current maxima and minima), and writes the constants, V's offset and the
 ranges the quantization needs of the rewritten tensors (per tensor, head or channel). The
 quantization launch (:func:`qflash.quantize.quantize_qkv` with ``rewrite``) applies the operations
@@ -24,6 +24,10 @@ import triton.language as tl
 from .launcher import launch
 from .plan import empty
 from .quantize import GRAN_CHANNEL, GRAN_HEAD, GRAN_TENSOR, OP_CODES, REDUCED, gran_kind, operate
+
+#: Elements of one statistics step per program (whole slices where they are short: four 49 x 32
+#: Swin windows), a running maximum, minimum and NaN signal each, 32 per thread of four warps.
+STATS_TILE = 4096
 
 #: transform kind -> its Triton twin ``(hq, lq, hk, lk, hv, lv) -> (cq, ck, cv)``: the constants of
 #: :meth:`intsoftmax.transforms.Transform.constants` from per-channel maxima and minima (vectors
@@ -74,54 +78,60 @@ def channel_balance(hq, lq, hk, lk, hv, lv):
 
 
 @triton.jit
-def _channel_range(X, sx, b, h, N, cols, D: tl.constexpr, BLOCK_R: tl.constexpr):
-    """Maximum and minimum of each channel of one slice over its ``N`` rows (float32 vectors);
-    NaN in a channel that holds NaN or Inf (``x - x``; the reductions skip NaN); padded channels 0."""
-    hi = tl.full(cols.shape, float("-inf"), tl.float32)
-    lo = tl.full(cols.shape, float("inf"), tl.float32)
-    bad = tl.zeros(cols.shape, tl.float32)
+def _channel_range(X, sx, bh, H, N, D: tl.constexpr, SLICES: tl.constexpr, BLOCK_R: tl.constexpr,
+                   D_P2: tl.constexpr):
+    """Maximum and minimum of each channel over the ``N`` rows of the slices ``bh`` (a vector, -1:
+    none): ``(SLICES, D_P2)`` float32; NaN in a channel that holds NaN or Inf (``x - x``: the
+    reductions skip NaN); 0 in padded channels and absent slices. Running maxima are kept per
+    element and reduced down the rows once (a reduction per step crosses the warps each time)."""
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, D_P2)
+    live = (bh[:, None, None] >= 0) & (cols[None, None, :] < D)
+    base = X + (bh // H)[:, None, None] * sx[0] + (bh % H)[:, None, None] * sx[1] + cols[None, None, :] * sx[3]
+    hi = tl.full((SLICES, BLOCK_R, D_P2), float("-inf"), tl.float32)
+    lo = tl.full((SLICES, BLOCK_R, D_P2), float("inf"), tl.float32)
+    bad = tl.zeros((SLICES, BLOCK_R, D_P2), tl.float32)
     for r0 in range(0, N, BLOCK_R):
-        rows = r0 + tl.arange(0, BLOCK_R)
-        inside = (rows[:, None] < N) & (cols[None, :] < D)
-        x = tl.load(X + b * sx[0] + h * sx[1] + rows[:, None] * sx[2] + cols[None, :] * sx[3], mask=inside,
-                    other=0.0).to(tl.float32)
-        bad += tl.sum(x - x, 0)
-        hi = tl.maximum(hi, tl.max(tl.where(inside, x, float("-inf")), 0))
-        lo = tl.minimum(lo, tl.min(tl.where(inside, x, float("inf")), 0))
-    pad = cols >= D
-    return tl.where(pad, 0.0, hi + bad), tl.where(pad, 0.0, lo + bad)
+        r = r0 + rows[None, :, None]
+        inside = live & (r < N)
+        x = tl.load(base + r * sx[2], mask=inside, other=0.0).to(tl.float32)
+        bad += x - x
+        hi = tl.maximum(hi, tl.where(inside, x, float("-inf")))
+        lo = tl.minimum(lo, tl.where(inside, x, float("inf")))
+    bad = tl.sum(bad, 1)
+    keep = (bh[:, None] >= 0) & (cols[None, :] < D)
+    return tl.where(keep, tl.max(hi, 1) + bad, 0.0), tl.where(keep, tl.min(lo, 1) + bad, 0.0)
 
 
 @triton.jit
-def _store_range(Ranges, which, SO, bh, cols, hi, lo, D: tl.constexpr, KIND: tl.constexpr):
-    """The rewritten tensor's range in :func:`qflash.quantize.ranges`' layout, as int32 float bits
+def _store_range(Ranges, which, SO, bh, at, ok, hi, lo, KIND: tl.constexpr):
+    """The rewritten tensors' ranges in :func:`qflash.quantize.ranges`' layout, as int32 float bits
     of ``max |x|`` (non-negative floats order as their bits; NaN's bits win)."""
     bits = _abs_max(hi, lo).to(tl.int32, bitcast=True)
     if KIND == GRAN_CHANNEL:
-        tl.store(Ranges + which * SO + bh * D + cols, bits, mask=cols < D)
+        tl.store(Ranges + which * SO + at, bits, mask=ok)
     elif KIND == GRAN_HEAD:
-        tl.store(Ranges + which * SO + bh, tl.max(bits, 0))
+        tl.store(Ranges + which * SO + bh, tl.max(bits, 1), mask=bh >= 0)
     elif KIND == GRAN_TENSOR:
-        tl.atomic_max(Ranges + which * SO, tl.max(bits, 0))
+        tl.atomic_max(Ranges + which * SO, tl.max(tl.max(bits, 1), 0))
 
 
 @triton.jit
 def _chain_kernel(Q, K, V, CQ, CK, CV, Ranges, Voff, SX, NS, H, BH, SO, D: tl.constexpr, D_P2: tl.constexpr,
-                  BLOCK_R: tl.constexpr, CHAIN: tl.constexpr, OPS: tl.constexpr, SLOTS: tl.constexpr,
-                  KINDS: tl.constexpr, VOFF: tl.constexpr):
-    """One ``(batch, head)`` slice per program: the channels' maxima and minima, the chain
+                  BLOCK_R: tl.constexpr, SLICES: tl.constexpr, CHAIN: tl.constexpr, OPS: tl.constexpr,
+                  SLOTS: tl.constexpr, KINDS: tl.constexpr, VOFF: tl.constexpr):
+    """``SLICES`` ``(batch, head)`` slices per program: the channels' maxima and minima, the chain
     (``CHAIN[t]``: a transform's twin; ``OPS[t]``: its operation codes on q, k, v; ``SLOTS[t]``:
     where its constants go among each tensor's), V's summed offset, the rewritten ranges."""
-    bh = tl.program_id(0)
-    b = bh // H
-    h = bh % H
+    lanes = tl.program_id(0) * SLICES + tl.arange(0, SLICES)
+    bh = tl.where(lanes < BH, lanes, -1)
+    hq, lq = _channel_range(Q, SX[0], bh, H, NS[0], D, SLICES, BLOCK_R, D_P2)
+    hk, lk = _channel_range(K, SX[1], bh, H, NS[1], D, SLICES, BLOCK_R, D_P2)
+    hv, lv = _channel_range(V, SX[2], bh, H, NS[2], D, SLICES, BLOCK_R, D_P2)
+    voff = tl.zeros((SLICES, D_P2), tl.float32)
     cols = tl.arange(0, D_P2)
-    hq, lq = _channel_range(Q, SX[0], b, h, NS[0], cols, D, BLOCK_R)
-    hk, lk = _channel_range(K, SX[1], b, h, NS[1], cols, D, BLOCK_R)
-    hv, lv = _channel_range(V, SX[2], b, h, NS[2], cols, D, BLOCK_R)
-    voff = tl.zeros((D_P2,), tl.float32)
-    at = bh * D + cols
-    ok = cols < D
+    at = bh[:, None] * D + cols[None, :]
+    ok = (bh[:, None] >= 0) & (cols[None, :] < D)
     for t in tl.static_range(len(CHAIN)):
         cq, ck, cv = CHAIN[t](hq, lq, hk, lk, hv, lv)
         if OPS[t][0] != 0:
@@ -136,9 +146,9 @@ def _chain_kernel(Q, K, V, CQ, CK, CV, Ranges, Voff, SX, NS, H, BH, SO, D: tl.co
             voff += cv
     if VOFF:
         tl.store(Voff + at, voff, mask=ok)
-    _store_range(Ranges, 0, SO, bh, cols, hq, lq, D, KINDS[0])
-    _store_range(Ranges, 1, SO, bh, cols, hk, lk, D, KINDS[1])
-    _store_range(Ranges, 2, SO, bh, cols, hv, lv, D, KINDS[2])
+    _store_range(Ranges, 0, SO, bh, at, ok, hq, lq, KINDS[0])
+    _store_range(Ranges, 1, SO, bh, at, ok, hk, lk, KINDS[1])
+    _store_range(Ranges, 2, SO, bh, at, ok, hv, lv, KINDS[2])
 
 
 class Rewrite(NamedTuple):
@@ -178,9 +188,12 @@ def prepare(recipe, q, k, v) -> Rewrite:
     has_voff = any(codes[2] != 0 for codes in ops)
     voff = empty((B * H, D), torch.float32, dev) if has_voff else None
     xs = (q, k, v)
-    launch(_chain_kernel, (B * H,), q, k, v, *consts, ranges.view(torch.int32), voff if has_voff else ranges,
-           tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, ranges.stride(0),
-           D=D, D_P2=triton.next_power_of_2(D), BLOCK_R=64, CHAIN=chain, OPS=ops, SLOTS=tuple(slots),
+    d_p2 = triton.next_power_of_2(D)
+    block_r = min(triton.next_power_of_2(max(NQ, NK)), STATS_TILE // d_p2)
+    slices = max(1, STATS_TILE // (block_r * d_p2))
+    launch(_chain_kernel, (triton.cdiv(B * H, slices),), q, k, v, *consts, ranges.view(torch.int32),
+           voff if has_voff else ranges, tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, ranges.stride(0),
+           D=D, D_P2=d_p2, BLOCK_R=block_r, SLICES=slices, CHAIN=chain, OPS=ops, SLOTS=tuple(slots),
            KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds), VOFF=has_voff, enable_fp_fusion=False)
     per_tensor = tuple(tuple(codes[i] for codes in ops if codes[i] != 0) for i in range(3))
     measured = tuple(ranges[i, : B * H * D].view(B * H, D) if kd == 4 else ranges[i, : sizes.get(kd, 1)]

@@ -120,9 +120,11 @@ def test_the_chain_from_one_measurement_equals_the_transforms_bit_for_bit(seed, 
         np.testing.assert_array_equal(got, want)
 
 
-def test_statistics_launch_gives_the_golden_chain():
-    """qflash.transforms.prepare (one launch): each transform's constants, V's offset and the
-    rewritten ranges per head or channel equal the golden chain's, for float32 and float16 inputs."""
+@pytest.mark.parametrize("rows", [70, 10], ids=["slice_per_program", "slices_per_program"])
+def test_statistics_launch_gives_the_golden_chain(rows):
+    """qflash.transforms.prepare (one launch; long slices one per program, short ones several):
+    each transform's constants, V's offset and the rewritten ranges per tensor, head or channel
+    equal the golden chain's, for float32 and float16 inputs."""
     torch = pytest.importorskip("torch")
     qt = pytest.importorskip("qflash.transforms")
     from intsoftmax.transforms import derive, measure
@@ -131,7 +133,7 @@ def test_statistics_launch_gives_the_golden_chain():
                           (torch.float16, ism.Recipe.default().replace(
                               transforms=(ism.ChannelBalance(), ism.ValueOffset(), ism.KeyOffset()),
                               v_granularity=ism.PerChannel()))]:
-        x = [torch.from_numpy(a).to(dtype) for a in _random_case(rng, (2, 3, 70, 24))]
+        x = [torch.from_numpy(a).to(dtype) for a in _random_case(rng, (2, 3, rows, 24))]
         rw = qt.prepare(recipe, *(a.to(_device()) for a in x))
         steps, hi, lo = derive(recipe.transforms, *measure(*(a.float().numpy() for a in x)))
         seen = [0, 0, 0]
