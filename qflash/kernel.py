@@ -334,7 +334,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
                EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
-               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr, v_pre=None):
+               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr):
     """One key tile into the MMA-held sums; returns ``(sums, bad, m)``. Two-pass: pass 2, the
     reference ``m`` fixed. ``ONLINE`` (``ScaleRelease(acc_bits=64)``): ``m`` moves to the tile's
     max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
@@ -371,10 +371,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
                        NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
-    if v_pre is None:
-        v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, TILE, TILE, PADDED, QUANT, PTX)
-    else:  # loaded by the caller (a one-tile row, its V load issued with K's)
-        v, v_bad = v_pre
+    v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, TILE, TILE, PADDED, QUANT, PTX)
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
     l, acc, l_hi, acc_hi = sums
@@ -684,15 +681,13 @@ def _qflash_fwd(
         else:
             sums = (l2, acc, 0, 0)
         if ONE_TILE:  # the tile's own max is the row max: no first pass (and, online, no rescale)
-            # V's load issued before the logits, so its latency overlaps theirs and the exp's
-            v_pre = _tile_v(v_base, svn, svd, offs_d, 0, NK_V, inv[1], D, BLOCK_N, BLOCK_N, True, QUANT, PTX)
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
             m = tl.max(s, 1)
             sums, bad, m = _sums_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, Lut, D,
                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT, v_pre)
+                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
