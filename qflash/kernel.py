@@ -330,7 +330,7 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
 
 @triton.jit
 def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd, smm, smn, offs_m,
-               offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, lut, D: tl.constexpr, TILE: tl.constexpr,
+               offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, lut, D: tl.constexpr, WIDTH: tl.constexpr,
                EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
@@ -350,12 +350,15 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     accumulates V's NaN signal (:func:`_tile_v`). Online, 8-bit ``P`` runs split like 9-14 bits
     (the offset form's sums do not rescale)."""
     USER_MASK: tl.constexpr = MASK_KIND != MASK_NONE
-    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, TILE,
-                     TILE, MASK_KIND, PADDED, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX)
+    # ``WIDTH`` keys per tile, padded to the int8 MMA's 32 (online rules take the recipe's block_n)
+    TILE: tl.constexpr = WIDTH if WIDTH >= 32 else 32
+    PAD: tl.constexpr = PADDED or WIDTH < 32
+    s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, WIDTH,
+                     TILE, MASK_KIND, PAD, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX)
     if USER_MASK:
         ok = s > MASKED
     else:
-        ok = (j + tl.arange(0, TILE) < NK)[None, :]
+        ok = ((j + tl.arange(0, TILE) < NK) & (tl.arange(0, TILE) < WIDTH))[None, :]
     if ONLINE:
         m_new = tl.maximum(m, tl.max(s, 1))
         moved = (m_new > m) & (m > MASKED)
@@ -370,8 +373,8 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     NEGATE: tl.constexpr = P_BITS == 8 and not ONLINE
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                       NEGATE, PADDED or USER_MASK, PACKED, ROW_TABLE, PTX)
-    v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, TILE, TILE, PADDED, QUANT, PTX)
+                       NEGATE, PAD or USER_MASK, PACKED, ROW_TABLE, PTX)
+    v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, WIDTH, TILE, PAD, QUANT, PTX)
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
     l, acc, l_hi, acc_hi = sums

@@ -97,14 +97,16 @@ def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
         qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.default())
 
 
-@pytest.mark.parametrize("p_bits, rows, causal", [(11, "tensor", False), (11, "token", True), (8, "tensor", True),
-                                                   (7, "token", False), (14, "tensor", False)])
-def test_online_wide_rule_without_a_first_pass(p_bits, rows, causal):
+@pytest.mark.parametrize("p_bits, rows, causal, block_n", [(11, "tensor", False, 64), (11, "token", True, 64),
+                                                            (8, "tensor", True, 64), (7, "token", False, 64),
+                                                            (14, "tensor", False, 64), (11, "tensor", False, 16)])
+def test_online_wide_rule_without_a_first_pass(p_bits, rows, causal, block_n):
     """ScaleRelease(acc_bits=64): the wide sums (128 hi + lo) released exactly when a tile moves the
     row max (two int64 products), in the recipe's 64-key tiles (also the last, padded one: N =
     300), 8-bit P split rather than offset, Q per token (per-row release multipliers), causal
     rows; the moves come from inputs whose scale grows along the keys. Equal to the golden model."""
-    recipe = ism.Recipe.long_context().replace(accumulation=ism.ScaleRelease(acc_bits=64), p_bits=p_bits)
+    recipe = ism.Recipe.long_context().replace(accumulation=ism.ScaleRelease(acc_bits=64), p_bits=p_bits,
+                                               block_n=block_n)  # (16-key tiles padded to the MMA's 32)
     if rows == "token":
         recipe = recipe.replace(q_granularity=ism.PerToken())
     rng = np.random.default_rng(p_bits)
