@@ -683,7 +683,7 @@ def _qflash_fwd(
             sums = (l2, acc, tl.zeros((BLOCK_M, 16), tl.int32), tl.zeros((BLOCK_M, D_PAD), tl.int32))
         else:
             sums = (l2, acc, 0, 0)
-        if ONE_TILE:  # the tile's own max is the row max: no first pass (and, online, no rescale)
+        if ONE_TILE:  # (two-pass only) the tile's own max is the row max: no first pass
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
                              BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
             m = tl.max(s, 1)

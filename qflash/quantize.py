@@ -313,11 +313,10 @@ def ranges(q, k, v, recipe):
     (1,). NaN anywhere in a range's data makes it NaN."""
     B, H, NQ, D = q.shape
     NK = k.shape[2]
-    kinds = tuple(gran_kind(g) for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+    kinds = range_kinds(recipe)
     if not any(kd in REDUCED for kd in kinds):
         return (empty(1, torch.float32, q.device),) * 3
-    sizes = {0: 1, 1: B * H, 4: B * H * D}
-    amax = empty((3, max(sizes[kd] for kd in kinds if kd in REDUCED)), torch.float32, q.device, zero=True)
+    amax, views = range_buffer(kinds, B, H, D, q.device)
     xs = (q, k, v)
     d_p2 = triton.next_power_of_2(D)
     slices = max(1, AMAX_TILE // (64 * d_p2))
@@ -325,8 +324,22 @@ def ranges(q, k, v, recipe):
            xs, amax.view(torch.int32), tuple(x.stride() for x in xs), (NQ, NK, NK), H, B * H, amax.stride(0),
            D=D, D_P2=d_p2, BLOCK_R=64, SLICES=slices, KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds),
            num_warps=8)
-    return tuple(amax[i, : B * H * D].view(B * H, D) if kd == 4 else amax[i, : sizes.get(kd, 1)]
-                 for i, kd in enumerate(kinds))
+    return views
+
+
+def range_kinds(recipe) -> tuple:
+    """:func:`gran_kind` of q, k and v."""
+    return tuple(gran_kind(g) for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
+
+
+def range_buffer(kinds, B: int, H: int, D: int, device):
+    """A zeroed float32 (3, n) buffer for the measured ranges (written as int32 float bits by
+    atomic or plain stores) and its views as :func:`ranges` returns them: (1,) per tensor,
+    (B*H,) per head, (B*H, D) per channel, an unused (1,) for ranges reduced in the quantization."""
+    sizes = {0: 1, 1: B * H, 4: B * H * D}
+    buf = empty((3, max(sizes.get(kd, 1) for kd in kinds)), torch.float32, device, zero=True)
+    return buf, tuple(buf[i, : B * H * D].view(B * H, D) if kd == 4 else buf[i, : sizes.get(kd, 1)]
+                      for i, kd in enumerate(kinds))
 
 
 def quantize_qkv(q, k, v, recipe, amax_static=None, flags=None, rewrite=None):

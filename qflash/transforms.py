@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .launcher import launch
 from .plan import empty
-from .quantize import GRAN_CHANNEL, GRAN_HEAD, GRAN_TENSOR, OP_CODES, REDUCED, gran_kind, operate
+from .quantize import GRAN_CHANNEL, GRAN_HEAD, GRAN_TENSOR, OP_CODES, REDUCED, operate, range_buffer, range_kinds
 
 #: Elements of one statistics step per program (whole slices where they are short: four 49 x 32
 #: Swin windows), a running maximum, minimum and NaN signal each, 32 per thread of four warps.
@@ -182,9 +182,8 @@ def prepare(recipe, q, k, v) -> Rewrite:
         count = [n + (c != 0) for n, c in zip(count, codes)]
     dev = q.device
     consts = tuple(empty((max(n, 1), B * H, D), torch.float32, dev) for n in count)
-    kinds = tuple(gran_kind(g) for g in (recipe.q_granularity, recipe.k_granularity, recipe.v_granularity))
-    sizes = {0: 1, 1: B * H, 4: B * H * D}
-    ranges = empty((3, max(sizes.get(kd, 1) for kd in kinds)), torch.float32, dev, zero=True)
+    kinds = range_kinds(recipe)
+    ranges, measured = range_buffer(kinds, B, H, D, dev)
     has_voff = any(codes[2] != 0 for codes in ops)
     voff = empty((B * H, D), torch.float32, dev) if has_voff else None
     xs = (q, k, v)
@@ -196,6 +195,4 @@ def prepare(recipe, q, k, v) -> Rewrite:
            D=D, D_P2=d_p2, BLOCK_R=block_r, SLICES=slices, CHAIN=chain, OPS=ops, SLOTS=tuple(slots),
            KINDS=tuple(kd if kd in REDUCED else -1 for kd in kinds), VOFF=has_voff, enable_fp_fusion=False)
     per_tensor = tuple(tuple(codes[i] for codes in ops if codes[i] != 0) for i in range(3))
-    measured = tuple(ranges[i, : B * H * D].view(B * H, D) if kd == 4 else ranges[i, : sizes.get(kd, 1)]
-                     for i, kd in enumerate(kinds))
     return Rewrite(per_tensor, consts, measured, voff)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intsoftmax.fixedpoint import (IntegerOverflowError, apply_multiplier, check_range, fixed_multiplier, mulhi,
-                                   rshift_round, saturate)
+from intsoftmax.fixedpoint import (IntegerOverflowError, apply_multiplier, check_range, fixed_multiplier,
+                                   mul_rshift_round, mulhi, rshift_round, saturate)
 
 
 @given(st.integers(-2**40, 2**40), st.integers(1, 20))
@@ -48,3 +48,10 @@ def test_check_range_and_saturate():
     with pytest.raises(IntegerOverflowError):
         check_range(np.array([-1]), 8, "u", signed=False)
     assert saturate(np.array([-300, 5, 300]), 8).tolist() == [-128, 5, 127]
+
+
+@given(x=st.integers(-2**46 + 1, 2**46 - 1), a=st.integers(0, 2**31), s=st.integers(16, 40))
+def test_wide_rescale_product_is_exact(x, a, s):
+    """The wide rule's release ``(x a + 2**(s-1)) >> s`` from two int64 products equals Python's
+    exact integers where ``x a`` itself would overflow int64."""
+    assert int(mul_rshift_round(np.int64(x), np.int64(a), s)) == (x * a + (1 << (s - 1))) >> s
