@@ -28,13 +28,13 @@ import triton.language as tl
 
 @triton.jit
 def mul_wide(a, b, UNSIGNED: tl.constexpr, PTX: tl.constexpr):
-    """``a * b`` (int64) for int32 ``a``, ``b``; ``UNSIGNED``: for a non-negative ``a`` and the uint32
-    bits ``b``."""
+    """``a * b`` (int64) for int32 ``a``, ``b``; ``UNSIGNED``: of their uint32 bits (``a <= 2**31``, so
+    the product stays below ``2**63``)."""
     if PTX:
         x = tl.inline_asm_elementwise("mul.wide.u32 $0, $1, $2;" if UNSIGNED else "mul.wide.s32 $0, $1, $2;",
                                       "=l,r,r", [a, b], dtype=tl.int64, is_pure=True, pack=1)
     elif UNSIGNED:
-        x = a.to(tl.int64) * (b.to(tl.int64) & 0xFFFFFFFF)
+        x = (a.to(tl.int64) & 0xFFFFFFFF) * (b.to(tl.int64) & 0xFFFFFFFF)
     else:
         x = a.to(tl.int64) * b.to(tl.int64)
     return x

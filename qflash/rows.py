@@ -16,6 +16,7 @@ import triton.language as tl
 from intsoftmax import exp, fixedpoint
 
 F64_LOG2E = tl.constexpr(exp.base.LOG2E)
+LOG2E_2_32 = tl.constexpr(exp.base.LOG2E * 2.0**32)
 PRESCALE_MAX = tl.constexpr(exp.base.PRESCALE_MAX)
 MULT_BITS = tl.constexpr(fixedpoint.MULT_BITS)
 MAX_MULT_SHIFT = tl.constexpr(fixedpoint.MAX_MULT_SHIFT)
@@ -60,9 +61,10 @@ def fused_row_args(strategy, p_max: int) -> tuple:
 def fused_rows(nat, zero, ARGS: tl.constexpr):
     """:class:`intsoftmax.FusedExp2`: ``M = round(c 2**32)`` (``rc0``) and the clamp of its generic
     exp at ``one``, ``u_max = ceil(octaves 2**32 / M)``; ``ARGS = (clamp octaves, one, p_max)``."""
-    # clamp in float to 2**33 (exact in any float width), then to 2**32 - 1 in integers
-    M = tl.minimum(tl.minimum(tl.floor(nat * F64_LOG2E * 4294967296.0 + 0.5), 8589934592.0).to(tl.int64),
-                   4294967295)
+    # nat (log2(e) 2**32) equals (nat log2(e)) 2**32 bit for bit (a power-of-two scaling is exact);
+    # the conversion truncates, which is the floor of x + 1/2 >= 0, clamped first to 2**32 - 1 (a
+    # float64 constant: a float literal would be rounded to float32, 2**32)
+    M = tl.minimum(nat * LOG2E_2_32 + 0.5, tl.cast(4294967295, tl.float64)).to(tl.int64)
     Md = tl.maximum(M, 1)
     u_max = tl.where(M > 0, tl.minimum(((zero + (ARGS[0] << 32)) + Md - 1) // Md, 2147483647), 2147483647)
     return zero, zero, zero, zero, u_max, zero + ARGS[2], zero + ARGS[1], M, zero
