@@ -86,11 +86,6 @@ TAIL = tl.constexpr(32)
 #: (``HI_SUM``: two programs per SM whatever pass 1 holds): L1 (D = 128) 5.6 % faster on the H200.
 #: Elsewhere its (64, 128) logits cost occupancy: 7-bit P at L1 +12 % (docs/performance.md).
 ROW_MAX_N = tl.constexpr(128)
-#: A row multiplier of the fused exp from which ``MASKED`` logits give ``y = 0`` by themselves: without a
-#: user mask every row has a real key, so ``m >= -127**2 * 256 > -2**22`` and a padded key's distance is
-#: ``t = m - MASKED > 2**30 - 2**22``; with ``M >= 2**8``, ``t M >= 2**38 - 2**30`` puts the octave
-#: ``(t M) >> 32`` past 31, and ``y``'s final shift (:func:`~qflash.ptx.shr_clamp`) gives 0.
-M_ZERO = tl.constexpr(2**8)
 #: The logit of a key whose float bias is NaN or +inf: above every real logit (|Q8.K8| <= 127**2 * 128
 #: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
 #: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
@@ -303,7 +298,7 @@ def _merge_splits(l, sums, bad, SplitL, SplitAcc, SplitCount, rows, row_ok, offs
 def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr,
                    PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr,
                    P_BITS: tl.constexpr, NEGATE: tl.constexpr, MASKING: tl.constexpr, PACKED: tl.constexpr,
-                   ROW_TABLE: tl.constexpr, PTX: tl.constexpr, MASKED_ZERO: tl.constexpr = False):
+                   ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """``P`` of a tile of logits against the row references ``m`` (int32), 0 where ``MASKING`` and
     not ``ok``: the fused strategy from its row multiplier ``fx = M`` and constants at ``P_max``,
     else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused, 7 bits): as
@@ -311,10 +306,7 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
     ``(lo, hi)`` of ``P = 128 hi + lo`` (:func:`~qflash.ptx.split_half`)."""
     if FUSED:
         y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
-        if MASKED_ZERO:  # masked logits give y = 0 by themselves unless M (uint32 bits) is below 2**8
-            if (fx >= 0) & (fx < M_ZERO):
-                y = tl.where(ok, y, 0)
-        elif MASKING:
+        if MASKING:
             y = tl.where(ok, y, 0)
         if NEGATE:
             p = (254 - y) >> 1
@@ -342,7 +334,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
                EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
-               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr, MASKED_ZERO: tl.constexpr = False):
+               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr):
     """One key tile into the MMA-held sums; returns ``(sums, bad, m)``. Two-pass: pass 2, the
     reference ``m`` fixed. ``ONLINE`` (``ScaleRelease(acc_bits=64)``): ``m`` moves to the tile's
     max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
@@ -358,15 +350,11 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     accumulates V's NaN signal (:func:`_tile_v`). Online, 8-bit ``P`` runs split like 9-14 bits
     (the offset form's sums do not rescale)."""
     USER_MASK: tl.constexpr = MASK_KIND != MASK_NONE
-    # a padded key's P is zero by its MASKED logit (M_ZERO; the one-tile kernel masks the logits for
-    # the row max anyway), where M is one per program: per row, deciding would take a block-wide
-    # reduction and a barrier, which cost more than the SEL (SASS)
-    ZERO: tl.constexpr = MASKED_ZERO and FUSED and not USER_MASK and not ROW_TABLE
     # ``WIDTH`` keys per tile, padded to the int8 MMA's 32 (online rules take the recipe's block_n)
     TILE: tl.constexpr = WIDTH if WIDTH >= 32 else 32
     PAD: tl.constexpr = PADDED or WIDTH < 32
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, WIDTH,
-                     TILE, MASK_KIND, PAD, USER_MASK or ONLINE or ZERO, ROW_TABLE, QUANT, PTX)
+                     TILE, MASK_KIND, PAD, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX)
     if USER_MASK:
         ok = s > MASKED
     else:
@@ -385,7 +373,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     NEGATE: tl.constexpr = P_BITS == 8 and not ONLINE
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                       NEGATE, PAD or USER_MASK, PACKED, ROW_TABLE, PTX, ZERO)
+                       NEGATE, PAD or USER_MASK, PACKED, ROW_TABLE, PTX)
     v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, WIDTH, TILE, PAD, QUANT, PTX)
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
@@ -702,7 +690,7 @@ def _qflash_fwd(
             sums, bad, m = _sums_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, Lut, D,
                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT, True)
+                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)

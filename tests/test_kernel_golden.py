@@ -300,23 +300,15 @@ def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
     np.testing.assert_array_equal(n(got), want)
 
 
-@pytest.mark.parametrize("amplitude", [4.0, 0.01], ids=["M_large", "M_below_2**8"])
 @pytest.mark.parametrize("n_tokens", [5, 49, 197])
 @pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8)],
                          ids=["default", "fast", "fast_p8"])
-def test_v_padding_carries_no_weight(n_tokens, recipe, amplitude):
+def test_v_padding_carries_no_weight(n_tokens, recipe):
     """V stored (B, H, D, N padded to 16) with junk in the padding, as a (B, H, N, D) view: the
-    kernel reads the padding 16 keys at a time (readable_keys) and must give it no weight. One
-    tile (5, 49 keys): the padded keys' P is zero by their masked logit where the fused exp's
-    multiplier ``M >= 2**8`` (kernel.M_ZERO), else by their index; q and k at amplitude 0.01 give
-    ``M < 2**8``."""
+    kernel reads the padding 16 keys at a time (readable_keys) and must give it no weight."""
     rng = np.random.default_rng(n_tokens)
-    q, k = (rng.uniform(-amplitude, amplitude, (1, 2, n_tokens, 32)).astype(np.float32) for _ in range(2))
-    v = rng.uniform(-4, 4, (1, 2, n_tokens, 32)).astype(np.float32)
+    q, k, v = (rng.uniform(-4, 4, (1, 2, n_tokens, 32)).astype(np.float32) for _ in range(3))
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
-    fused_m = np.floor(np.ravel(s_q)[0] * np.ravel(s_k)[0] * 32 ** -0.5 * np.log2(np.e) * 2.0**32 + 0.5)
-    from qflash.kernel import M_ZERO
-    assert (fused_m < M_ZERO.value) == (amplitude < 1)
     n16 = -(-n_tokens // 16) * 16
     store = rng.integers(-128, 128, (1, 2, 32, n16)).astype(np.int8)
     store[..., :n_tokens] = np.swapaxes(v8, -1, -2)
