@@ -14,7 +14,8 @@ Per query row (arrays broadcast to ``(..., Nq, 1)``):
 * ``req_M, req_shift``: ``P = min(P_max, (e * req_M + 2**(req_shift-1)) >> req_shift)``;
 * ``rel_M = floor(2**S / one)``: the scale-release multiplier (``S = release_shift``); rounding
   down means a rescale never increases a magnitude, so int32 limits hold for any scale;
-* ``headroom``: the lazy rule's headroom in QK units, ``floor(h / c)`` clamped to ``2**28``;
+* ``headroom``: the lazy rule's headroom in QK units, ``floor(h / c)`` clamped to ``2**28`` and to
+  ``h`` octaves at the strategy's slowest rate (:func:`headroom_limits`);
 * ``bias_inv = float32(1 / nat_unit)``: turns an additive bias in nats into QK
   units, ``floor(float32(bias) * bias_inv + 1/2)``; this is input quantization, like Q's;
 * int8 output: ``out_M * 2**-out_shift ~= s_v / out_scale * 2**-NORM_FRAC``.
@@ -53,6 +54,20 @@ class AttentionPlan:
     out_shift: object = None
 
 
+def headroom_limits(recipe) -> tuple[float, float]:
+    """``(h, cap)``: the lazy rule's headroom ``h`` in octaves and the most QK units it may span,
+    ``min(2**28, h / f)`` for an exp strategy whose slowest rate is ``f`` octaves per unit
+    (:meth:`~intsoftmax.exp.ExpStrategy.min_octaves_per_unit`). Without the cap, scales below
+    that rate turn ``h`` octaves into many more at the strategy's own rate, and a row's only key
+    could get ``P = 0``. Both are exact in float32 (the device reads them as constants)."""
+    h = float(recipe.accumulation.headroom_octaves_value())
+    f = recipe.exp.min_octaves_per_unit()
+    cap = min(h / f, float(HEADROOM_MAX)) if f > 0 else float(HEADROOM_MAX)
+    if float(np.float32(cap)) != cap:
+        raise ValueError(f"headroom cap {cap} is not exact in float32")
+    return h, cap
+
+
 def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None) -> AttentionPlan:
     """All integer constants for ``recipe`` given float32 scales (broadcast to rows)."""
     nat_unit = np.asarray(s_q, np.float64) * np.asarray(s_k, np.float64) * np.float64(scale)
@@ -62,8 +77,8 @@ def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None) -> Att
     one = np.asarray(eplan.one, dtype=np.int64)
     rule = recipe.accumulation
     rel_M = (np.int64(1) << rule.release_shift) // one
-    h = float(rule.headroom_octaves_value())
-    headroom = np.floor(np.minimum(h / (nat_unit * LOG2E), float(HEADROOM_MAX))).astype(np.int64)
+    h, cap = headroom_limits(recipe)
+    headroom = np.floor(np.minimum(h / (nat_unit * LOG2E), cap)).astype(np.int64)
     bias_inv = (1.0 / nat_unit).astype(np.float32)
     out_M = out_shift = None
     if out_scale is not None:

@@ -579,7 +579,7 @@ def _qflash_fwd(
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr,
     EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
     P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
-    HEADROOM_OCT: tl.constexpr, P_BITS: tl.constexpr,
+    HEADROOM_LIMITS: tl.constexpr, P_BITS: tl.constexpr,
     TWO_PASS: tl.constexpr, REL_SHIFT: tl.constexpr, MASK_KIND: tl.constexpr, OUT_KIND: tl.constexpr,
     OUT_FRAC: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, FLAGS: tl.constexpr, QUANT: tl.constexpr,
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
@@ -624,14 +624,14 @@ def _qflash_fwd(
         inv = (inv_k, inv_v)
         if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
             derived = table_row(s_q, s_k, s_v, logit_scale, 1.0,
-                                ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
+                                ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False)
     elif SCALES:  # int8 inputs with their float32 scales: the constants derived here too (no table launch)
         if Q_ROWS:  # Q per token: one constant row per query
             s_q = tl.load(SqRows + b * ssqb + h * ssqh + tl.minimum(offs_m, NQ - 1) * ssqm)
         else:
             s_q = tl.load(AmaxQ + b * sabq + h * sahq)
         derived = table_row(s_q, tl.load(AmaxK + b * sabk + h * sahk), tl.load(AmaxV + b * sabv + h * sahv),
-                            logit_scale, 1.0, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, False)
+                            logit_scale, 1.0, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False)
     # the integer constants: scalars (one table row per program), or per query row
     trow = Tab + b * stb + h * sth
     if ROW_TABLE:

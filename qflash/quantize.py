@@ -34,7 +34,6 @@ from .table import NCOL, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK, GRAN_CHANNEL = (tl.constexpr(i) for i in range(5))
 # the core's constants, as the constexpr globals a Triton kernel may read
-HEADROOM_MAX = tl.constexpr(float(plan.HEADROOM_MAX))
 NORM_FRAC = tl.constexpr(plan.NORM_FRAC)
 NCOLS = tl.constexpr(NCOL)
 NCOLS_POW2 = tl.constexpr(triton.next_power_of_2(NCOL))
@@ -206,7 +205,7 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, CS, SX, S8, SA, SSS, NS, H, BH, 
 
 @triton.jit
 def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
-              REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr, OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr):
+              REL_SHIFT: tl.constexpr, HEADROOM_LIMITS: tl.constexpr, OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr):
     """Every integer constant of a table row (:class:`qflash.table.Col` order, int32; ``BIAS_INV``
     and ``DEQ`` as float32 bits) from float32 scales and the float64 logit and output scales:
     scalars (the attention kernel deriving its own row, ``DERIVE``) or vectors (the table
@@ -216,7 +215,7 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
     zero = (nat * 0).to(tl.int64)
     pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
     rel_M = (1 << REL_SHIFT) // one
-    headroom = tl.floor(tl.minimum(HEADROOM_OCT / (nat * F64_LOG2E), HEADROOM_MAX)).to(tl.int64)
+    headroom = tl.floor(tl.minimum(HEADROOM_LIMITS[0] / (nat * F64_LOG2E), HEADROOM_LIMITS[1])).to(tl.int64)
     bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
     out_M = zero
     out_shift = zero
@@ -236,7 +235,7 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
 
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
-                  ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_OCT: tl.constexpr,
+                  ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_LIMITS: tl.constexpr,
                   OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr, FROM_AMAX: tl.constexpr):
     """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`), by
     :func:`table_row`. ``FROM_AMAX``: ``Sq``, ``Sk``, ``Sv`` hold ranges, whose scales ``amax / 127``
@@ -253,7 +252,7 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
         s_q, s_k, s_v = scale_inv(s_q)[0], scale_inv(s_k)[0], scale_inv(s_v)[0]
     scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
     out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
-    cols = table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_OCT, OUT_FRAC, INT8_OUT)
+    cols = table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, INT8_OUT)
     # each lane's row as one run of NCOLS int32 (joined in registers), so the program writes one
     # contiguous span (a store per column wrote 4 bytes every NCOLS * 4: 21.8 us for A2 b = 256's
     # per-token table on the H200). join appends its axis last, so the nested joins' axes run from
@@ -406,7 +405,7 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
            tab, s_q, s_k, s_v, sqb, sqh, sqm, *bh_strides(s_k, heads), *bh_strides(s_v, heads),
            heads if tb > 1 else 1, tm, tb * tm, f64_bits(scale), f64_bits(out_scale or 1.0),
            ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
-           REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_OCT=recipe.accumulation.headroom_octaves_value(),
+           REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_LIMITS=plan.headroom_limits(recipe),
            OUT_FRAC=recipe.out_frac_bits, INT8_OUT=out_scale is not None, BLOCK=block, FROM_AMAX=from_amax,
            enable_fp_fusion=False)
     return tab

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 
 from intsoftmax import Recipe
+from intsoftmax.plan import headroom_limits
 
 HEAD_DIMS = (16, 32, 64, 128)
 #: Smallest K dimension of an int8 ``tl.dot`` on sm_80/sm_90 (smaller tiles are zero-padded).
@@ -53,7 +54,7 @@ class KernelSpec:
     p_args: tuple  # fused_args of a strategy that fuses the requantization, at P_max; () otherwise
     req_shift: int
     row_args: tuple  # the strategy's row derivation's arguments (qflash.rows), for rows derived in the kernel
-    headroom_octaves: int
+    headroom: tuple  # the lazy rule's (octaves, cap in QK units): intsoftmax.plan.headroom_limits
     p_bits: int
     two_pass: bool
     acc_bits: int  # 64: the wide sum 128 acc_hi + acc of TwoPass / ScaleRelease(acc_bits=64) (qflash.kernel)
@@ -76,7 +77,7 @@ class KernelSpec:
         p_args = fused_args(recipe.exp, recipe.p_max) if recipe.exp.fuses_requant else ()
         from .exp import TWINS
         return cls(kind, args, recipe.exp.input_unit_octaves() is not None, p_args, recipe.exp.requant_shift(),
-                   TWINS[kind].row_args(recipe.exp, recipe.p_max), recipe.accumulation.headroom_octaves_value(),
+                   TWINS[kind].row_args(recipe.exp, recipe.p_max), headroom_limits(recipe),
                    recipe.p_bits,
                    recipe.accumulation.two_pass, recipe.accumulation.acc_bits, recipe.accumulation.float_softmax,
                    recipe.accumulation.release_shift,
@@ -116,7 +117,7 @@ class KernelSpec:
             D=self.head_dim, D_PAD=max(self.head_dim, MIN_DOT_K), EXP_FN=self.twin.fn, EXP_ARGS=self.exp_args,
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
-            HEADROOM_OCT=self.headroom_octaves, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
+            HEADROOM_LIMITS=self.headroom, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
             HI_SUM=self.hi_sum,
             FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),

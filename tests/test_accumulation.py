@@ -116,3 +116,19 @@ def test_lazy_rescale_rescales_less_often():
     for h in (1, 2):
         got = ism.Recipe(accumulation=ism.LazyRescale(headroom_octaves=h)).attention(q, k, v)
         assert ism.sqnr_db(ref, got) > 29.0
+
+
+def test_lazy_headroom_keeps_the_row_max_at_tiny_scales():
+    """`QFlashExp2` counts octaves at no less than ``2**-16`` per QK unit (``exp_M >= 1``), so at
+    tiny scales one octave of lazy headroom measured at the true rate spans many octaves at the
+    strategy's: a row's only key got ``P = 0`` and the output 0 instead of V (found by
+    hypothesis). The headroom is capped at its octaves at the strategy's slowest rate."""
+    recipe = ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.LazyRescale(headroom_octaves=1), p_bits=7, block_n=16,
+                        out_frac_bits=0)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.uniform(-0.2, 0.2, (1, 1, 1, 16)).astype(np.float32) for _ in range(3))
+    (_, s_q), (_, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+    assert float(np.ravel(s_q)[0] * np.ravel(s_k)[0]) * 16 ** -0.5 * np.log2(np.e) < 2.0**-16  # below its rate
+    out = recipe.attention_int(q, k, v).dequantize()
+    np.testing.assert_allclose(out, v8 * s_v.astype(np.float64), rtol=1e-6)
+    assert recipe.plan(s_q, s_k, 16 ** -0.5).headroom.max() == 2**16

@@ -281,10 +281,13 @@ def test_int8_static_table_equals_per_call_table():
 
 
 @pytest.mark.parametrize("out_scale", [None, 0.02])
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash()], ids=["default", "qflash"])
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash(),
+                                    ism.Recipe.qflash().replace(accumulation=ism.LazyRescale(headroom_octaves=2))],
+                         ids=["default", "qflash", "qflash_lazy"])
 def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
     """The table launch (one row per query: Q per token, K and V per head; 77 rows, so a partial
-    last program) writes the golden plan's constants, column by column."""
+    last program) writes the golden plan's constants, column by column (with the lazy rule, rows
+    on both sides of its headroom cap: ``intsoftmax.plan.headroom_limits``)."""
     from qflash import quantize
     from qflash.table import host_table
     recipe = recipe.replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(), v_granularity=ism.PerHead())

@@ -164,6 +164,12 @@ class ExpStrategy(Strategy):
         """Largest value ``one`` can take for any scale (for static overflow limits)."""
         return self.one()
 
+    def min_octaves_per_unit(self) -> float:
+        """The slowest decay the strategy's integer arithmetic expresses, in octaves per QK unit
+        (0: any rate). Below it the exp decays at this rate whatever the scales say, so the lazy
+        rule's headroom is capped at its octaves at this rate (:func:`intsoftmax.plan.headroom_limits`)."""
+        return 0.0
+
     def native_per_nat(self) -> float | None:
         """Native input units per nat (the prescale's real factor), or None for raw strategies."""
         unit = self.input_unit_octaves()

@@ -61,6 +61,10 @@ class QFlashExp2(ExpStrategy):
     def requant_shift(self):
         return self.mul_shift
 
+    def min_octaves_per_unit(self):
+        """``exp_M >= 1`` counts octaves at ``2**-mul_shift`` per unit at least (tiny scales)."""
+        return 2.0**-self.mul_shift
+
     def kernel_row_constants(self, consts, p_max):
         return consts["R"], consts["exp_M"]
 
