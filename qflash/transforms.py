@@ -81,26 +81,33 @@ def channel_balance(hq, lq, hk, lk, hv, lv):
 def _channel_range(X, sx, bh, H, N, D: tl.constexpr, SLICES: tl.constexpr, BLOCK_R: tl.constexpr,
                    D_P2: tl.constexpr):
     """Maximum and minimum of each channel over the ``N`` rows of the slices ``bh`` (a vector, -1:
-    none): ``(SLICES, D_P2)`` float32; NaN in a channel that holds NaN or Inf (``x - x``: the
-    reductions skip NaN); 0 in padded channels and absent slices. Running maxima are kept per
-    element and reduced down the rows once (a reduction per step crosses the warps each time)."""
+    none): ``(SLICES, D_P2)`` float32; NaN in a channel that holds NaN or Inf (``x + (x - x)``,
+    carried by NaN-propagating extrema); 0 in padded channels and absent slices. Running extrema
+    are kept per element and reduced down the rows once, both in one reduction (a reduction
+    crosses the warps through shared memory: once per tensor, not per step or statistic)."""
     rows = tl.arange(0, BLOCK_R)
     cols = tl.arange(0, D_P2)
     live = (bh[:, None, None] >= 0) & (cols[None, None, :] < D)
     base = X + (bh // H)[:, None, None] * sx[0] + (bh % H)[:, None, None] * sx[1] + cols[None, None, :] * sx[3]
     hi = tl.full((SLICES, BLOCK_R, D_P2), float("-inf"), tl.float32)
     lo = tl.full((SLICES, BLOCK_R, D_P2), float("inf"), tl.float32)
-    bad = tl.zeros((SLICES, BLOCK_R, D_P2), tl.float32)
     for r0 in range(0, N, BLOCK_R):
         r = r0 + rows[None, :, None]
         inside = live & (r < N)
         x = tl.load(base + r * sx[2], mask=inside, other=0.0).to(tl.float32)
-        bad += x - x
-        hi = tl.maximum(hi, tl.where(inside, x, float("-inf")))
-        lo = tl.minimum(lo, tl.where(inside, x, float("inf")))
-    bad = tl.sum(bad, 1)
+        x = x + (x - x)  # NaN where x is NaN or infinite
+        hi = tl.maximum(hi, tl.where(inside, x, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+        lo = tl.minimum(lo, tl.where(inside, x, float("inf")), propagate_nan=tl.PropagateNan.ALL)
+    hi, lo = tl.reduce((hi, lo), 1, _extrema)
     keep = (bh[:, None] >= 0) & (cols[None, :] < D)
-    return tl.where(keep, tl.max(hi, 1) + bad, 0.0), tl.where(keep, tl.min(lo, 1) + bad, 0.0)
+    return tl.where(keep, hi, 0.0), tl.where(keep, lo, 0.0)
+
+
+@triton.jit
+def _extrema(hi_a, lo_a, hi_b, lo_b):
+    """The combine of a NaN-propagating (max, min) reduction."""
+    return (tl.maximum(hi_a, hi_b, propagate_nan=tl.PropagateNan.ALL),
+            tl.minimum(lo_a, lo_b, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.jit

@@ -155,7 +155,8 @@ def test_statistics_launch_gives_the_golden_chain(rows):
 
 
 def test_statistics_launch_makes_non_finite_inputs_visible():
-    """A NaN or Inf in a channel: that channel's statistics, and the ranges built on them, are NaN."""
+    """A NaN or an infinity in a channel: that channel's statistics, and the ranges built on them,
+    are NaN."""
     torch = pytest.importorskip("torch")
     qt = pytest.importorskip("qflash.transforms")
     q, k, v = (torch.from_numpy(a).to(_device()) for a in _random_case(np.random.default_rng(2), (1, 2, 20, 8)))
@@ -164,6 +165,8 @@ def test_statistics_launch_makes_non_finite_inputs_visible():
     rw = qt.prepare(ism.Recipe.accurate(), q, k, v)
     assert torch.isnan(rw.ranges[1]).tolist() == [False, True]
     assert torch.isnan(rw.ranges[2]).tolist() == [True, False]
+    v[0, 1, 19, 0] = float("-inf")  # the last row, in the other head
+    assert torch.isnan(qt.prepare(ism.Recipe.accurate(), q, k, v).ranges[2]).tolist() == [True, True]
 
 
 def _kernel_runs() -> bool:
