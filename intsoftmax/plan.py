@@ -15,7 +15,8 @@ Per query row (arrays broadcast to ``(..., Nq, 1)``):
 * ``rel_M = floor(2**S / one)``: the scale-release multiplier (``S = release_shift``); rounding
   down means a rescale never increases a magnitude, so int32 limits hold for any scale;
 * ``headroom``: the lazy rule's headroom in QK units, ``floor(h / c)`` clamped to ``2**28`` and to
-  ``h`` octaves at the strategy's slowest rate (:func:`headroom_limits`);
+  ``h`` octaves at the strategy's slowest rate (:func:`headroom_limits`), with ``h`` at most
+  ``floor(log2(one))`` octaves (the exp at scale ``one`` is 0 past them: QFlash's ``R`` per row);
 * ``bias_inv = float32(1 / nat_unit)``: turns an additive bias in nats into QK
   units, ``floor(float32(bias) * bias_inv + 1/2)``; this is input quantization, like Q's;
 * int8 output: ``out_M * 2**-out_shift ~= s_v / out_scale * 2**-NORM_FRAC``.
@@ -78,7 +79,9 @@ def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None) -> Att
     rule = recipe.accumulation
     rel_M = (np.int64(1) << rule.release_shift) // one
     h, cap = headroom_limits(recipe)
-    headroom = np.floor(np.minimum(h / (nat_unit * LOG2E), cap)).astype(np.int64)
+    # at most floor(log2(one)) octaves: past them the exp at scale ``one`` is 0 (QFlash's R per row)
+    h_row = np.minimum(h, np.frexp(np.maximum(one, 1).astype(np.float64))[1] - 1.0)
+    headroom = np.floor(np.minimum(h_row / (nat_unit * LOG2E), cap)).astype(np.int64)
     bias_inv = (1.0 / nat_unit).astype(np.float32)
     out_M = out_shift = None
     if out_scale is not None:

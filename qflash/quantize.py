@@ -29,7 +29,7 @@ from .exp import exp_twin
 from .launcher import interpreted, launch
 from .plan import empty
 from .ptx import floor_s8
-from .rows import F64_LOG2E, fixed_multiplier
+from .rows import F64_LOG2E, fixed_multiplier, frexp_exponent
 from .table import NCOL, table_shape
 
 GRAN_TENSOR, GRAN_HEAD, GRAN_TOKEN, GRAN_BLOCK, GRAN_CHANNEL = (tl.constexpr(i) for i in range(5))
@@ -215,7 +215,8 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
     zero = (nat * 0).to(tl.int64)
     pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
     rel_M = (1 << REL_SHIFT) // one
-    headroom = tl.floor(tl.minimum(HEADROOM_LIMITS[0] / (nat * F64_LOG2E), HEADROOM_LIMITS[1])).to(tl.int64)
+    h_row = tl.minimum(frexp_exponent(tl.maximum(one, 1).to(tl.float64)) - 1, HEADROOM_LIMITS[0]).to(tl.float64)
+    headroom = tl.floor(tl.minimum(h_row / (nat * F64_LOG2E), HEADROOM_LIMITS[1])).to(tl.int64)
     bias_inv = (1.0 / nat).to(tl.float32).to(tl.int32, bitcast=True)
     out_M = zero
     out_shift = zero

@@ -77,7 +77,7 @@ def qflash_row_args(strategy, p_max: int) -> tuple:
 @triton.jit
 def qflash_rows(nat, zero, ARGS: tl.constexpr):
     """:class:`intsoftmax.QFlashExp2`: ``R = round(1/c)`` (``one`` and ``rc0``), ``exp_M = round(c 2**16)``
-    (``rc1``), ``req_M = round(P_max c 2**16)``; ``ARGS = (mul_shift, p_max)``."""
+    (``rc1``), ``req_M = round(P_max c 2**16)`` (at least 1); ``ARGS = (mul_shift, p_max)``."""
     SHIFT: tl.constexpr = ARGS[0]
     P_MAX: tl.constexpr = ARGS[1]
     c = nat * F64_LOG2E
@@ -85,6 +85,6 @@ def qflash_rows(nat, zero, ARGS: tl.constexpr):
     cc = tl.minimum(c, 16.0)
     exp_M = tl.maximum(tl.floor(cc * (1 << SHIFT) + 0.5), 1.0).to(tl.int64)
     cap = (P_MAX + 1) * (1 << SHIFT) * 1.0
-    req_M = tl.floor(tl.minimum(P_MAX * cc * (1 << SHIFT), cap) + 0.5).to(tl.int64)
+    req_M = tl.maximum(tl.floor(tl.minimum(P_MAX * cc * (1 << SHIFT), cap) + 0.5), 1.0).to(tl.int64)
     u_max = ((32 << SHIFT) - 1) // exp_M
     return zero, zero, zero, zero, u_max, req_M, R, R, exp_M

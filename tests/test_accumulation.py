@@ -118,17 +118,28 @@ def test_lazy_rescale_rescales_less_often():
         assert ism.sqnr_db(ref, got) > 29.0
 
 
-def test_lazy_headroom_keeps_the_row_max_at_tiny_scales():
-    """`QFlashExp2` counts octaves at no less than ``2**-16`` per QK unit (``exp_M >= 1``), so at
-    tiny scales one octave of lazy headroom measured at the true rate spans many octaves at the
-    strategy's: a row's only key got ``P = 0`` and the output 0 instead of V (found by
-    hypothesis). The headroom is capped at its octaves at the strategy's slowest rate."""
-    recipe = ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.LazyRescale(headroom_octaves=1), p_bits=7, block_n=16,
-                        out_frac_bits=0)
+@pytest.mark.parametrize("rule", [ism.LazyRescale(headroom_octaves=1), ism.LazyRescale(headroom_octaves=4),
+                                  ism.TwoPass()], ids=["lazy1", "lazy4", "two_pass"])
+def test_qflash_keeps_the_row_max_at_any_scale(rule):
+    """`QFlashExp2` at amplitudes 1e-4 to 100 with one key: the output is that key's V. Three
+    defects hid here (found by hypothesis): its official ``req_M`` is 0 below ``c = 6e-8`` (every
+    ``P`` 0, now at least 1); its ``exp_M >= 1`` counts octaves at ``2**-16`` per unit however
+    small ``c``, so lazy headroom measured at the true rate spanned many more octaves (now capped,
+    ``intsoftmax.plan.headroom_limits``); and with ``R = round(1/c) < 2**h`` its exp is 0 ``h``
+    octaves down (now at most ``floor(log2(R))`` octaves of headroom)."""
+    recipe = ism.Recipe(exp=ism.QFlashExp2(), accumulation=rule, p_bits=7, block_n=16, out_frac_bits=0)
     rng = np.random.default_rng(0)
-    q, k, v = (rng.uniform(-0.2, 0.2, (1, 1, 1, 16)).astype(np.float32) for _ in range(3))
-    (_, s_q), (_, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
-    assert float(np.ravel(s_q)[0] * np.ravel(s_k)[0]) * 16 ** -0.5 * np.log2(np.e) < 2.0**-16  # below its rate
-    out = recipe.attention_int(q, k, v).dequantize()
-    np.testing.assert_allclose(out, v8 * s_v.astype(np.float64), rtol=1e-6)
-    assert recipe.plan(s_q, s_k, 16 ** -0.5).headroom.max() == 2**16
+    for amplitude in 10.0 ** np.linspace(-4, 2, 25):
+        q, k, v = (rng.normal(0, amplitude, (1, 1, 1, 16)).astype(np.float32) for _ in range(3))
+        (_, _), (_, _), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+        out = recipe.attention_int(q, k, v).dequantize()
+        np.testing.assert_allclose(out, v8 * s_v.astype(np.float64), rtol=1e-6, err_msg=f"amplitude {amplitude}")
+
+
+def test_lazy_headroom_is_capped_at_the_strategy_rate():
+    """The cap itself: one octave of headroom at QFlash's slowest rate is ``2**16`` QK units."""
+    recipe = ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.LazyRescale(headroom_octaves=1))
+    s = np.float32(0.2 / 127)  # c ~ 2**-21: below 2**-16
+    assert recipe.plan(s, s, 0.25).headroom.max() == 2**16
+    assert ism.Recipe.default().replace(accumulation=ism.LazyRescale(headroom_octaves=1)).plan(s, s, 0.25).headroom \
+        > 2**16  # FusedExp2 has no slowest rate

@@ -286,14 +286,16 @@ def test_int8_static_table_equals_per_call_table():
                          ids=["default", "qflash", "qflash_lazy"])
 def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
     """The table launch (one row per query: Q per token, K and V per head; 77 rows, so a partial
-    last program) writes the golden plan's constants, column by column (with the lazy rule, rows
-    on both sides of its headroom cap: ``intsoftmax.plan.headroom_limits``)."""
+    last program) writes the golden plan's constants, column by column. Q's scales span 1e-6 to
+    30 (QFlash's R from 2**25 down to 1, its req_M down to its floor of 1), so the lazy rule's
+    headroom meets both of its limits (``intsoftmax.plan.headroom_limits`` and ``floor(log2(R))``
+    octaves)."""
     from qflash import quantize
     from qflash.table import host_table
     recipe = recipe.replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(), v_granularity=ism.PerHead())
     rng = np.random.default_rng(77)
     B, H, N = 2, 3, 77
-    s_q = rng.uniform(0.001, 0.1, (B, H, N, 1)).astype(np.float32)
+    s_q = (10.0 ** rng.uniform(-6, np.log10(30), (B, H, N, 1))).astype(np.float32)
     s_k, s_v = (rng.uniform(0.001, 0.1, (B, H, 1, 1)).astype(np.float32) for _ in range(2))
     plan = recipe.plan(s_q, s_k, 0.125, s_v, out_scale)
     want = host_table(recipe, plan, B, H, N, s_v=s_v)

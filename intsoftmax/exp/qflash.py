@@ -14,8 +14,8 @@ Integer steps (int32): ``q = (t * exp_M) >> mul_shift`` (~ ``floor(t / R)``);
 paper's benchmark scale), so ``q`` is often off by one and ``r`` leaves its
 interval; :meth:`QFlashExp2.error_bound` accounts for it. Deviations from the
 official code, each so that the result stays defined and inside int32:
-``R`` is clamped to ``[1, 2**25]``, ``c`` to at most 16 and ``exp_M`` to at least 1 (the official
-constants become 0 for ``c > 2`` or ``c < 7.6e-6``); ``e`` is clamped at 0
+``R`` is clamped to ``[1, 2**25]``, ``c`` to at most 16 and ``exp_M`` and ``req_M`` to at least 1 (the
+official constants become 0 for ``c > 2`` or ``c < 7.6e-6``, and ``c < 6e-8``); ``e`` is clamped at 0
 (an underestimated ``q`` can make ``(r >> 1) + R`` negative); ``req_M`` is
 clamped where ``P`` saturates anyway; and ``P`` is clamped to ``P_max`` where
 the official kernel wraps 128 to -128 (see ``requant_constants``).
@@ -71,11 +71,14 @@ class QFlashExp2(ExpStrategy):
     def requant_constants(self, p_max, consts):
         """The official ``req_M = round(P_max * sm_scale * 2**16)``: derived from ``c``, not from
         ``R``, so ``P`` can reach ``P_max + 1`` at the row max (the pipeline clamps it).
-        Clamped to ``(P_max + 1) * 2**mul_shift``, beyond which ``P`` saturates for every ``e >= 1``."""
+        Clamped to ``(P_max + 1) * 2**mul_shift``, beyond which ``P`` saturates for every ``e >= 1``,
+        and to at least 1: the official constant is 0 for ``c < 6e-8`` (tiny scales), where every
+        ``P`` would be 0 and a live row's output 0; with 1 the row max keeps ``P = P_max``
+        (``R = round(1/c) >= 2**23`` there)."""
         c = np.asarray(consts["c"], dtype=np.float64)
         cap = float((p_max + 1) << self.mul_shift)
-        return round_half_up(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap)).astype(np.int64), \
-            self.requant_shift()
+        req_M = round_half_up(np.minimum(p_max * np.minimum(c, C_MAX) * 2.0**self.mul_shift, cap))
+        return np.maximum(req_M, 1.0).astype(np.int64), self.requant_shift()
 
     def one_upper_bound(self):
         return R_MAX
