@@ -446,6 +446,29 @@ def _long_cell(r, base: float) -> str:
     return f"{r['int8_graph_us']:.1f}{split} | {r['int8_graph_us'] / base:.2f}"
 
 
+def merge(parts: list, names: list) -> dict:
+    """One results file from the files of several runs of one commit on one GPU (``names``: their
+    paths, for the record): the rows in the benchmark's order, a row measured twice taken from the
+    later file, the unfused and energy comparisons from the last file that has them. Each row's
+    ratios stay against the SDPA time of its own run."""
+    for key in ("gpu", "commit"):
+        seen = {part[key] for part in parts}
+        if len(seen) > 1:
+            raise ValueError(f"results from different {key}s cannot be merged: {sorted(seen)}; merge one "
+                             f"{key}'s runs")
+    rows = {(r["workload"], r["batch"]): r for part in parts for r in part["rows"]}
+    order = {key: i for i, key in enumerate(ROWS)}
+    out = dict(date=max(part["date"] for part in parts), gpu=parts[0]["gpu"], commit=parts[0]["commit"],
+               command="python -m qflash.benchmark --merge " + " ".join(names),
+               runs=[part["command"] for part in parts], torch=parts[0].get("torch"),
+               rows=sorted(rows.values(), key=lambda r: order.get((r["workload"], r["batch"]), len(order))))
+    for key in ("unfused", "energy"):
+        found = [part[key] for part in parts if key in part]
+        if found:
+            out[key] = found[-1]
+    return out
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -461,7 +484,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-extras", action="store_true", help="skip the energy and unfused comparisons")
     parser.add_argument("--markdown", metavar="JSON", help="print docs/performance.md's tables from a results file "
                         "and exit (no GPU)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge the results files of several runs (one "
+                        "commit, one GPU: a run longer than the device allows, split by --rows) into --json; no GPU")
     args = parser.parse_args(argv)
+    if args.merge:
+        if not args.json:
+            raise SystemExit("--merge writes the merged results to --json FILE")
+        parts = []
+        for name in args.merge:
+            with open(name) as f:
+                parts.append(json.load(f))
+        with open(args.json, "w") as f:
+            json.dump(merge(parts, args.merge), f, indent=1)
+        return 0
     if args.markdown:
         with open(args.markdown) as f:
             print(markdown(json.load(f)))
@@ -471,7 +506,7 @@ def main(argv=None) -> int:
     rows = ROWS if not args.rows else [(w, int(b)) for w, b in (x.split(":") for x in args.rows.split(","))]
     result = dict(date=str(datetime.date.today()), gpu=torch.cuda.get_device_name(), commit=args.commit or git_commit(),
                   command="python -m qflash.benchmark" + (f" --json {args.json}" if args.json else "")
-                  + (f" --rows {args.rows}" if args.rows else ""),
+                  + (f" --rows {args.rows}" if args.rows else "") + (" --no-extras" if args.no_extras else ""),
                   torch=torch.__version__, rows=[])
 
     def save():  # after every row, so an interrupted run keeps what it measured

@@ -52,3 +52,18 @@ def test_recipe_calls_run_each_path_of_a_row(name):
     for out in outs:
         assert out.shape == q.shape and torch.isfinite(out).all()
         assert ism.sqnr_db(ref.numpy(), out.numpy()) > 25
+
+
+def test_merge_keeps_the_benchmark_order_the_latest_row_and_the_extras():
+    row = lambda w, b, us: dict(workload=w, batch=b, sdpa_graph_us=us, recipes={})  # noqa: E731
+    part = lambda rows, **extra: dict(date="2026-12-03", gpu="NVIDIA H200", commit="abc", command="run",  # noqa: E731
+                                      torch="2.11", rows=rows, **extra)
+    a = part([row("L1", 2, 1.0), row("A2", 256, 2.0)])
+    b = part([row("A2", 256, 3.0), row("A1", 1, 4.0)], energy=[{"workload": "A2"}])
+    merged = benchmark.merge([a, b], ["a.json", "b.json"])
+    assert [(r["workload"], r["batch"], r["sdpa_graph_us"]) for r in merged["rows"]] == \
+        [("A1", 1, 4.0), ("A2", 256, 3.0), ("L1", 2, 1.0)]
+    assert merged["energy"] == [{"workload": "A2"}] and "unfused" not in merged
+    assert merged["command"] == "python -m qflash.benchmark --merge a.json b.json" and merged["runs"] == ["run", "run"]
+    with pytest.raises(ValueError, match="different commits"):
+        benchmark.merge([a, dict(b, commit="def")], ["a.json", "b.json"])
