@@ -23,6 +23,11 @@ Then the QFlash paper's two headline comparisons: the unfused integer pipeline
 (:mod:`qflash.unfused`) beside the fused kernel, and energy per call from NVML's total-energy
 counter under graph replay, beside SDPA. Times are medians in microseconds; ratios are against
 SDPA's graph time of the same row. The table is printed last.
+
+A whole run outlasts the lent H200's 10 minutes per command: run it in parts of one commit
+(``--rows <the A rows> --no-extras``; ``--rows L1:2,L1c:2,D1:1,D1:8,D2:8 --no-extras``; ``--rows
+A7:1`` for the comparisons, each ``--json $OUT/<part>.json``), then ``--merge <parts> --json
+docs/performance.json`` (:func:`merge`; no GPU).
 """
 from __future__ import annotations
 
