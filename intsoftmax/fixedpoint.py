@@ -96,6 +96,11 @@ def saturate(x, bits: int, signed: bool = True):
     return np.clip(x, *int_range(bits, signed))
 
 
+def bit_length(l):
+    """``int.bit_length`` of each non-negative int64 below ``2**53`` (0 for 0), from float64's exponent."""
+    return np.where(l > 0, np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64), 0)
+
+
 def fixed_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """``(M, shift)`` with ``M = floor(real * 2**shift)``, ``2**30 <= M < 2**31``, for ``real >= 0``.
 

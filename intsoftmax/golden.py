@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .exp.base import evaluate, prescale
-from .fixedpoint import INT32_MAX, check_range
+from .fixedpoint import INT32_MAX, bit_length, check_range
 from .plan import BIAS_MAX, MASKED_LOGIT, NORM_FRAC, AttentionPlan
 
 #: Bits of the per-row reciprocal ``r = 2**(NORM_BITS + e) // l``.
@@ -114,11 +114,6 @@ def online_softmax(recipe, L, plan: AttentionPlan, pv, acc_shape, check_limits: 
             l, acc = l.astype(np.int64), acc.astype(np.int64)
         m = m_new
     return acc, l
-
-
-def bit_length(l):
-    """``int.bit_length`` of each non-negative int64 below ``2**53`` (0 for 0), from float64's exponent."""
-    return np.where(l > 0, np.frexp(np.maximum(l, 1).astype(np.float64))[1].astype(np.int64), 0)
 
 
 def reciprocal(l, frac_bits: int):

@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from .exp.base import LOG2E, ExpPlan
-from .fixedpoint import fixed_multiplier
+from .fixedpoint import bit_length, fixed_multiplier
 
 #: Largest |additive bias| in QK units; larger values saturate (|logit| stays < 2**29).
 BIAS_MAX = 2**28
@@ -80,7 +80,7 @@ def derive_plan(recipe, s_q, s_k, scale: float, s_v=None, out_scale=None) -> Att
     rel_M = (np.int64(1) << rule.release_shift) // one
     h, cap = headroom_limits(recipe)
     # at most floor(log2(one)) octaves: past them the exp at scale ``one`` is 0 (QFlash's R per row)
-    h_row = np.minimum(h, np.frexp(np.maximum(one, 1).astype(np.float64))[1] - 1.0)
+    h_row = np.minimum(h, bit_length(np.maximum(one, 1)) - 1)
     headroom = np.floor(np.minimum(h_row / (nat_unit * LOG2E), cap)).astype(np.int64)
     bias_inv = (1.0 / nat_unit).astype(np.float32)
     out_M = out_shift = None

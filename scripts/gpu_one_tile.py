@@ -18,7 +18,7 @@ import torch
 import intsoftmax as ism
 from intsoftmax.workloads import workload_shape
 from qflash import api, quantize as qz
-from qflash.benchmark import best_sdpa, graph_us
+from qflash.benchmark import best_sdpa, graph_us, uniform
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 
@@ -29,9 +29,7 @@ CONFIGS = {"A3": ((2, None), (4, None), (3, 0), (3, 112), (3, 120)),  # (stages,
 
 
 def inputs(workload, batch=256):
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    return tuple(torch.empty(workload_shape(workload, batch), device="cuda", dtype=torch.float16)
-                 .uniform_(-4, 4, generator=gen) for _ in range(3))
+    return uniform(workload_shape(workload, batch))
 
 
 def kernel_us(workload, recipe, source="table", **config):
