@@ -869,9 +869,9 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     their sums, added by the last program of each row block); bit-exact with one launch.
     ``tail_block_m`` (two-pass rules, one launch of several key tiles): when the last row block
     holds at most this many rows, it runs as a second launch of ``tail_block_m``-row programs of
-    one warp (``mma.sync``), instead of padding it to ``block_m`` rows of four: ViT's 197 queries
-    cost 3 x 64 + 16 rows, not 4 x 64. On a GPU that launch is programmatically dependent (PDL):
-    it starts as the first one's last wave runs, and ends after it. Bit-exact either way.
+    one warp (``mma.sync``; keys tiled as :func:`tail_config` says), instead of padding it to
+    ``block_m`` rows of four: ViT's 197 queries cost 3 x 64 + 16 rows, not 4 x 64. On a GPU that
+    launch is programmatically dependent (PDL): it starts as the first one's last wave runs, and ends after it. Bit-exact either way.
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
     """
@@ -927,12 +927,12 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
         float_strides = scale_strides(scales[0] if scales is not None else None) + [0] * 3
     ptx = not interpreted(_qflash_fwd)
     # (split phase, grid, first row, row launch, BLOCK_M, warps and launch options) of each launch
-    blocks = dict(BLOCK_M=block_m, num_warps=num_warps)
+    blocks = dict(BLOCK_M=block_m, num_warps=num_warps, BLOCK_N=block_n, TILE_N=max(block_n, 32), ONE_TILE=one_tile)
     if n_splits > 1:  # split keys: two launches over every row block
         launches = [(SPLIT_MAX, grid, 0, ROWS_ALL, blocks), (SPLIT_SUM, grid, 0, ROWS_ALL, blocks)]
     elif spec.two_pass and not one_tile and NQ > block_m and 0 < NQ % block_m <= tail_block_m:
         full = NQ // block_m * block_m
-        tail = dict(BLOCK_M=tail_block_m, num_warps=1, **({"launch_pdl": True} if ptx else {}))
+        tail = dict(BLOCK_M=tail_block_m, **tail_config(NK, block_n), **({"launch_pdl": True} if ptx else {}))
         launches = [(SPLIT_NONE, (full // block_m,) + grid[1:], 0, ROWS_MAIN, blocks),
                     (SPLIT_NONE, (triton.cdiv(NQ - full, tail_block_m),) + grid[1:], full, ROWS_TAIL, tail)]
     else:
@@ -948,14 +948,31 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             tab_b, tab_h, tab_m, *mstrides, *range_strides, *float_strides, *scale_strides(s_cols),
             H, *div_magic(H), B * H, batch2, NQ, NK, readable_keys(v8),
             f64_bits(float_scales[3] if spec.float_softmax else derive_scale or 1.0), keys_per_split // block_n, row0,
-            BLOCK_N=block_n, TILE_N=max(block_n, 32), num_stages=num_stages,
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
             DERIVE=derive, Q_ROWS=q_rows, SCALES=scales is not None,
             PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
-            ONE_TILE=one_tile, SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
-            ROW_LAUNCH=row_launch.value, **spec.constexprs(), **config, **options,
+            SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
+            ROW_LAUNCH=row_launch.value, **spec.constexprs(), **{"num_stages": num_stages, **options, **config},
         )
     return out
+
+
+#: Keys up to which the last rows' launch takes every key in one tile (``ONE_TILE``): no first
+#: pass and one step with all its MMAs independent, instead of two chains of key tiles whose
+#: latency the one-warp programs of that launch cannot hide. (Triton lays the warps of chained
+#: MMAs along the rows, so a 16-row program has one warp whatever it asks.)
+TAIL_ONE_TILE_KEYS = 0
+#: Launch options of the last rows' launch beside its tiles (e.g. its register cap).
+TAIL_OPTIONS: dict = {}
+
+
+def tail_config(nk: int, block_n: int) -> dict:
+    """Warps, key tiles and options of the last rows' launch (:func:`launch`'s ``tail_block_m``):
+    one warp; up to :data:`TAIL_ONE_TILE_KEYS` keys every key in one tile of a power of two (at
+    least 64), else ``block_n`` tiles. Two-pass sums do not depend on the tiles: either is
+    bit-exact."""
+    n = max(64, triton.next_power_of_2(nk)) if nk <= TAIL_ONE_TILE_KEYS else block_n
+    return dict(num_warps=1, BLOCK_N=n, TILE_N=max(n, 32), ONE_TILE=n != block_n, **TAIL_OPTIONS)
 
 
 def div_magic(d: int) -> tuple[int, int]:

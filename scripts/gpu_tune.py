@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import intsoftmax as ism
-from qflash import api, quantize as qz
+from qflash import api, kernel, quantize as qz
 from qflash import spec as qspec
 from qflash.benchmark import CAUSAL, LLM_SHAPES, best_sdpa, graph_us, kv_shape_of, shape_of
 from qflash.kernel import launch
@@ -95,6 +95,9 @@ def main(argv=None):
     p.add_argument("--hi-sum", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--tail-rows", default=str(api.TAIL_ROWS),
                    help="comma list: rows of the last row block's own launch (0: none; default: the API's)")
+    p.add_argument("--tail", default="",
+                   help="comma list of keys/maxnreg/stages: that launch's one-tile key limit "
+                        "(kernel.TAIL_ONE_TILE_KEYS), register cap (0: none) and stages; default: the API's")
     a = p.parse_args(argv)
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
@@ -112,18 +115,23 @@ def main(argv=None):
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
                 for tail in map(int, a.tail_rows.split(",")):
-                    label = cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}"
-                    try:
-                        t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load,
-                                        tail_rows=tail)
-                    except Exception as err:  # a configuration out of resources: report, go on
-                        print(f"{w} {name} {label}: {type(err).__name__} {str(err)[:120]}", flush=True)
-                        continue
-                    rows.append((w, name, label, t, t / base))
-                    print(f"{w} b={batch} {name:12s} {label:12s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
+                    for variant in a.tail.split(",") if tail else [""]:
+                        label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "")
+                        if variant:
+                            keys, cap, tail_stages = map(int, variant.split("/"))
+                            kernel.TAIL_ONE_TILE_KEYS = keys
+                            kernel.TAIL_OPTIONS = {"maxnreg": cap or None, "num_stages": tail_stages}
+                        try:
+                            t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load,
+                                            tail_rows=tail)
+                        except Exception as err:  # a configuration out of resources: report, go on
+                            print(f"{w} {name} {label}: {type(err).__name__} {str(err)[:120]}", flush=True)
+                            continue
+                        rows.append((w, name, label, t, t / base))
+                        print(f"{w} b={batch} {name:12s} {label:18s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
     print("\nworkload recipe config us ratio")
     for r in rows:
-        print(f"{r[0]} {r[1]:12s} {r[2]:12s} {r[3]:8.1f} {r[4]:5.2f}")
+        print(f"{r[0]} {r[1]:12s} {r[2]:18s} {r[3]:8.1f} {r[4]:5.2f}")
 
 
 if __name__ == "__main__":

@@ -694,20 +694,25 @@ def test_static_ranges_quantized_on_load_equal_golden(monkeypatch, n_q, n_k, dty
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_last_rows_in_their_own_launch(monkeypatch, causal):
-    """A last row block of at most 16 rows runs as a second launch of 16-row one-warp programs
-    starting at row ``full`` (ViT's 197 queries: 3 x 64 + 5): the same integers and float output as
-    one launch and as the golden model, with Q per token, a float bias or the causal mask."""
+@pytest.mark.parametrize("keys", ["one_tile", "key_tiles"])
+def test_last_rows_in_their_own_launch(monkeypatch, causal, keys):
+    """A last row block of at most 16 rows runs as a second launch of 16-row programs starting at
+    row ``full`` (ViT's 197 queries: 3 x 64 + 5), its 197 keys in one 256-key tile or in 64-key
+    tiles (``kernel.tail_config``): the same integers and float output as one
+    launch and as the golden model, with Q per token, a float bias or the causal mask; 11-bit ``P``
+    (its two MMAs per sum) in the causal case."""
     from qflash import api, kernel
     rng = np.random.default_rng(31)
     q = rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32)
     k, v = (rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32) for _ in range(2))
     bias = None if causal else rng.normal(0, 2, (197, 197)).astype(np.float32)
-    recipe = ism.Recipe.fast().replace(q_granularity=ism.PerToken())
+    recipe = (ism.Recipe.default() if causal else ism.Recipe.fast()).replace(q_granularity=ism.PerToken())
+    monkeypatch.setattr(kernel, "TAIL_ONE_TILE_KEYS", 256 if keys == "one_tile" else 0)
     launches = []
     launch = kernel.launch
     monkeypatch.setattr(kernel, "launch", lambda *a, **kw: launches.append(kw["tail_block_m"]) or launch(
-        *a, **kw, launcher=lambda fn, grid, *args, **opts: launches.append((grid[0], opts["BLOCK_M"], args[-1])) or
+        *a, **kw, launcher=lambda fn, grid, *args, **opts: launches.append((grid[0], opts["BLOCK_M"], args[-1],
+                                                                            opts["BLOCK_N"])) or
         kernel.launch_kernel(fn, grid, *args, **opts)))
     outs = []
     for rows in (0, api.TAIL_ROWS):
@@ -720,7 +725,8 @@ def test_last_rows_in_their_own_launch(monkeypatch, causal):
     np.testing.assert_array_equal(outs[1], recipe.attention_int(q, k, v, bias, is_causal=causal).values)
     np.testing.assert_array_equal(outs[0], outs[1])
     # one launch of 4 row blocks of 64 rows from row 0; then 3 of 64 and one of 16 from row 192
-    assert launches[:2] == [0, (4, 64, 0)] and launches[-3:] == [16, (3, 64, 0), (1, 16, 192)]
+    tail_n = 256 if keys == "one_tile" else 64
+    assert launches[:2] == [0, (4, 64, 0, 64)] and launches[-3:] == [16, (3, 64, 0, 64), (1, 16, 192, tail_n)]
 
 
 @pytest.mark.parametrize("batch, heads", [(2, 3), (7, 1)], ids=["even_slabs", "spare_program"])
