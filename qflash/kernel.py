@@ -962,8 +962,10 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
 #: latency the one-warp programs of that launch cannot hide. (Triton lays the warps of chained
 #: MMAs along the rows, so a 16-row program has one warp whatever it asks.)
 TAIL_ONE_TILE_KEYS = 0
-#: Launch options of the last rows' launch beside its tiles (e.g. its register cap).
-TAIL_OPTIONS: dict = {}
+#: Launch options of the last rows' launch: no register cap (one warp holds 167 registers at
+#: D = 64, where the main launch's cap of 128 spilled) and two stages. H200, kernel only, batch
+#: 256 (docs/performance.md): A1 / A2 / A3 `fast` 55.8 / 102.4 / 199.4 -> 50.2 / 97.9 / 192.0 us.
+TAIL_OPTIONS: dict = {"maxnreg": None, "num_stages": 2}
 
 
 def tail_config(nk: int, block_n: int) -> dict:
