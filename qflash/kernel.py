@@ -156,15 +156,45 @@ def _quant(x, inv, QUANT: tl.constexpr, PTX: tl.constexpr):
 
 
 @triton.jit
+def _key_order(TILE: tl.constexpr, MMA_ORDER: tl.constexpr):
+    """The key (offset in the tile) of each logit column: ``c``, or with ``MMA_ORDER`` the key that
+    puts ``P`` in the int8 MMA's operand order without moving it (:func:`_mma_operand`). An MMA
+    result gives a thread the columns ``8g + 2t + e`` of each 32 (``g``, ``t`` < 4, ``e`` < 2); the
+    8-bit A operand wants ``16h + 4t + 2i + e`` from it. Column ``32b + 8g + 2t + e`` therefore holds
+    key ``32b + 16 (g >> 1) + 4t + 2 (g & 1) + e``: the operand's order is the keys' own, and V is
+    read as stored. Integer sums do not depend on the order of the keys."""
+    c = tl.arange(0, TILE)
+    if MMA_ORDER:
+        g = (c >> 3) & 3
+        c = (c & ~31) + ((g >> 1) << 4) + (((c >> 1) & 3) << 2) + ((g & 1) << 1) + (c & 1)
+    return c
+
+
+@triton.jit
+def _mma_operand(p, MMA_ORDER: tl.constexpr):
+    """``P`` (BLOCK_M, TILE) int8 as the operand of ``P . V`` with keys in their own order: with
+    logit columns in :func:`_key_order`'s ``MMA_ORDER``, column ``16h + 4t + 2i + e`` of each 32 is
+    column ``16h + 8i + 2t + e`` of ``p``. A relabelling of the registers each thread holds (the
+    layout conversion to the MMA operand needs no shuffles: FlashAttention-3's permutation for
+    8-bit ``P``, on K's rows instead of V's)."""
+    if MMA_ORDER:
+        M: tl.constexpr = p.shape[0]
+        N: tl.constexpr = p.shape[1]
+        p = tl.reshape(tl.permute(tl.reshape(p, (M, N // 32, 2, 2, 4, 2)), (0, 1, 2, 4, 3, 5)), (M, N))
+    return p
+
+
+@triton.jit
 def _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k,
                  D: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr, MASK_KIND: tl.constexpr,
                  PADDED: tl.constexpr, MASK_PAD: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr,
-                 PTX: tl.constexpr):
-    """Integer logits of the key tile at ``j`` (BLOCK_M, TILE): ``Q8 . K8^T`` plus mask or bias.
+                 PTX: tl.constexpr, MMA_ORDER: tl.constexpr = False):
+    """Integer logits of the key tile at ``j`` (BLOCK_M, TILE): ``Q8 . K8^T`` plus mask or bias,
+    column ``c`` for key ``j + _key_order(TILE, MMA_ORDER)[c]``.
     In a padded tile, keys past ``NK`` or past ``WIDTH`` (zero padding for the MMA) read zero
     rows of K, and ``MASK_PAD`` masks them (their logit is 0 otherwise). ``QUANT``: K is float,
     quantized here with ``inv_k``; a key holding NaN or Inf gets the logit ``POISON``."""
-    offs_n = tl.arange(0, TILE)
+    offs_n = _key_order(TILE, MMA_ORDER)
     n = j + offs_n
     key_ok = (n < NK) & (offs_n < WIDTH)
     k = _load(k_base + n[:, None] * skn + offs_d[None, :] * skd, key_ok, offs_d < D, PADDED, D < offs_d.shape[0])
@@ -334,7 +364,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
                EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
-               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr):
+               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr, MMA_ORDER: tl.constexpr):
     """One key tile into the MMA-held sums; returns ``(sums, bad, m)``. Two-pass: pass 2, the
     reference ``m`` fixed. ``ONLINE`` (``ScaleRelease(acc_bits=64)``): ``m`` moves to the tile's
     max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
@@ -354,11 +384,12 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     TILE: tl.constexpr = WIDTH if WIDTH >= 32 else 32
     PAD: tl.constexpr = PADDED or WIDTH < 32
     s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv[0], D, WIDTH,
-                     TILE, MASK_KIND, PAD, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX)
+                     TILE, MASK_KIND, PAD, USER_MASK or ONLINE, ROW_TABLE, QUANT, PTX, MMA_ORDER)
     if USER_MASK:
         ok = s > MASKED
     else:
-        ok = ((j + tl.arange(0, TILE) < NK) & (tl.arange(0, TILE) < WIDTH))[None, :]
+        keys = _key_order(TILE, MMA_ORDER)
+        ok = ((j + keys < NK) & (keys < WIDTH))[None, :]
     if ONLINE:
         m_new = tl.maximum(m, tl.max(s, 1))
         moved = (m_new > m) & (m > MASKED)
@@ -379,13 +410,13 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     ones = tl.full((TILE, 16), 1, tl.int8)
     l, acc, l_hi, acc_hi = sums
     if P_BITS <= 7:
-        p8 = p if PACKED else pack_s8(p, PTX)
+        p8 = _mma_operand(p if PACKED else pack_s8(p, PTX), MMA_ORDER)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     elif NEGATE:  # sum P V = 127 sum V - sum (127 - P) V
-        p8 = pack_s8(p, PTX)
+        p8 = _mma_operand(pack_s8(p, PTX), MMA_ORDER)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
-        acc = tl.dot(tl.full(p.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
+        acc = tl.dot(tl.full(p8.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     else:  # P = 128 hi + lo
         if PACKED:
@@ -393,6 +424,8 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
         else:
             lo = pack_s8(p & 127, PTX)
             hi = pack_s8(p >> 7, PTX)
+        lo = _mma_operand(lo, MMA_ORDER)
+        hi = _mma_operand(hi, MMA_ORDER)
         acc = tl.dot(lo, v, acc, out_dtype=tl.int32)
         l = tl.dot(lo, ones, l, out_dtype=tl.int32)
         if HI_SUM:
@@ -585,6 +618,7 @@ def _qflash_fwd(
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
     HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr, SCALES: tl.constexpr,
+    MMA_ORDER: tl.constexpr,
 ):
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
@@ -685,12 +719,12 @@ def _qflash_fwd(
             sums = (l2, acc, 0, 0)
         if ONE_TILE:  # (two-pass only) the tile's own max is the row max: no first pass
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, 0, NQ, NK, bias_inv, inv[0], D,
-                             BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX)
+                             BLOCK_N, BLOCK_N, MASK_KIND, True, True, ROW_TABLE, QUANT, PTX, MMA_ORDER)  # (_sums_tile's)
             m = tl.max(s, 1)
             sums, bad, m = _sums_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, Lut, D,
                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT)
+                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT, MMA_ORDER)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
@@ -709,7 +743,8 @@ def _qflash_fwd(
                     sums, bad, m = _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
                                               Lut, D, BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
-                                              P_BITS, FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT)
+                                              P_BITS, FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT,
+                                              MMA_ORDER)
                     if ACC64:  # every CHUNK keys: acc's bits above 7 into acc_hi (acc keeps 0 <= acc < 128)
                         if (j + BLOCK_N) % CHUNK == 0:
                             l2, acc, l2_hi, acc_hi = sums
@@ -721,7 +756,8 @@ def _qflash_fwd(
                     sums, bad, m = _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
                                               Lut, D, TAIL_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
-                                              P_BITS, MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT)
+                                              P_BITS, MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT,
+                                              MMA_ORDER)
         l2, acc, l2_hi, acc_hi = sums
         l = tl.max(l2, 1)
         if HI_SUM:  # (l fits int32, and acc unless ACC64: the recipe's key limit)
@@ -871,7 +907,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
     holds at most this many rows, it runs as a second launch of ``tail_block_m``-row programs of
     one warp (``mma.sync``; keys tiled as :func:`tail_config` says), instead of padding it to
     ``block_m`` rows of four: ViT's 197 queries cost 3 x 64 + 16 rows, not 4 x 64. On a GPU that
-    launch is programmatically dependent (PDL): it starts as the first one's last wave runs, and ends after it. Bit-exact either way.
+    launch is programmatically dependent (PDL): it starts as the first one's last wave runs, and
+    ends after it. Bit-exact either way.
     ``launcher``: how to launch (:func:`qflash.launcher.launch`; the benchmark compares it
     with Triton's own ``kernel[grid](...)``).
     """
@@ -951,12 +988,15 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             enable_fp_fusion=False, ROW_TABLE=q_rows or not derive and not spec.float_softmax and table.shape[1] > 1,
             DERIVE=derive, Q_ROWS=q_rows, SCALES=scales is not None,
             PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
-            SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value,
+            SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value, MMA_ORDER=MMA_ORDER,
             ROW_LAUNCH=row_launch.value, **spec.constexprs(), **{"num_stages": num_stages, **options, **config},
         )
     return out
 
 
+#: Two-pass key tiles read K's rows in the order that leaves ``P`` where the int8 MMA wants its
+#: operand (:func:`_key_order`); off, the layout conversion moves ``P`` between threads.
+MMA_ORDER = True
 #: Keys up to which the last rows' launch takes every key in one tile (``ONE_TILE``): no first
 #: pass and one step with all its MMAs independent, instead of two chains of key tiles whose
 #: latency the one-warp programs of that launch cannot hide. (Triton lays the warps of chained
@@ -973,8 +1013,9 @@ def tail_config(nk: int, block_n: int) -> dict:
     one warp; up to :data:`TAIL_ONE_TILE_KEYS` keys every key in one tile of a power of two (at
     least 64), else ``block_n`` tiles. Two-pass sums do not depend on the tiles: either is
     bit-exact."""
-    n = max(64, triton.next_power_of_2(nk)) if nk <= TAIL_ONE_TILE_KEYS else block_n
-    return dict(num_warps=1, BLOCK_N=n, TILE_N=max(n, 32), ONE_TILE=n != block_n, **TAIL_OPTIONS)
+    one_tile = nk <= TAIL_ONE_TILE_KEYS
+    n = max(64, triton.next_power_of_2(nk)) if one_tile else block_n
+    return dict(num_warps=1, BLOCK_N=n, TILE_N=max(n, 32), ONE_TILE=one_tile, **TAIL_OPTIONS)
 
 
 def div_magic(d: int) -> tuple[int, int]:

@@ -5,7 +5,10 @@ Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, L1c causal, D1: 
 e.g. ``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``. SDPA: its
 fastest backend, as in the benchmark. ``--hi-sum on|off`` forces the two-pass sums' form
 (:attr:`qflash.spec.KernelSpec.hi_sum`; the wide accumulator always has it). ``--tail-rows 0,16``
-times both forms of a call whose last row block is small (:data:`qflash.api.TAIL_ROWS`)."""
+times both forms of a call whose last row block is small (:data:`qflash.api.TAIL_ROWS`); ``--tail
+0/128/3,0/0/2`` the last rows' launch with other key tiles, register caps and stages
+(:func:`qflash.kernel.tail_config`); ``--mma-order on,off`` pass 2 with K's rows in the MMA
+operand's order or in their own (:data:`qflash.kernel.MMA_ORDER`)."""
 from __future__ import annotations
 
 import argparse
@@ -98,6 +101,8 @@ def main(argv=None):
     p.add_argument("--tail", default="",
                    help="comma list of keys/maxnreg/stages: that launch's one-tile key limit "
                         "(kernel.TAIL_ONE_TILE_KEYS), register cap (0: none) and stages; default: the API's")
+    p.add_argument("--mma-order", default="on", help="comma list of on/off: pass 2 reads K's rows in the int8 "
+                   "MMA operand's order (kernel.MMA_ORDER) or in their own")
     a = p.parse_args(argv)
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
@@ -115,8 +120,11 @@ def main(argv=None):
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
                 for tail in map(int, a.tail_rows.split(",")):
-                    for variant in a.tail.split(",") if tail else [""]:
-                        label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "")
+                    for variant, order in ((v, o) for v in (a.tail.split(",") if tail else [""])
+                                           for o in a.mma_order.split(",")):
+                        kernel.MMA_ORDER = order == "on"
+                        label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "") \
+                            + ("" if order == "on" else "/keys")
                         if variant:
                             keys, cap, tail_stages = map(int, variant.split("/"))
                             kernel.TAIL_ONE_TILE_KEYS = keys

@@ -2,12 +2,15 @@
 import numpy as np
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import intsoftmax as ism
 import qflash
 from intsoftmax.testing import attention_inputs, recipes
+from qflash.kernel import _key_order, _mma_operand
 
 from kernel_utils import DEVICE, assert_float_output, combined_mask, n, needs_kernel, t
 
@@ -131,6 +134,43 @@ def test_high_part_sums_at_head_dim_128(p_bits, causal):
     q, k, v = (rng.normal(0, 2, (1, 1, 150, 128)).astype(np.float32) for _ in range(3))
     values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=causal, recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=causal).values)
+
+
+@pytest.mark.parametrize("mma_order", [True, False], ids=["mma_order", "key_order"])
+@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8),
+                                    ism.Recipe.long_context()], ids=["11bit", "7bit", "8bit", "long_context"])
+def test_keys_read_in_the_mma_operand_order(monkeypatch, recipe, mma_order):
+    """Pass 2 reads K's rows in the order that leaves P where the int8 MMA wants its operand
+    (kernel._key_order) or in their own: the same integers as the golden model either way, for 7-bit
+    P, 8-bit P's offset form, 11-bit P's two halves and the wide accumulator, over full, 32-key
+    and padded key tiles (N = 150) and a Swin-sized one-tile slice (N = 49)."""
+    from qflash import kernel
+    monkeypatch.setattr(kernel, "MMA_ORDER", mma_order)
+    rng = np.random.default_rng(7)
+    for shape in ((1, 2, 150, 32), (2, 2, 49, 32)):
+        q, k, v = (rng.normal(0, 2, shape).astype(np.float32) for _ in range(3))
+        values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
+        np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
+
+
+@triton.jit
+def _mma_key_order(Out, N: tl.constexpr):
+    """Out[:N]: the key of each logit column in the MMA order; Out[N:]: those keys relabelled as
+    the P . V operand (its columns)."""
+    c = tl.arange(0, N)
+    keys = _key_order(N, True)
+    tl.store(Out + c, keys)
+    tl.store(Out + N + c, tl.reshape(_mma_operand(tl.reshape(keys, (1, N)), True), (N,)))
+
+
+def test_mma_key_order_is_a_permutation_undone_by_the_operand_relabelling():
+    """kernel._key_order puts each 32 keys in a permutation, and _mma_operand relabels the
+    logit columns back into the keys' own order (the pairing P . V relies on)."""
+    out = torch.empty(2 * 64, dtype=torch.int32, device=DEVICE)
+    _mma_key_order[(1,)](out, N=64)
+    keys, relabelled = out[:64].tolist(), out[64:].tolist()
+    assert sorted(keys) == list(range(64)) and keys != list(range(64))
+    assert relabelled == list(range(64))
 
 
 @pytest.mark.parametrize("float_out", ["pair", "rounded"])
