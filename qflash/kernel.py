@@ -25,7 +25,9 @@ kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in ``TAIL`` (32) k
 offset form: no column sums), or as ``P mod 128`` and ``P >> 7`` in two MMAs whose second result
 is added 128 times (9-14 bits); the same operands against a tile of ones give ``l = sum P``.
 Keys past ``NK`` in a padded tile read zero rows of K and carry ``P = 0``; V is read 16 keys at a
-time where its storage allows (:func:`readable_keys`).
+time where its storage allows (:func:`readable_keys`). Pass 2 reads each 32 rows of K in the order
+that leaves ``P`` in the registers where the int8 MMA wants its operand (:func:`_key_order`,
+``MMA_ORDER``): no shuffles between the two MMAs.
 
 Everything that varies per recipe is a constexpr (:class:`~qflash.spec.KernelSpec`); sequence
 lengths, batch and heads are runtime values, and of the key count only one bit is compiled in:
