@@ -106,6 +106,54 @@ def split_half(z, PTX: tl.constexpr):
 
 
 @triton.jit
+def _rows_swap(p):
+    """The logical inverse of the byte order of :func:`pack_half_round_rows` and
+    :func:`split_half_rows`: row bit 3 and column bit 3 of a (BLOCK_M, N) MMA-result tile swapped, a
+    relabelling of registers (both bits are register bits of every thread)."""
+    M: tl.constexpr = p.shape[0]
+    N: tl.constexpr = p.shape[1]
+    return tl.reshape(tl.permute(tl.reshape(p, (M // 16, 2, 8, N // 16, 2, 8)), (0, 4, 2, 3, 1, 5)), (M, N))
+
+
+@triton.jit
+def pack_half_round_rows(y, PTX: tl.constexpr):
+    """:func:`pack_half_round` of an int32 tile in an MMA result's layout, its bytes gathered per row:
+    of the eight values a thread holds in one 8-column group pair (register order ``e``, row + 8,
+    columns + 8) each 32-bit word takes four of one row, the order the int8 MMA operand wants
+    after :func:`qflash.kernel._mma_operand` (no half-word transposes before the MMA)."""
+    if PTX:
+        p = tl.inline_asm_elementwise(
+            "{ .reg .b32 a, b; cvt.pack.sat.u8.s32.b32 a, $7, $6, 0; cvt.pack.sat.u8.s32.b32 a, $3, $2, a; "
+            "cvt.pack.sat.u8.s32.b32 b, $9, $8, 0; cvt.pack.sat.u8.s32.b32 b, $5, $4, b; "
+            "add.u32 a, a, 0x01010101; shr.u32 a, a, 1; and.b32 $0, a, 0x7F7F7F7F; "
+            "add.u32 b, b, 0x01010101; shr.u32 b, b, 1; and.b32 $1, b, 0x7F7F7F7F; }",
+            "=r,=r,r,r,r,r,r,r,r,r", [y], dtype=tl.int8, is_pure=True, pack=8)
+        p = _rows_swap(p)
+    else:
+        p = ((y + 1) >> 1).to(tl.int8)
+    return p
+
+
+@triton.jit
+def split_half_rows(z, PTX: tl.constexpr):
+    """:func:`split_half` with the bytes gathered per row as in :func:`pack_half_round_rows`."""
+    if PTX:
+        lo, hi = tl.inline_asm_elementwise(
+            "{ .reg .b32 a, b, c; "
+            "prmt.b32 a, $4, $5, 0x5140; prmt.b32 b, $8, $9, 0x5140; prmt.b32 c, a, b, 0x5410; "
+            "prmt.b32 $2, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $0, c, 0x7F7F7F7F; "
+            "prmt.b32 a, $6, $7, 0x5140; prmt.b32 b, $10, $11, 0x5140; prmt.b32 c, a, b, 0x5410; "
+            "prmt.b32 $3, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $1, c, 0x7F7F7F7F; }",
+            "=r,=r,=r,=r,r,r,r,r,r,r,r,r", [z], dtype=(tl.int8, tl.int8), is_pure=True, pack=8)
+        lo = _rows_swap(lo)
+        hi = _rows_swap(hi)
+    else:
+        lo = ((z >> 1) & 127).to(tl.int8)
+        hi = (z >> 8).to(tl.int8)
+    return lo, hi
+
+
+@triton.jit
 def rcp_f64(x, PTX: tl.constexpr):
     """About ``1 / x`` (float64, relative error below ``2**-20``; one ``MUFU.RCP64H``)."""
     if PTX:
