@@ -68,8 +68,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .plan import empty
-from .ptx import (floor_s8, mul_wide, pack_half_round, pack_half_round_rows, pack_s8, rcp_f64, shr_funnel,
-                  split_half, split_half_rows)
+from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
 from .rows import frexp_exponent
 from .quantize import bh_strides, f64_bits, scale_inv, table_row
 from .spec import MaskKind, OutKind
@@ -331,13 +330,12 @@ def _merge_splits(l, sums, bad, SplitL, SplitAcc, SplitCount, rows, row_ok, offs
 def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr,
                    PRESCALED: tl.constexpr, FUSED: tl.constexpr, P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr,
                    P_BITS: tl.constexpr, NEGATE: tl.constexpr, MASKING: tl.constexpr, PACKED: tl.constexpr,
-                   ROW_TABLE: tl.constexpr, PTX: tl.constexpr, ROWS_PACK: tl.constexpr = False):
+                   ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """``P`` of a tile of logits against the row references ``m`` (int32), 0 where ``MASKING`` and
     not ``ok``: the fused strategy from its row multiplier ``fx = M`` and constants at ``P_max``,
     else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused, 7 bits): as
     the int8 MMA operand, rounded four at a time; (fused, 9-14 bits) as the two int8 operands
-    ``(lo, hi)`` of ``P = 128 hi + lo`` (:func:`~qflash.ptx.split_half`); ``ROWS_PACK``: bytes
-    gathered per row (:func:`~qflash.ptx.pack_half_round_rows`), as K's ``MMA_ORDER`` wants them."""
+    ``(lo, hi)`` of ``P = 128 hi + lo`` (:func:`~qflash.ptx.split_half`), bytes gathered per row."""
     if FUSED:
         y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
         if MASKING:
@@ -345,9 +343,9 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
         if NEGATE:
             p = (254 - y) >> 1
         elif PACKED and P_BITS <= 7:
-            p = pack_half_round_rows(y, PTX) if ROWS_PACK else pack_half_round(y, PTX)
+            p = pack_half_round(y, PTX)
         elif PACKED:
-            p = split_half_rows(y + 1, PTX) if ROWS_PACK else split_half(y + 1, PTX)
+            p = split_half(y + 1, PTX)
         else:
             p = (y + 1) >> 1
     else:
@@ -408,7 +406,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     NEGATE: tl.constexpr = P_BITS == 8 and not ONLINE
     PACKED: tl.constexpr = FUSED and not NEGATE
     p = _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                       NEGATE, PAD or USER_MASK, PACKED, ROW_TABLE, PTX, MMA_ORDER)
+                       NEGATE, PAD or USER_MASK, PACKED, ROW_TABLE, PTX)
     v, v_bad = _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv[1], D, WIDTH, TILE, PAD, QUANT, PTX)
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
@@ -999,7 +997,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
 
 
 #: Two-pass key tiles read K's rows in the order that leaves ``P`` where the int8 MMA wants its
-#: operand (:func:`_key_order`); off, the layout conversion moves ``P`` between threads.
+#: operand (:func:`_key_order`); off (for timing), the layout conversion moves ``P`` between threads.
 MMA_ORDER = True
 #: Keys up to which the last rows' launch takes every key in one tile (``ONE_TILE``): no first
 #: pass and one step with all its MMAs independent, instead of two chains of key tiles whose

@@ -12,9 +12,10 @@ On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Trit
 * :func:`pack_s8`: four int32 to four saturated int8 in two ``I2IP`` (the compiler's truncating
   conversion takes three byte permutes);
 * :func:`pack_half_round`: ``(y + 1) >> 1`` of four bytes at once after packing them (three
-  instructions per four values instead of two per value);
+  instructions per four values instead of two per value), one row's four per word: the int8 MMA
+  operand's order;
 * :func:`split_half`: ``(y + 1) >> 1`` of up to 14 bits as two int8 MMA operands, its low seven
-  bits and the rest, in four byte permutes, a shift and a mask per four values;
+  bits and the rest, in four byte permutes, a shift and a mask per four values, words as above;
 * :func:`floor_s8`: float32 to int8 by the magic-number floor, off the quarter-rate conversion
   unit;
 * :func:`rcp_f64`: the hardware's approximate float64 reciprocal (``div.rn.f64`` brings a
@@ -75,52 +76,23 @@ def pack_s8(p, PTX: tl.constexpr):
 
 
 @triton.jit
-def pack_half_round(y, PTX: tl.constexpr):
-    """``(y + 1) >> 1`` as int8 for int32 ``y`` in ``[0, 254]``: four ``y`` packed as unsigned bytes,
-    then one add, shift and mask for all four (``y + 1 <= 255`` carries into no neighbour)."""
-    if PTX:
-        p = tl.inline_asm_elementwise(
-            "{ .reg .b32 t; cvt.pack.sat.u8.s32.b32 t, $4, $3, 0; cvt.pack.sat.u8.s32.b32 t, $2, $1, t; "
-            "add.u32 t, t, 0x01010101; shr.u32 t, t, 1; and.b32 $0, t, 0x7F7F7F7F; }",
-            "=r,r,r,r,r", [y], dtype=tl.int8, is_pure=True, pack=4)
-    else:
-        p = ((y + 1) >> 1).to(tl.int8)
-    return p
-
-
-@triton.jit
-def split_half(z, PTX: tl.constexpr):
-    """``(lo, hi)`` int8 with ``(z >> 1) = 128 hi + lo``, ``lo`` in ``[0, 127]``, for int32 ``z`` in
-    ``[0, 2**15)``: ``hi`` is ``z``'s second byte and ``lo`` its first shifted right by one, so
-    the bytes are gathered (two permutes pair up two values' bytes, two more sort them into the
-    low and high bytes of four) and one shift and mask finish ``lo``."""
-    if PTX:
-        lo, hi = tl.inline_asm_elementwise(
-            "{ .reg .b32 a, b, c; prmt.b32 a, $2, $3, 0x5140; prmt.b32 b, $4, $5, 0x5140; prmt.b32 c, a, b, 0x5410; "
-            "prmt.b32 $1, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $0, c, 0x7F7F7F7F; }",
-            "=r,=r,r,r,r,r", [z], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
-    else:
-        lo = ((z >> 1) & 127).to(tl.int8)
-        hi = (z >> 8).to(tl.int8)
-    return lo, hi
-
-
-@triton.jit
 def _rows_swap(p):
-    """The logical inverse of the byte order of :func:`pack_half_round_rows` and
-    :func:`split_half_rows`: row bit 3 and column bit 3 of a (BLOCK_M, N) MMA-result tile swapped, a
-    relabelling of registers (both bits are register bits of every thread)."""
+    """The logical inverse of the byte order of :func:`pack_half_round` and :func:`split_half`: row
+    bit 3 and column bit 3 of a (BLOCK_M, N) MMA-result tile swapped, a relabelling of registers
+    (both bits are register bits of every thread)."""
     M: tl.constexpr = p.shape[0]
     N: tl.constexpr = p.shape[1]
     return tl.reshape(tl.permute(tl.reshape(p, (M // 16, 2, 8, N // 16, 2, 8)), (0, 4, 2, 3, 1, 5)), (M, N))
 
 
 @triton.jit
-def pack_half_round_rows(y, PTX: tl.constexpr):
-    """:func:`pack_half_round` of an int32 tile in an MMA result's layout, its bytes gathered per row:
-    of the eight values a thread holds in one 8-column group pair (register order ``e``, row + 8,
-    columns + 8) each 32-bit word takes four of one row, the order the int8 MMA operand wants
-    after :func:`qflash.kernel._mma_operand` (no half-word transposes before the MMA)."""
+def pack_half_round(y, PTX: tl.constexpr):
+    """``(y + 1) >> 1`` as int8 for an int32 tile ``y`` in ``[0, 254]`` in an MMA result's layout
+    (rows and columns multiples of 16): four ``y`` of one row packed as unsigned bytes, then one
+    add, shift and mask for all four (``y + 1 <= 255`` carries into no neighbour). Of the eight
+    values a thread holds in two 8-column groups (register order: column + 1, row + 8, column + 8)
+    each word takes the four of one row, the order of the int8 MMA operand after
+    :func:`qflash.kernel._mma_operand`, so nothing moves before the MMA (:func:`_rows_swap`)."""
     if PTX:
         p = tl.inline_asm_elementwise(
             "{ .reg .b32 a, b; cvt.pack.sat.u8.s32.b32 a, $7, $6, 0; cvt.pack.sat.u8.s32.b32 a, $3, $2, a; "
@@ -135,8 +107,12 @@ def pack_half_round_rows(y, PTX: tl.constexpr):
 
 
 @triton.jit
-def split_half_rows(z, PTX: tl.constexpr):
-    """:func:`split_half` with the bytes gathered per row as in :func:`pack_half_round_rows`."""
+def split_half(z, PTX: tl.constexpr):
+    """``(lo, hi)`` int8 with ``(z >> 1) = 128 hi + lo``, ``lo`` in ``[0, 127]``, for an int32 tile
+    ``z`` in ``[0, 2**15)`` laid out as in :func:`pack_half_round`, whose per-row word order it
+    shares: ``hi`` is ``z``'s second byte and ``lo`` its first shifted right by one, so the bytes
+    are gathered (two permutes pair up two values' bytes, two more sort them into the low and high
+    bytes of four) and one shift and mask finish ``lo``."""
     if PTX:
         lo, hi = tl.inline_asm_elementwise(
             "{ .reg .b32 a, b, c; "

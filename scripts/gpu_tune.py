@@ -107,6 +107,7 @@ def main(argv=None):
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
     names = a.recipes.split(",")
+    tail_defaults = (kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS)
     if a.check:
         check(names)
     rows = []
@@ -125,6 +126,7 @@ def main(argv=None):
                         kernel.MMA_ORDER = order == "on"
                         label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "") \
                             + ("" if order == "on" else "/keys")
+                        kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS = tail_defaults  # the API's, unless given
                         if variant:
                             keys, cap, tail_stages = map(int, variant.split("/"))
                             kernel.TAIL_ONE_TILE_KEYS = keys
