@@ -84,10 +84,6 @@ OUT_INT32, OUT_INT8 = (tl.constexpr(int(k)) for k in (OutKind.INT32, OutKind.INT
  DEQ) = (tl.constexpr(int(c)) for c in Col)
 #: Width of the last key tiles of two-pass rules (the int8 MMA's smallest K).
 TAIL = tl.constexpr(32)
-#: Keys per full tile of the row-max pass where the kernel keeps P's high part in its own sums
-#: (``HI_SUM``: two programs per SM whatever pass 1 holds): L1 (D = 128) 5.6 % faster on the H200.
-#: Elsewhere its (64, 128) logits cost occupancy: 7-bit P at L1 +12 % (docs/performance.md).
-ROW_MAX_N = tl.constexpr(128)
 #: The logit of a key whose float bias is NaN or +inf: above every real logit (|Q8.K8| <= 127**2 * 128
 #: plus a bias <= 2**28 < 2**29), so it becomes its row's max and marks the row, whose output is then
 #: NaN. Distances to it stay below 2**31 (real logits are >= -2**29), so the integers stay defined.
@@ -250,14 +246,14 @@ def _tile_v(v_base, svn, svd, offs_d, j, NK_V, inv_v, D: tl.constexpr, WIDTH: tl
 def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv_k, keys,
              D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FULL_MASK: tl.constexpr,
              MASK_KIND: tl.constexpr, ROW_TABLE: tl.constexpr, QUANT: tl.constexpr, PTX: tl.constexpr,
-             WIDE: tl.constexpr):
+             ROW_MAX_N: tl.constexpr):
     """Pass 1 of two-pass rules: the exact integer row max over the program's ``keys``
-    (:func:`_key_range`): full tiles masked by ``FULL_MASK`` (``WIDE``: ``ROW_MAX_N`` keys at a
-    time while they last, one MMA wait and reduction per 128 keys), then 32-key tiles."""
+    (:func:`_key_range`): full tiles masked by ``FULL_MASK`` (``ROW_MAX_N`` keys at a time while
+    they last, if not 0: :attr:`~qflash.spec.KernelSpec.row_max_keys`), then 32-key tiles."""
     n_lo, n_full, n_tail, n_end = keys
     n_wide = n_lo
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
-    if WIDE:
+    if ROW_MAX_N:
         n_wide = n_lo + tl.maximum(n_full - n_lo, 0) // ROW_MAX_N * ROW_MAX_N
         for j in range(n_lo, n_wide, ROW_MAX_N):
             s = _tile_logits(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, j, NQ, NK, bias_inv, inv_k, D,
@@ -620,7 +616,7 @@ def _qflash_fwd(
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
     HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr, SCALES: tl.constexpr,
-    MMA_ORDER: tl.constexpr,
+    MMA_ORDER: tl.constexpr, ROW_MAX_N: tl.constexpr,
 ):
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
@@ -737,7 +733,7 @@ def _qflash_fwd(
                 m = _shared_max(SplitM, rows, row_ok, n_rows, tl.num_programs(2))
             else:
                 m = _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, bias_inv, inv[0],
-                             keys, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT, PTX, HI_SUM)
+                             keys, D, BLOCK_M, BLOCK_N, FULL_MASK, MASK_KIND, ROW_TABLE, QUANT, PTX, ROW_MAX_N)
             if SPLIT == SPLIT_MAX:
                 tl.store(SplitM + split * n_rows + rows, m, mask=row_ok)
             else:  # pass 2 over the same keys (online: the only pass)

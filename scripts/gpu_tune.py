@@ -8,10 +8,12 @@ fastest backend, as in the benchmark. ``--hi-sum on|off`` forces the two-pass su
 times both forms of a call whose last row block is small (:data:`qflash.api.TAIL_ROWS`); ``--tail
 0/128/3,0/0/2`` the last rows' launch with other key tiles, register caps and stages
 (:func:`qflash.kernel.tail_config`); ``--mma-order on,off`` pass 2 with K's rows in the MMA
-operand's order or in their own (:data:`qflash.kernel.MMA_ORDER`)."""
+operand's order or in their own (:data:`qflash.kernel.MMA_ORDER`); ``--row-max-keys 256,128`` the
+row-max pass's tiles at D = 128 (:data:`qflash.spec.ROW_MAX_KEYS`)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 
 import numpy as np
@@ -103,11 +105,14 @@ def main(argv=None):
                         "(kernel.TAIL_ONE_TILE_KEYS), register cap (0: none) and stages; default: the API's")
     p.add_argument("--mma-order", default="on", help="comma list of on/off: pass 2 reads K's rows in the int8 "
                    "MMA operand's order (kernel.MMA_ORDER) or in their own")
+    p.add_argument("--row-max-keys", default=str(qspec.ROW_MAX_KEYS[128]),
+                   help="comma list: keys per full tile of the row-max pass at D = 128 (spec.ROW_MAX_KEYS)")
     a = p.parse_args(argv)
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
     names = a.recipes.split(",")
     tail_defaults = (kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS)
+    row_max_default = qspec.ROW_MAX_KEYS[128]
     if a.check:
         check(names)
     rows = []
@@ -120,25 +125,26 @@ def main(argv=None):
                 bm, bn, warps, stages, *extra = map(int, cfg.split("/"))  # [maxnreg (0: none)]
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
-                for tail in map(int, a.tail_rows.split(",")):
-                    for variant, order in ((v, o) for v in (a.tail.split(",") if tail else [""])
-                                           for o in a.mma_order.split(",")):
-                        kernel.MMA_ORDER = order == "on"
-                        label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "") \
-                            + ("" if order == "on" else "/keys")
-                        kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS = tail_defaults  # the API's, unless given
-                        if variant:
-                            keys, cap, tail_stages = map(int, variant.split("/"))
-                            kernel.TAIL_ONE_TILE_KEYS = keys
-                            kernel.TAIL_OPTIONS = {"maxnreg": cap or None, "num_stages": tail_stages}
-                        try:
-                            t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load,
-                                            tail_rows=tail)
-                        except Exception as err:  # a configuration out of resources: report, go on
-                            print(f"{w} {name} {label}: {type(err).__name__} {str(err)[:120]}", flush=True)
-                            continue
-                        rows.append((w, name, label, t, t / base))
-                        print(f"{w} b={batch} {name:12s} {label:18s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
+                tails = [(tail, v) for tail in map(int, a.tail_rows.split(",")) for v in (a.tail.split(",") if tail else [""])]
+                for (tail, variant), order, max_keys in itertools.product(tails, a.mma_order.split(","),
+                                                                          map(int, a.row_max_keys.split(","))):
+                    kernel.MMA_ORDER = order == "on"
+                    qspec.ROW_MAX_KEYS[128] = max_keys
+                    label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "") \
+                        + ("" if order == "on" else "/keys") + ("" if max_keys == row_max_default else f"/max{max_keys}")
+                    kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS = tail_defaults  # the API's, unless given
+                    if variant:
+                        keys, cap, tail_stages = map(int, variant.split("/"))
+                        kernel.TAIL_ONE_TILE_KEYS = keys
+                        kernel.TAIL_OPTIONS = {"maxnreg": cap or None, "num_stages": tail_stages}
+                    try:
+                        t = kernel_time(w, batch, RECIPES[name], bm, bn, warps, stages, *extra, on_load=a.on_load,
+                                        tail_rows=tail)
+                    except Exception as err:  # a configuration out of resources: report, go on
+                        print(f"{w} {name} {label}: {type(err).__name__} {str(err)[:120]}", flush=True)
+                        continue
+                    rows.append((w, name, label, t, t / base))
+                    print(f"{w} b={batch} {name:12s} {label:18s} {t:8.1f} us  {t / base:5.2f}x sdpa", flush=True)
     print("\nworkload recipe config us ratio")
     for r in rows:
         print(f"{r[0]} {r[1]:12s} {r[2]:18s} {r[3]:8.1f} {r[4]:5.2f}")
