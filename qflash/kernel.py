@@ -249,7 +249,7 @@ def _row_max(q, k_base, skn, skd, mask_base, smm, smn, offs_m, offs_d, NQ, NK, b
              ROW_MAX_N: tl.constexpr):
     """Pass 1 of two-pass rules: the exact integer row max over the program's ``keys``
     (:func:`_key_range`): full tiles masked by ``FULL_MASK`` (``ROW_MAX_N`` keys at a time while
-    they last, if not 0: :attr:`~qflash.spec.KernelSpec.row_max_keys`), then 32-key tiles."""
+    they last, if not 0: :meth:`~qflash.spec.KernelSpec.row_max_keys`), then 32-key tiles."""
     n_lo, n_full, n_tail, n_end = keys
     n_wide = n_lo
     m = tl.full((BLOCK_M,), MASKED, tl.int32)
@@ -987,7 +987,8 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             DERIVE=derive, Q_ROWS=q_rows, SCALES=scales is not None,
             PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value, MMA_ORDER=MMA_ORDER,
-            ROW_LAUNCH=row_launch.value, **spec.constexprs(), **{"num_stages": num_stages, **options, **config},
+            ROW_MAX_N=spec.row_max_keys(k8.element_size()), ROW_LAUNCH=row_launch.value, **spec.constexprs(),
+            **{"num_stages": num_stages, **options, **config},
         )
     return out
 

@@ -21,10 +21,12 @@ MIN_DOT_K = 32
 #: IMAD per output per tile; at D = 64 they cost four programs per SM (docs/performance.md).
 HI_SUM_HEAD_DIM = 128
 #: Keys per full tile of the row-max pass (pass 1 of two-pass rules) in kernels with the ``hi_sum``
-#: sums, by head dim: one MMA wait and row reduction per tile. Measured on the H200
-#: (docs/performance.md): at D = 128, where pass 2 holds two programs per SM whatever pass 1 does,
-#: 128 keys took 5.8 % off L1 and 256 keys 2.2 % more; at D = 64 256 keys raise the wide sum's
-#: kernel to 190 registers. Other kernels keep pass 2's tiles: 7-bit P's wider logits cost occupancy.
+#: sums reading K as int8, by head dim: one MMA wait and row reduction per tile. Measured on the
+#: H200 (docs/performance.md): at D = 128, where pass 2 holds two programs per SM whatever pass 1
+#: does, 128 keys took 5.8 % off L1 and 256 keys 1-2 % more; at D = 64 256 keys raise the wide
+#: sum's kernel to 190 registers. K read as floats (quantized on load) keeps 128-key tiles: 256 of
+#: them pipelined in three stages pass the shared memory. Other kernels keep pass 2's tiles: 7-bit
+#: P's wider logits cost occupancy.
 ROW_MAX_KEYS = {16: 128, 32: 128, 64: 128, 128: 256}
 
 
@@ -108,11 +110,13 @@ class KernelSpec:
         7``'s MMAs do)."""
         return self.acc_bits == 64 or self.two_pass and self.p_bits > 8 and self.head_dim >= HI_SUM_HEAD_DIM
 
-    @property
-    def row_max_keys(self) -> int:
-        """Keys per full tile of the row-max pass: :data:`ROW_MAX_KEYS` with the ``hi_sum`` sums, else
-        0 (pass 2's ``block_n``). A multiple of every ``block_n``; the max is exact in any tiles."""
-        return ROW_MAX_KEYS[self.head_dim] if self.hi_sum else 0
+    def row_max_keys(self, key_bytes: int) -> int:
+        """Keys per full tile of the row-max pass for K stored in ``key_bytes`` per element:
+        :data:`ROW_MAX_KEYS` (int8) or at most 128 with the ``hi_sum`` sums, else 0 (pass 2's
+        ``block_n``). A multiple of every ``block_n``; the max is exact in any tiles."""
+        if not self.hi_sum:
+            return 0
+        return ROW_MAX_KEYS[self.head_dim] if key_bytes == 1 else min(ROW_MAX_KEYS[self.head_dim], 128)
 
     def chunk_keys(self, block_n: int) -> int:
         """Keys a wide accumulator sums in its low int32 ``acc`` between two moves of its bits above
@@ -130,7 +134,7 @@ class KernelSpec:
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
             HEADROOM_LIMITS=self.headroom, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
-            HI_SUM=self.hi_sum, ROW_MAX_N=self.row_max_keys,
+            HI_SUM=self.hi_sum,
             FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac, PAIR_OUT=self.pair_out,

@@ -139,18 +139,24 @@ def test_high_part_sums_at_head_dim_128(p_bits, causal):
 @pytest.mark.parametrize("keys", [128, 256])
 @pytest.mark.parametrize("causal", [False, True])
 def test_row_max_pass_in_wide_tiles(monkeypatch, keys, causal):
-    """The row-max pass of a kernel with the hi_sum sums reads its full tiles ``keys`` at a time
-    (spec.ROW_MAX_KEYS), then pass 2's 64-key tiles and the 32-key tail tiles (N = 350: one or
-    two wide tiles, a 64-key tile or none, a partial tail): the max, and so every integer, is the
-    golden model's, for the default and the long-context recipe, full and causal rows."""
+    """The row-max pass of a kernel with the hi_sum sums reads its full tiles of int8 K ``keys`` at
+    a time (spec.ROW_MAX_KEYS; float K quantized on load at most 128), then pass 2's 64-key tiles
+    and the 32-key tail tiles (N = 350: one or two wide tiles, a 64-key tile or none, a partial
+    tail): the max, and so the float pair, is the golden model's, for the default and the
+    long-context recipe, full and causal rows, on int8 inputs and on float ones."""
     monkeypatch.setitem(qflash.spec.ROW_MAX_KEYS, 128, keys)
     rng = np.random.default_rng(keys)
     q, k, v = (rng.normal(0, 2, (1, 1, 350, 128)).astype(np.float32) for _ in range(3))
     for recipe in (ism.Recipe.default(), ism.Recipe.long_context()):
-        assert qflash.spec.KernelSpec.build(recipe, 128, qflash.spec.MaskKind.NONE,
-                                            qflash.spec.OutKind.INT32).row_max_keys == keys
+        spec = qflash.spec.KernelSpec.build(recipe, 128, qflash.spec.MaskKind.NONE, qflash.spec.OutKind.FLOAT)
+        assert (spec.row_max_keys(1), spec.row_max_keys(4)) == (keys, 128)
+        (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
+        out = qflash.attention_int8(*(t(x) for x in (q8, k8, v8)), *(t(s.reshape(1)) for s in (s_q, s_k, s_v)),
+                                    is_causal=causal, recipe=recipe)
+        gold = recipe.attention_int(q, k, v, is_causal=causal)
+        assert_float_output(n(out), gold)
         values, _ = qflash.attention_int(t(q), t(k), t(v), is_causal=causal, recipe=recipe)
-        np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, is_causal=causal).values)
+        np.testing.assert_array_equal(n(values), gold.values)
 
 
 @pytest.mark.parametrize("mma_order", [True, False], ids=["mma_order", "key_order"])
