@@ -28,6 +28,7 @@ from triton.runtime.jit import create_function_from_signature
 import intsoftmax as ism
 from intsoftmax.workloads import workload_shape
 from qflash import api
+from qflash.benchmark import LLM_SHAPES
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 from qflash.table import NCOL
@@ -45,8 +46,15 @@ PIPES = [  # first match wins
 ]
 #: The loops of a two-pass kernel, and the score elements one thread handles per iteration
 #: (64 x 128, 64 x 64 or 64 x 32 tiles over 128 threads).
-LABELS = [("pass 1, 128-key tile", 64), ("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32),
-          ("pass 2, tail tile", 16)]
+
+
+def loop_labels(recipe, head_dim) -> list:
+    """``(label, score elements per thread per iteration)`` of a two-pass kernel's loops in code
+    order (64 x 64 tiles over 128 threads): the row-max pass's wide tiles where the kernel has
+    them (:meth:`qflash.spec.KernelSpec.row_max_keys`), its full and 32-key tail tiles, then pass 2's."""
+    wide = KernelSpec.build(recipe, head_dim, MaskKind.NONE, OutKind.FLOAT).row_max_keys(1)
+    return ([(f"pass 1, {wide}-key tile", wide // 2)] if wide else []) + [
+        ("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32), ("pass 2, tail tile", 16)]
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
            "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash(),
            # a calibrated model's Recipe.accurate(): transforms folded, Q per token, K and V per head
@@ -107,17 +115,18 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     for name in a.recipes.split(","):
         for w in a.workloads.split(","):
-            shape = workload_shape(w, 256)
+            shape = LLM_SHAPES[w] if w in LLM_SHAPES else workload_shape(w, 256)
             k = compiled(RECIPES[name], shape, a.on_load)
             text = sass(k)
             if a.dump:
                 with open(a.dump, "w") as f:
                     f.write(text)
             ins = [(addr, op, line) for (addr, op), line in zip(instructions(text), _lines(text))]
-            print(f"{name} {w} (D={shape[3]}, batch 256): {len(ins)} instructions in the kernel")
+            print(f"{name} {w} (D={shape[3]}, batch {shape[0]}): {len(ins)} instructions in the kernel")
             big = [(lo, hi) for lo, hi in _loops(ins) if sum(lo <= a <= hi for a, _, _ in ins) >= 40]
             # two-pass kernels: pass 1 full and tail tiles, then pass 2 full and tail tiles
-            labels = LABELS if RECIPES[name].accumulation.two_pass and len(big) == len(LABELS) else [("loop", 32)] * len(big)
+            labels = loop_labels(RECIPES[name], shape[3]) if RECIPES[name].accumulation.two_pass else []
+            labels = labels if len(labels) == len(big) else [("loop", 32)] * len(big)
             for (lo, hi), (label, per_thread) in zip(big, labels):
                 mix = collections.Counter(_pipe(op) for addr, op, _ in ins if lo <= addr <= hi)
                 n = sum(mix.values())
