@@ -44,8 +44,6 @@ PIPES = [  # first match wins
     ("control", r"^(BRA|BAR|EXIT|WARPSYNC|BSSY|BSYNC|NOP|WARPGROUP|MEMBAR|FENCE)"),
     ("alu", r"."),
 ]
-#: The loops of a two-pass kernel, and the score elements one thread handles per iteration
-#: (64 x 128, 64 x 64 or 64 x 32 tiles over 128 threads).
 
 
 def loop_labels(recipe, head_dim) -> list:
@@ -55,6 +53,8 @@ def loop_labels(recipe, head_dim) -> list:
     wide = KernelSpec.build(recipe, head_dim, MaskKind.NONE, OutKind.FLOAT).row_max_keys(1)
     return ([(f"pass 1, {wide}-key tile", wide // 2)] if wide else []) + [
         ("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32), ("pass 2, tail tile", 16)]
+
+
 RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
            "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash(),
            # a calibrated model's Recipe.accurate(): transforms folded, Q per token, K and V per head
