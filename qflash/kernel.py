@@ -330,8 +330,8 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
     """``P`` of a tile of logits against the row references ``m`` (int32), 0 where ``MASKING`` and
     not ``ok``: the fused strategy from its row multiplier ``fx = M`` and constants at ``P_max``,
     else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused, 7 bits): as
-    the int8 MMA operand, rounded four at a time; (fused, 9-14 bits) as the two int8 operands
-    ``(lo, hi)`` of ``P = 128 hi + lo`` (:func:`~qflash.ptx.split_half`), bytes gathered per row."""
+    the int8 MMA operand, rounded four at a time; (fused, 9-14 bits) as ``2 P + 1`` or ``2 P``,
+    which :func:`~qflash.ptx.split_half` splits into the two int8 operands of ``P = 128 hi + lo``."""
     if FUSED:
         y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
         if MASKING:
@@ -341,7 +341,7 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
         elif PACKED and P_BITS <= 7:
             p = pack_half_round(y, PTX)
         elif PACKED:
-            p = split_half(y + 1, PTX)
+            p = y + 1
         else:
             p = (y + 1) >> 1
     else:
@@ -362,7 +362,8 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
                EXP_FN: tl.constexpr, EXP_ARGS: tl.constexpr, PRESCALED: tl.constexpr, FUSED: tl.constexpr,
                P_ARGS: tl.constexpr, REQ_SHIFT: tl.constexpr, P_BITS: tl.constexpr, MASK_KIND: tl.constexpr,
                PADDED: tl.constexpr, ROW_TABLE: tl.constexpr, PTX: tl.constexpr, QUANT: tl.constexpr,
-               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr, MMA_ORDER: tl.constexpr):
+               HI_SUM: tl.constexpr, ONLINE: tl.constexpr, REL_SHIFT: tl.constexpr, MMA_ORDER: tl.constexpr,
+               ALU_SUMS: tl.constexpr):
     """One key tile into the MMA-held sums; returns ``(sums, bad, m)``. Two-pass: pass 2, the
     reference ``m`` fixed. ``ONLINE`` (``ScaleRelease(acc_bits=64)``): ``m`` moves to the tile's
     max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
@@ -417,21 +418,35 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
         acc = tl.dot(tl.full(p8.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     else:  # P = 128 hi + lo
+        # l on the ALU (ALU_SUMS: two MMAs and their waits fewer): per value over the full tiles
+        # (BLOCK_M, TILE), summed into a row vector after their loop; tail tiles add to that vector
         if PACKED:
-            lo, hi = p
+            w = l if ALU_SUMS and not PADDED else tl.zeros(p.shape, tl.int32)
+            lo, hi, w = split_half(p, w, ALU_SUMS, PTX)
+            p = w
         else:
             lo = pack_s8(p & 127, PTX)
             hi = pack_s8(p >> 7, PTX)
+        if ALU_SUMS:
+            if PADDED:
+                l += tl.sum(p, 1)
+            elif PACKED:
+                l = p
+            else:
+                l += p
         lo = _mma_operand(lo, MMA_ORDER)
         hi = _mma_operand(hi, MMA_ORDER)
         acc = tl.dot(lo, v, acc, out_dtype=tl.int32)
-        l = tl.dot(lo, ones, l, out_dtype=tl.int32)
+        if not ALU_SUMS:
+            l = tl.dot(lo, ones, l, out_dtype=tl.int32)
         if HI_SUM:
             acc_hi = tl.dot(hi, v, acc_hi, out_dtype=tl.int32)
-            l_hi = tl.dot(hi, ones, l_hi, out_dtype=tl.int32)
+            if not ALU_SUMS:
+                l_hi = tl.dot(hi, ones, l_hi, out_dtype=tl.int32)
         else:
             acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
-            l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
+            if not ALU_SUMS:
+                l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
     return (l, acc, l_hi, acc_hi), bad, m
 
 
@@ -616,7 +631,7 @@ def _qflash_fwd(
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
     HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr, SCALES: tl.constexpr,
-    MMA_ORDER: tl.constexpr, ROW_MAX_N: tl.constexpr,
+    MMA_ORDER: tl.constexpr, ROW_MAX_N: tl.constexpr, ALU_SUMS: tl.constexpr,
 ):
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
@@ -710,9 +725,14 @@ def _qflash_fwd(
         # online wide rule (ScaleRelease(acc_bits=64)), the same loops with the reference moving
         ONLINE: tl.constexpr = not TWO_PASS
         rel_M = _constant(trow, derived, REL_M, DERIVE) if ONLINE else 0
-        l2 = tl.zeros((BLOCK_M, 16), tl.int32)
+        if ALU_SUMS:  # sum P on the ALU: per value of a full tile (row sums after its loop), or in 16 equal columns
+            l2 = tl.zeros((BLOCK_M,), tl.int32) if ONE_TILE else tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
+            l2_hi = 0
+        else:
+            l2 = tl.zeros((BLOCK_M, 16), tl.int32)
+            l2_hi = tl.zeros((BLOCK_M, 16), tl.int32)
         if HI_SUM:
-            sums = (l2, acc, tl.zeros((BLOCK_M, 16), tl.int32), tl.zeros((BLOCK_M, D_PAD), tl.int32))
+            sums = (l2, acc, l2_hi, tl.zeros((BLOCK_M, D_PAD), tl.int32))
         else:
             sums = (l2, acc, 0, 0)
         if ONE_TILE:  # (two-pass only) the tile's own max is the row max: no first pass
@@ -722,7 +742,7 @@ def _qflash_fwd(
             sums, bad, m = _sums_tile(q, 0, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn, svd,
                                       smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv, Lut, D,
                                       BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT, P_BITS,
-                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT, MMA_ORDER)
+                                      MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, False, REL_SHIFT, MMA_ORDER, ALU_SUMS)
         else:
             keys = _key_range(n_full, n_end, split, split_tiles, BLOCK_N, SPLIT)
             n_rows = tl.num_programs(1) * NQ  # split-key scratch: one entry per (batch, head, query row)
@@ -742,11 +762,13 @@ def _qflash_fwd(
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
                                               Lut, D, BLOCK_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                                               P_BITS, FULL_MASK, False, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT,
-                                              MMA_ORDER)
+                                              MMA_ORDER, ALU_SUMS)
                     if ACC64:  # every CHUNK keys: acc's bits above 7 into acc_hi (acc keeps 0 <= acc < 128)
                         if (j + BLOCK_N) % CHUNK == 0:
                             l2, acc, l2_hi, acc_hi = sums
                             sums = (l2, acc & 127, l2_hi, acc_hi + (acc >> 7))
+                if ALU_SUMS:  # the full tiles' sums per value to row sums
+                    sums = (tl.sum(sums[0], 1), sums[1], sums[2], sums[3])
                 # the last keys in 32-key tiles (two-pass sums do not depend on the tiles), online in the
                 # recipe's tiles, as the golden model's rescales fall
                 TAIL_N: tl.constexpr = BLOCK_N if ONLINE else TAIL
@@ -755,11 +777,17 @@ def _qflash_fwd(
                                               smm, smn, offs_m, offs_d, NQ, NK, NK_V, rc, req_M, rel_M, bias_inv, inv,
                                               Lut, D, TAIL_N, EXP_FN, EXP_ARGS, PRESCALED, FUSED, P_ARGS, REQ_SHIFT,
                                               P_BITS, MASK_KIND, True, ROW_TABLE, PTX, QUANT, HI_SUM, ONLINE, REL_SHIFT,
-                                              MMA_ORDER)
+                                              MMA_ORDER, ALU_SUMS)
         l2, acc, l2_hi, acc_hi = sums
-        l = tl.max(l2, 1)
+        if not ALU_SUMS:
+            l = tl.max(l2, 1)
+        elif SPLIT == SPLIT_MAX:  # (no pass 2: no sums)
+            l = tl.zeros((BLOCK_M,), tl.int32)
+        else:
+            l = l2
         if HI_SUM:  # (l fits int32, and acc unless ACC64: the recipe's key limit)
-            l += tl.max(l2_hi, 1) << 7
+            if not ALU_SUMS:
+                l += tl.max(l2_hi, 1) << 7
             if ACC64:
                 wide = (acc_hi.to(tl.int64) << 7) + acc.to(tl.int64)
             else:

@@ -15,7 +15,8 @@ On the GPU (``PTX=True``) each helper is one inline PTX instruction; in the Trit
   instructions per four values instead of two per value), one row's four per word: the int8 MMA
   operand's order;
 * :func:`split_half`: ``(y + 1) >> 1`` of up to 14 bits as two int8 MMA operands, its low seven
-  bits and the rest, in four byte permutes, a shift and a mask per four values, words as above;
+  bits and the rest, in four byte permutes, a shift and a mask per four values, words as above,
+  and their row sums by two ``dp4a`` per word (two MMAs against ones fewer, and their waits);
 * :func:`floor_s8`: float32 to int8 by the magic-number floor, off the quarter-rate conversion
   unit;
 * :func:`rcp_f64`: the hardware's approximate float64 reciprocal (``div.rn.f64`` brings a
@@ -106,27 +107,53 @@ def pack_half_round(y, PTX: tl.constexpr):
     return p
 
 
+def _split_asm(sums: bool) -> str:
+    """:func:`split_half`'s PTX: outputs ``lo`` (2 words), ``hi`` (2), with ``sums`` the row sums
+    (8 values), then the inputs ``z`` (8) and with ``sums`` the sums so far (8)."""
+    z = 12 if sums else 4
+    words = []
+    for i in range(2):  # word i: z's values 2i, 2i + 1, 2i + 4, 2i + 5 (one row)
+        words.append(f"prmt.b32 a, ${z + 2 * i}, ${z + 2 * i + 1}, 0x5140; "
+                     f"prmt.b32 b, ${z + 2 * i + 4}, ${z + 2 * i + 5}, 0x5140; prmt.b32 c, a, b, 0x5410; "
+                     f"prmt.b32 ${2 + i}, a, b, 0x7632; shr.u32 c, c, 1; and.b32 ${i}, c, 0x7F7F7F7F; ")
+        if sums:  # the row's sum into the value of the word's first z (value 2i), the others passed on
+            words.append(f"dp4a.u32.u32 c, ${2 + i}, 0x80808080, ${20 + 2 * i}; "
+                         f"dp4a.u32.u32 ${4 + 2 * i}, ${i}, 0x01010101, c; ")
+    moves = "".join(f"mov.b32 ${4 + k}, ${20 + k}; " for k in (1, 3, 4, 5, 6, 7)) if sums else ""
+    return "{ .reg .b32 a, b, c; " + "".join(words) + moves + "}"
+
+
+SPLIT_ASM = tl.constexpr(_split_asm(False))
+SPLIT_SUMS_ASM = tl.constexpr(_split_asm(True))
+
+
 @triton.jit
-def split_half(z, PTX: tl.constexpr):
-    """``(lo, hi)`` int8 with ``(z >> 1) = 128 hi + lo``, ``lo`` in ``[0, 127]``, for an int32 tile
-    ``z`` in ``[0, 2**15)`` laid out as in :func:`pack_half_round`, whose per-row word order it
-    shares: ``hi`` is ``z``'s second byte and ``lo`` its first shifted right by one, so the bytes
-    are gathered (two permutes pair up two values' bytes, two more sort them into the low and high
-    bytes of four) and one shift and mask finish ``lo``."""
-    if PTX:
-        lo, hi = tl.inline_asm_elementwise(
-            "{ .reg .b32 a, b, c; "
-            "prmt.b32 a, $4, $5, 0x5140; prmt.b32 b, $8, $9, 0x5140; prmt.b32 c, a, b, 0x5410; "
-            "prmt.b32 $2, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $0, c, 0x7F7F7F7F; "
-            "prmt.b32 a, $6, $7, 0x5140; prmt.b32 b, $10, $11, 0x5140; prmt.b32 c, a, b, 0x5410; "
-            "prmt.b32 $3, a, b, 0x7632; shr.u32 c, c, 1; and.b32 $1, c, 0x7F7F7F7F; }",
-            "=r,=r,=r,=r,r,r,r,r,r,r,r,r", [z], dtype=(tl.int8, tl.int8), is_pure=True, pack=8)
-        lo = _rows_swap(lo)
-        hi = _rows_swap(hi)
+def split_half(z, w, SUMS: tl.constexpr, PTX: tl.constexpr):
+    """``(lo, hi, w)``: int8 ``lo`` and ``hi`` with ``(z >> 1) = 128 hi + lo``, ``lo`` in ``[0, 127]``,
+    for an int32 tile ``z`` in ``[0, 2**15)`` laid out as in :func:`pack_half_round`, whose per-row
+    word order it shares: ``hi`` is ``z``'s second byte and ``lo`` its first shifted right by one,
+    so the bytes are gathered (two permutes pair up two values' bytes, two more sort them into the
+    low and high bytes of four) and one shift and mask finish ``lo``. ``SUMS``: ``w`` (int32,
+    ``z``'s shape) plus ``P = z >> 1`` as far as row sums go: each word's four ``P`` (one row) by
+    a ``dp4a`` pair on ``hi`` (times 128) and ``lo``, into the value of ``w`` where the word's
+    first ``z`` was (the others pass through: a quarter of ``w``'s values carry sums, the rest
+    stay zero, for which ``ptxas`` keeps no registers), so ``tl.sum(w, 1)`` is the row sum in any
+    layout; without ``SUMS`` ``w`` is returned as given."""
+    if PTX and SUMS:
+        lo, hi, w = tl.inline_asm_elementwise(SPLIT_SUMS_ASM, "=r,=r,=r,=r" + ",=r" * 8 + ",r" * 16, [z, w],
+                                              dtype=(tl.int8, tl.int8, tl.int32), is_pure=True, pack=8)
+    elif PTX:
+        lo, hi = tl.inline_asm_elementwise(SPLIT_ASM, "=r,=r,=r,=r" + ",r" * 8, [z], dtype=(tl.int8, tl.int8),
+                                           is_pure=True, pack=8)
     else:
         lo = ((z >> 1) & 127).to(tl.int8)
         hi = (z >> 8).to(tl.int8)
-    return lo, hi
+        if SUMS:
+            w = w + (z >> 1)
+    if PTX:
+        lo = _rows_swap(lo)
+        hi = _rows_swap(hi)
+    return lo, hi, w
 
 
 @triton.jit

@@ -27,6 +27,11 @@ HI_SUM_HEAD_DIM = 128
 #: sum's kernel to 190 registers. K read as floats (quantized on load) keeps 128-key tiles: 256 of
 #: them pipelined in three stages pass the shared memory. Other kernels keep pass 2's tiles: 7-bit
 #: P's wider logits cost occupancy.
+#: Two-pass 9-14-bit ``P``'s row sums ``l`` on the ALU (``dp4a`` on the MMA operands' words,
+#: :func:`qflash.ptx.row_sums_split`) instead of by two MMAs against ones, each of which Triton
+#: follows with a wait of the warpgroup. H200, kernel only (docs/performance.md): L1 ``default``
+#: -3 %, L1c ``long_context`` -3 %, A2 / A7 ``default`` -5 / -8 %. False: the MMAs (measurements).
+ALU_ROW_SUMS = True
 ROW_MAX_KEYS = {16: 128, 32: 128, 64: 128, 128: 256}
 
 
@@ -110,6 +115,12 @@ class KernelSpec:
         7``'s MMAs do)."""
         return self.acc_bits == 64 or self.two_pass and self.p_bits > 8 and self.head_dim >= HI_SUM_HEAD_DIM
 
+    @property
+    def alu_row_sums(self) -> bool:
+        """Two-pass 9-14-bit ``P``'s ``l = sum P`` from the ALU (:data:`ALU_ROW_SUMS`), not
+        from MMAs against ones."""
+        return ALU_ROW_SUMS and self.two_pass and self.p_bits > 8
+
     def row_max_keys(self, key_bytes: int) -> int:
         """Keys per full tile of the row-max pass for K stored in ``key_bytes`` per element:
         :data:`ROW_MAX_KEYS` (int8) or at most 128 with the ``hi_sum`` sums, else 0 (pass 2's
@@ -134,7 +145,7 @@ class KernelSpec:
             PRESCALED=self.prescaled, FUSED=bool(self.p_args), P_ARGS=self.p_args or (0,),
             REQ_SHIFT=self.req_shift, ROW_FN=self.twin.rows, ROW_ARGS=self.row_args,
             HEADROOM_LIMITS=self.headroom, P_BITS=self.p_bits, TWO_PASS=self.two_pass, ACC64=self.acc_bits == 64,
-            HI_SUM=self.hi_sum,
+            HI_SUM=self.hi_sum, ALU_SUMS=self.alu_row_sums,
             FLOAT_SOFTMAX=self.float_softmax,
             REL_SHIFT=self.release_shift, MASK_KIND=int(self.mask_kind), OUT_KIND=int(self.out_kind),
             OUT_FRAC=self.out_frac, PAIR_OUT=self.pair_out,

@@ -9,7 +9,8 @@ times both forms of a call whose last row block is small (:data:`qflash.api.TAIL
 0/128/3,0/0/2`` the last rows' launch with other key tiles, register caps and stages
 (:func:`qflash.kernel.tail_config`); ``--mma-order on,off`` pass 2 with K's rows in the MMA
 operand's order or in their own (:data:`qflash.kernel.MMA_ORDER`); ``--row-max-keys 256,128`` the
-row-max pass's tiles at D = 128 (:data:`qflash.spec.ROW_MAX_KEYS`)."""
+row-max pass's tiles at D = 128 (:data:`qflash.spec.ROW_MAX_KEYS`); ``--row-sums alu,mma`` two-pass
+9-14-bit ``P``'s row sums by ``dp4a`` or by MMAs against ones (:data:`qflash.spec.ALU_ROW_SUMS`)."""
 from __future__ import annotations
 
 import argparse
@@ -107,6 +108,8 @@ def main(argv=None):
                    "MMA operand's order (kernel.MMA_ORDER) or in their own")
     p.add_argument("--row-max-keys", default=str(qspec.ROW_MAX_KEYS[128]),
                    help="comma list: keys per full tile of the row-max pass at D = 128 (spec.ROW_MAX_KEYS)")
+    p.add_argument("--row-sums", default="alu", help="comma list of alu/mma: two-pass 9-14-bit P's row "
+                   "sums by dp4a or by MMAs against ones (spec.ALU_ROW_SUMS)")
     a = p.parse_args(argv)
     if a.hi_sum != "auto":  # every head dim, or none (KernelSpec.hi_sum reads the threshold per call)
         qspec.HI_SUM_HEAD_DIM = 0 if a.hi_sum == "on" else 1 << 30
@@ -126,12 +129,14 @@ def main(argv=None):
                 if not RECIPES[name].accumulation.two_pass and bn != 64:
                     continue
                 tails = [(tail, v) for tail in map(int, a.tail_rows.split(",")) for v in (a.tail.split(",") if tail else [""])]
-                for (tail, variant), order, max_keys in itertools.product(tails, a.mma_order.split(","),
-                                                                          map(int, a.row_max_keys.split(","))):
+                for (tail, variant), order, max_keys, sums in itertools.product(
+                        tails, a.mma_order.split(","), map(int, a.row_max_keys.split(",")), a.row_sums.split(",")):
                     kernel.MMA_ORDER = order == "on"
                     qspec.ROW_MAX_KEYS[128] = max_keys
+                    qspec.ALU_ROW_SUMS = sums == "alu"
                     label = (cfg if tail == api.TAIL_ROWS else f"{cfg}/t{tail}") + (f"/{variant}" if variant else "") \
-                        + ("" if order == "on" else "/keys") + ("" if max_keys == row_max_default else f"/max{max_keys}")
+                        + ("" if order == "on" else "/keys") + ("" if max_keys == row_max_default else f"/max{max_keys}") \
+                        + ("" if sums == "alu" else "/mma-sums")
                     kernel.TAIL_ONE_TILE_KEYS, kernel.TAIL_OPTIONS = tail_defaults  # the API's, unless given
                     if variant:
                         keys, cap, tail_stages = map(int, variant.split("/"))
