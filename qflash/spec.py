@@ -20,6 +20,12 @@ MIN_DOT_K = 32
 #: program holds 200-250 registers per thread either way (two programs per SM), and the sums save an
 #: IMAD per output per tile; at D = 64 they cost four programs per SM (docs/performance.md).
 HI_SUM_HEAD_DIM = 128
+#: Two-pass 9-14-bit ``P``'s row sums ``l`` on the ALU (``dp4a`` on the MMA operands' words where
+#: :func:`qflash.ptx.split_half` packs them) instead of by two MMAs against ones, each of which
+#: Triton follows with a wait of the warpgroup. H200, kernel only (docs/performance.md): L1
+#: ``long_context`` -4 %, L1c -4 %, A2 / A4 / A7 ``default`` -6 / -7 / -8 %. False: the MMAs
+#: (measurements).
+ALU_ROW_SUMS = True
 #: Keys per full tile of the row-max pass (pass 1 of two-pass rules) in kernels with the ``hi_sum``
 #: sums reading K as int8, by head dim: one MMA wait and row reduction per tile. Measured on the
 #: H200 (docs/performance.md): at D = 128, where pass 2 holds two programs per SM whatever pass 1
@@ -27,11 +33,6 @@ HI_SUM_HEAD_DIM = 128
 #: sum's kernel to 190 registers. K read as floats (quantized on load) keeps 128-key tiles: 256 of
 #: them pipelined in three stages pass the shared memory. Other kernels keep pass 2's tiles: 7-bit
 #: P's wider logits cost occupancy.
-#: Two-pass 9-14-bit ``P``'s row sums ``l`` on the ALU (``dp4a`` on the MMA operands' words,
-#: :func:`qflash.ptx.row_sums_split`) instead of by two MMAs against ones, each of which Triton
-#: follows with a wait of the warpgroup. H200, kernel only (docs/performance.md): L1 ``default``
-#: -3 %, L1c ``long_context`` -3 %, A2 / A7 ``default`` -5 / -8 %. False: the MMAs (measurements).
-ALU_ROW_SUMS = True
 ROW_MAX_KEYS = {16: 128, 32: 128, 64: 128, 128: 256}
 
 

@@ -159,6 +159,31 @@ def test_row_max_pass_in_wide_tiles(monkeypatch, keys, causal):
         np.testing.assert_array_equal(n(values), gold.values)
 
 
+@pytest.mark.parametrize("alu", [True, False], ids=["dp4a", "ones_mma"])
+@pytest.mark.parametrize("head_dim", [32, 128])
+def test_row_sums_on_the_alu_or_by_mma(monkeypatch, alu, head_dim):
+    """Two-pass 9-14-bit P's row sums l (spec.ALU_ROW_SUMS): by dp4a on the MMA operands' words,
+    carried per value over the full tiles and added as row vectors in the tail tiles, or by MMAs
+    against ones; the same integers as the golden model either way, for 11-bit P (its hi_sum form
+    at D = 128), the wide accumulator and a polynomial exp that does not fuse the requantization
+    (P unpacked), over full, 32-key tail and one-tile slices, with a boolean mask (a fully masked
+    row: l = 0) and without."""
+    monkeypatch.setattr(qflash.spec, "ALU_ROW_SUMS", alu)
+    rng = np.random.default_rng(head_dim)
+    recipes = (ism.Recipe.default(), ism.Recipe.long_context(),
+               ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.TwoPass(), p_bits=10))
+    for recipe in recipes:
+        assert qflash.spec.KernelSpec.build(recipe, head_dim, qflash.spec.MaskKind.NONE,
+                                            qflash.spec.OutKind.INT32).alu_row_sums == alu
+        for nk in (150, 49):
+            q, k, v = (rng.normal(0, 2, (1, 2, nk, head_dim)).astype(np.float32) for _ in range(3))
+            mask = rng.random((1, 2, nk, nk)) < 0.7
+            mask[0, 1, 3] = False
+            for m in (None, mask):
+                values, _ = qflash.attention_int(t(q), t(k), t(v), None if m is None else t(m), recipe=recipe)
+                np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v, attn_mask=m).values)
+
+
 @pytest.mark.parametrize("mma_order", [True, False], ids=["mma_order", "key_order"])
 @pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8),
                                     ism.Recipe.long_context()], ids=["11bit", "7bit", "8bit", "long_context"])
