@@ -729,7 +729,7 @@ def _qflash_fwd(
         ONLINE: tl.constexpr = not TWO_PASS
         rel_M = _constant(trow, derived, REL_M, DERIVE) if ONLINE else 0
         if ALU_SUMS:  # sum P on the ALU: per value of a full tile (row sums after its loop), or in 16 equal columns
-            l2 = tl.zeros((BLOCK_M,), tl.int32) if ONE_TILE else tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
+            l2 = tl.zeros((BLOCK_M,), tl.int32) if ONE_TILE else tl.zeros((BLOCK_M, TILE_N), tl.int32)
             l2_hi = 0
         else:
             l2 = tl.zeros((BLOCK_M, 16), tl.int32)
