@@ -155,6 +155,13 @@ def _quant(x, inv, QUANT: tl.constexpr, PTX: tl.constexpr):
 
 
 @triton.jit
+def _nan_max(a, b):
+    """``max`` that returns NaN where either is NaN (``max.NaN``): a row's range is NaN wherever
+    the row holds one, with no second reduction to find it."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _key_order(TILE: tl.constexpr, MMA_ORDER: tl.constexpr):
     """The key (offset in the tile) of each logit column: ``c``, or with ``MMA_ORDER`` the key that
     puts ``P`` in the int8 MMA's operand order without moving it (:func:`_mma_operand`). An MMA
@@ -658,14 +665,13 @@ def _qflash_fwd(
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
     # QUANT: float q, k, v quantized on load with their ranges (per tensor or per head; Q_ROWS: Q's
-    # per token, measured here on the rows the program loaded, x - x making a non-finite row's NaN)
+    # per token, measured here on the rows the program loaded, NaN where a row holds one)
     inv = (1.0, 1.0)
     inv_q = 1.0
     derived = 0
     if QUANT:
         if Q_ROWS:
-            q32 = q.to(tl.float32)
-            s_q, inv_q = scale_inv(tl.max(tl.abs(q32), 1) + tl.sum(q32 - q32, 1))
+            s_q, inv_q = scale_inv(tl.reduce(tl.abs(q.to(tl.float32)), 1, _nan_max))
             inv_q = inv_q[:, None]
         else:
             s_q, inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))
@@ -674,14 +680,14 @@ def _qflash_fwd(
         inv = (inv_k, inv_v)
         if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
             derived = table_row(s_q, s_k, s_v, logit_scale, 1.0,
-                                ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False)
+                                ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False, PTX)
     elif SCALES:  # int8 inputs with their float32 scales: the constants derived here too (no table launch)
         if Q_ROWS:  # Q per token: one constant row per query
             s_q = tl.load(SqRows + b * ssqb + h * ssqh + tl.minimum(offs_m, NQ - 1) * ssqm)
         else:
             s_q = tl.load(AmaxQ + b * sabq + h * sahq)
         derived = table_row(s_q, tl.load(AmaxK + b * sabk + h * sahk), tl.load(AmaxV + b * sabv + h * sahv),
-                            logit_scale, 1.0, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False)
+                            logit_scale, 1.0, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, False, PTX)
     # the integer constants: scalars (one table row per program), or per query row
     trow = Tab + b * stb + h * sth
     if ROW_TABLE:

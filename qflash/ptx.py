@@ -168,6 +168,19 @@ def rcp_f64(x, PTX: tl.constexpr):
 
 
 @triton.jit
+def floor_u32(x, PTX: tl.constexpr):
+    """``floor(x)`` clamped to ``[0, 2**32 - 1]`` (int64) for float64 ``x``; 0 for NaN. On the GPU
+    one conversion (PTX clamps float-to-integer conversions to the destination's range), where a
+    float64 minimum costs four instructions (Hopper has no ``DMNMX``)."""
+    if PTX:
+        u = tl.inline_asm_elementwise("cvt.rzi.u32.f64 $0, $1;", "=r,d", [x], dtype=tl.int32, is_pure=True, pack=1)
+        return u.to(tl.uint32, bitcast=True).to(tl.int64)
+    else:
+        top = tl.cast(4294967295, tl.float64)  # (a float literal would be rounded to float32, 2**32)
+        return tl.where(x == x, tl.minimum(tl.maximum(x, 0.0), top), 0.0).to(tl.int64)
+
+
+@triton.jit
 def floor_s8(y, PTX: tl.constexpr):
     """``floor(y)`` as int8 for float32 ``y`` in ``[-127, 127]``. On the GPU without the
     quarter-rate ``FRND`` and ``F2I``: ``y + 1.5 * 2**23`` rounded down (``add.rm``) lands where

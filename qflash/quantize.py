@@ -205,7 +205,8 @@ def _quantize_kernel(XS, X8S, AMAX, SS_, Flags, CS, SX, S8, SA, SSS, NS, H, BH, 
 
 @triton.jit
 def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr,
-              REL_SHIFT: tl.constexpr, HEADROOM_LIMITS: tl.constexpr, OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr):
+              REL_SHIFT: tl.constexpr, HEADROOM_LIMITS: tl.constexpr, OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr,
+              PTX: tl.constexpr):
     """Every integer constant of a table row (:class:`qflash.table.Col` order, int32; ``BIAS_INV``
     and ``DEQ`` as float32 bits) from float32 scales and the float64 logit and output scales:
     scalars (the attention kernel deriving its own row, ``DERIVE``) or vectors (the table
@@ -213,7 +214,7 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
     (:mod:`qflash.rows`)."""
     nat = s_q.to(tl.float64) * s_k.to(tl.float64) * scale
     zero = (nat * 0).to(tl.int64)
-    pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS)
+    pre_M, pre_l, pre_r, t_cap, u_max, req_M, one, rc0, rc1 = ROW_FN(nat, zero, ROW_ARGS, PTX)
     rel_M = (1 << REL_SHIFT) // one
     h_row = tl.minimum(frexp_exponent(tl.maximum(one, 1).to(tl.float64)) - 1, HEADROOM_LIMITS[0]).to(tl.float64)
     headroom = tl.floor(tl.minimum(h_row / (nat * F64_LOG2E), HEADROOM_LIMITS[1])).to(tl.int64)
@@ -228,7 +229,7 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
     # (Q's scales may be one per row beside scalar K and V ones: each side checked apart)
     finite_kv = (s_k > 0) & (s_k < float("inf")) & (s_v > 0) & (s_v < float("inf"))
     deq = tl.where(finite_kv, s_v * (2.0 ** -OUT_FRAC), float("nan"))
-    deq = tl.where((s_q > 0) & (s_q < float("inf")), deq, float("nan")).to(tl.int32, bitcast=True)
+    deq = tl.where(s_q > 0, deq + (s_q - s_q), float("nan")).to(tl.int32, bitcast=True)
     return (pre_M.to(tl.int32), pre_l.to(tl.int32), pre_r.to(tl.int32), t_cap.to(tl.int32), u_max.to(tl.int32),
             req_M.to(tl.int32), rel_M.to(tl.int32), headroom.to(tl.int32), rc0.to(tl.int32), rc1.to(tl.int32),
             bias_inv, out_M.to(tl.int32), out_shift.to(tl.int32), deq)
@@ -237,7 +238,8 @@ def table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN: tl.constexpr, ROW_ARGS: t
 @triton.jit(do_not_specialize=["scale_bits", "out_scale_bits"])
 def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NROWS, scale_bits, out_scale_bits,
                   ROW_FN: tl.constexpr, ROW_ARGS: tl.constexpr, REL_SHIFT: tl.constexpr, HEADROOM_LIMITS: tl.constexpr,
-                  OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr, FROM_AMAX: tl.constexpr):
+                  OUT_FRAC: tl.constexpr, INT8_OUT: tl.constexpr, BLOCK: tl.constexpr, FROM_AMAX: tl.constexpr,
+                  PTX: tl.constexpr):
     """One table row per lane, ``row = bh * TM + m`` (:func:`qflash.table.host_table`), by
     :func:`table_row`. ``FROM_AMAX``: ``Sq``, ``Sk``, ``Sv`` hold ranges, whose scales ``amax / 127``
     are derived here exactly as the quantization launch derives them."""
@@ -253,7 +255,8 @@ def _table_kernel(Tab, Sq, Sk, Sv, sqb, sqh, sqm, skb, skh, svb, svh, H, TM, NRO
         s_q, s_k, s_v = scale_inv(s_q)[0], scale_inv(s_k)[0], scale_inv(s_v)[0]
     scale = tl.full((BLOCK,), scale_bits, tl.int64).to(tl.float64, bitcast=True)
     out_scale = tl.full((BLOCK,), out_scale_bits, tl.int64).to(tl.float64, bitcast=True)
-    cols = table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, INT8_OUT)
+    cols = table_row(s_q, s_k, s_v, scale, out_scale, ROW_FN, ROW_ARGS, REL_SHIFT, HEADROOM_LIMITS, OUT_FRAC, INT8_OUT,
+                     PTX)
     # each lane's row as one run of NCOLS int32 (joined in registers), so the program writes one
     # contiguous span (a store per column wrote 4 bytes every NCOLS * 4: 21.8 us for A2 b = 256's
     # per-token table on the H200). join appends its axis last, so the nested joins' axes run from
@@ -408,5 +411,5 @@ def table(recipe, s_q, s_k, s_v, scale: float, batch: int, heads: int, nq: int,
            ROW_FN=twin.rows, ROW_ARGS=twin.row_args(recipe.exp, recipe.p_max),
            REL_SHIFT=recipe.accumulation.release_shift, HEADROOM_LIMITS=plan.headroom_limits(recipe),
            OUT_FRAC=recipe.out_frac_bits, INT8_OUT=out_scale is not None, BLOCK=block, FROM_AMAX=from_amax,
-           enable_fp_fusion=False)
+           PTX=not interpreted(_table_kernel), enable_fp_fusion=False)
     return tab

@@ -2,9 +2,9 @@
 
 The twins of :meth:`intsoftmax.exp.ExpStrategy.plan` (and of the strategies' ``row_constants``),
 registered with their strategy's Triton twin (:func:`qflash.exp.twin`) and called by the
-constant-table kernel (:mod:`qflash.quantize`). Signature: ``(nat, zero, ARGS)`` with ``nat`` the
+constant-table kernel (:mod:`qflash.quantize`). Signature: ``(nat, zero, ARGS, PTX)`` with ``nat`` the
 QK unit in nats (float64 per row), ``zero`` an int64 zero of the same shape, ``ARGS`` the
-constexprs of its ``row_args(strategy, p_max)``; returns int64 ``(pre_M, pre_l, pre_r, t_cap,
+constexprs of its ``row_args(strategy, p_max)``, ``PTX`` whether inline PTX may run; returns int64 ``(pre_M, pre_l, pre_r, t_cap,
 u_max, req_M, one, rc0, rc1)`` (:mod:`qflash.table`'s columns). Every float64 step is an IEEE
 operation the host repeats bit for bit (no fused multiply-add: the table kernel disables it).
 """
@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 
 from intsoftmax import exp, fixedpoint
+
+from .ptx import floor_u32
 
 F64_LOG2E = tl.constexpr(exp.base.LOG2E)
 LOG2E_2_32 = tl.constexpr(exp.base.LOG2E * 2.0**32)
@@ -44,7 +46,7 @@ def prescaled_row_args(strategy, p_max: int) -> tuple:
 
 
 @triton.jit
-def prescaled_rows(nat, zero, ARGS: tl.constexpr):
+def prescaled_rows(nat, zero, ARGS: tl.constexpr, PTX: tl.constexpr):
     """Strategies fed by the shared prescale (:meth:`intsoftmax.exp.ExpStrategy.plan`):
     ``ARGS = (native_per_nat, u_max, one, p_max)``."""
     pre_M, shift = fixed_multiplier(tl.minimum(nat * ARGS[0], PRESCALE_MAX))
@@ -58,13 +60,12 @@ def fused_row_args(strategy, p_max: int) -> tuple:
 
 
 @triton.jit
-def fused_rows(nat, zero, ARGS: tl.constexpr):
+def fused_rows(nat, zero, ARGS: tl.constexpr, PTX: tl.constexpr):
     """:class:`intsoftmax.FusedExp2`: ``M = round(c 2**32)`` (``rc0``) and the clamp of its generic
     exp at ``one``, ``u_max = ceil(octaves 2**32 / M)``; ``ARGS = (clamp octaves, one, p_max)``."""
     # nat (log2(e) 2**32) equals (nat log2(e)) 2**32 bit for bit (a power-of-two scaling is exact);
-    # the conversion truncates, which is the floor of x + 1/2 >= 0, clamped first to 2**32 - 1 (a
-    # float64 constant: a float literal would be rounded to float32, 2**32)
-    M = tl.minimum(nat * LOG2E_2_32 + 0.5, tl.cast(4294967295, tl.float64)).to(tl.int64)
+    # round half up is the floor of x + 1/2 >= 0, clamped to 2**32 - 1
+    M = floor_u32(nat * LOG2E_2_32 + 0.5, PTX)
     Md = tl.maximum(M, 1)
     u_max = tl.where(M > 0, tl.minimum(((zero + (ARGS[0] << 32)) + Md - 1) // Md, 2147483647), 2147483647)
     return zero, zero, zero, zero, u_max, zero + ARGS[2], zero + ARGS[1], M, zero
@@ -75,7 +76,7 @@ def qflash_row_args(strategy, p_max: int) -> tuple:
 
 
 @triton.jit
-def qflash_rows(nat, zero, ARGS: tl.constexpr):
+def qflash_rows(nat, zero, ARGS: tl.constexpr, PTX: tl.constexpr):
     """:class:`intsoftmax.QFlashExp2`: ``R = round(1/c)`` (``one`` and ``rc0``), ``exp_M = round(c 2**16)``
     (``rc1``), ``req_M = round(P_max c 2**16)`` (at least 1); ``ARGS = (mul_shift, p_max)``."""
     SHIFT: tl.constexpr = ARGS[0]
