@@ -337,19 +337,18 @@ def _probabilities(s, m, ok, fx, rc, req_M, lut, EXP_FN: tl.constexpr, EXP_ARGS:
                    ROW_TABLE: tl.constexpr, PTX: tl.constexpr):
     """``P`` of a tile of logits against the row references ``m`` (int32), 0 where ``MASKING`` and
     not ``ok``: the fused strategy from its row multiplier ``fx = M`` and constants at ``P_max``,
-    else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused, 7 bits): as
-    the int8 MMA operand, rounded four at a time; (fused, 9-14 bits) as ``2 P + 1`` or ``2 P``,
-    which :func:`~qflash.ptx.split_half` splits into the two int8 operands of ``P = 128 hi + lo``."""
+    else the exp and the requantization. ``NEGATE``: ``127 - P``. ``PACKED`` (fused): as ``y``
+    (``P = (y + 1) >> 1``), which :func:`~qflash.ptx.pack_half_round` (7 bits) rounds into the int8
+    MMA operand four at a time and :func:`~qflash.ptx.split_half` (9-14 bits) into the two of
+    ``P = 128 hi + lo``."""
     if FUSED:
         y = fused_y(m[:, None] - s, fx, P_ARGS, PTX)
         if MASKING:
             y = tl.where(ok, y, 0)
         if NEGATE:
             p = (254 - y) >> 1
-        elif PACKED and P_BITS <= 7:
-            p = pack_half_round(y, PTX)
         elif PACKED:
-            p = y + 1
+            p = y
         else:
             p = (y + 1) >> 1
     else:
@@ -418,32 +417,32 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     bad += v_bad
     ones = tl.full((TILE, 16), 1, tl.int8)
     l, acc, l_hi, acc_hi = sums
+    # ALU_SUMS: l on the ALU (two-pass 7 and 9-14-bit P: the MMAs against ones and their waits
+    # fewer), per value over the full tiles (BLOCK_M, TILE), summed into a row vector after their
+    # loop; tail tiles add to that vector. Packed P's words give it by dp4a where they are made
+    w = 0
+    if PACKED:
+        w = l if ALU_SUMS and not PADDED else tl.zeros(p.shape, tl.int32)
     if P_BITS <= 7:
-        p8 = _mma_operand(p if PACKED else pack_s8(p, PTX), MMA_ORDER)
+        if PACKED:
+            p8, p = pack_half_round(p, w, ALU_SUMS, PTX)
+        else:
+            p8 = pack_s8(p, PTX)
+        p8 = _mma_operand(p8, MMA_ORDER)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
-        l = tl.dot(p8, ones, l, out_dtype=tl.int32)
+        if not ALU_SUMS:
+            l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     elif NEGATE:  # sum P V = 127 sum V - sum (127 - P) V
         p8 = _mma_operand(pack_s8(p, PTX), MMA_ORDER)
         acc = tl.dot(p8, v, acc, out_dtype=tl.int32)
         acc = tl.dot(tl.full(p8.shape, -127, tl.int8), v, acc, out_dtype=tl.int32)
         l = tl.dot(p8, ones, l, out_dtype=tl.int32)
     else:  # P = 128 hi + lo
-        # l on the ALU (ALU_SUMS: two MMAs and their waits fewer): per value over the full tiles
-        # (BLOCK_M, TILE), summed into a row vector after their loop; tail tiles add to that vector
         if PACKED:
-            w = l if ALU_SUMS and not PADDED else tl.zeros(p.shape, tl.int32)
-            lo, hi, w = split_half(p, w, ALU_SUMS, PTX)
-            p = w
+            lo, hi, p = split_half(p + 1, w, ALU_SUMS, PTX)
         else:
             lo = pack_s8(p & 127, PTX)
             hi = pack_s8(p >> 7, PTX)
-        if ALU_SUMS:
-            if PADDED:
-                l += tl.sum(p, 1)
-            elif PACKED:
-                l = p
-            else:
-                l += p
         lo = _mma_operand(lo, MMA_ORDER)
         hi = _mma_operand(hi, MMA_ORDER)
         acc = tl.dot(lo, v, acc, out_dtype=tl.int32)
@@ -457,6 +456,13 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
             acc += tl.dot(hi, v, out_dtype=tl.int32) * 128
             if not ALU_SUMS:
                 l += tl.dot(hi, ones, out_dtype=tl.int32) * 128
+    if ALU_SUMS:  # p: P (int32), or the packed words' sums added to l's values
+        if PADDED:
+            l += tl.sum(p, 1)
+        elif PACKED:
+            l = p
+        else:
+            l += p
     return (l, acc, l_hi, acc_hi), bad, m
 
 

@@ -86,25 +86,47 @@ def _rows_swap(p):
     return tl.reshape(tl.permute(tl.reshape(p, (M // 16, 2, 8, N // 16, 2, 8)), (0, 4, 2, 3, 1, 5)), (M, N))
 
 
+def _pack_asm(sums: bool) -> str:
+    """:func:`pack_half_round`'s PTX: outputs ``P`` (2 words), with ``sums`` the row sums (8
+    values), then the inputs ``y`` (8) and with ``sums`` the sums so far (8)."""
+    y = 10 if sums else 2
+    out = []
+    for i, r in enumerate("ab"):  # word i: y's values 2i, 2i + 1, 2i + 4, 2i + 5 (one row)
+        out.append(f"cvt.pack.sat.u8.s32.b32 {r}, ${y + 2 * i + 5}, ${y + 2 * i + 4}, 0; "
+                   f"cvt.pack.sat.u8.s32.b32 {r}, ${y + 2 * i + 1}, ${y + 2 * i}, {r}; "
+                   f"add.u32 {r}, {r}, 0x01010101; shr.u32 {r}, {r}, 1; and.b32 ${i}, {r}, 0x7F7F7F7F; ")
+        if sums:  # the row's sum into the value of the word's first y (value 2i)
+            out.append(f"dp4a.u32.u32 ${2 + 2 * i}, ${i}, 0x01010101, ${18 + 2 * i}; ")
+    moves = "".join(f"mov.b32 ${2 + k}, ${18 + k}; " for k in (1, 3, 4, 5, 6, 7)) if sums else ""
+    return "{ .reg .b32 a, b; " + "".join(out) + moves + "}"
+
+
+PACK_ASM = tl.constexpr(_pack_asm(False))
+PACK_SUMS_ASM = tl.constexpr(_pack_asm(True))
+
+
 @triton.jit
-def pack_half_round(y, PTX: tl.constexpr):
-    """``(y + 1) >> 1`` as int8 for an int32 tile ``y`` in ``[0, 254]`` in an MMA result's layout
-    (rows and columns multiples of 16): four ``y`` of one row packed as unsigned bytes, then one
-    add, shift and mask for all four (``y + 1 <= 255`` carries into no neighbour). Of the eight
-    values a thread holds in two 8-column groups (register order: column + 1, row + 8, column + 8)
-    each word takes the four of one row, the order of the int8 MMA operand after
-    :func:`qflash.kernel._mma_operand`, so nothing moves before the MMA (:func:`_rows_swap`)."""
-    if PTX:
-        p = tl.inline_asm_elementwise(
-            "{ .reg .b32 a, b; cvt.pack.sat.u8.s32.b32 a, $7, $6, 0; cvt.pack.sat.u8.s32.b32 a, $3, $2, a; "
-            "cvt.pack.sat.u8.s32.b32 b, $9, $8, 0; cvt.pack.sat.u8.s32.b32 b, $5, $4, b; "
-            "add.u32 a, a, 0x01010101; shr.u32 a, a, 1; and.b32 $0, a, 0x7F7F7F7F; "
-            "add.u32 b, b, 0x01010101; shr.u32 b, b, 1; and.b32 $1, b, 0x7F7F7F7F; }",
-            "=r,=r,r,r,r,r,r,r,r,r", [y], dtype=tl.int8, is_pure=True, pack=8)
-        p = _rows_swap(p)
+def pack_half_round(y, w, SUMS: tl.constexpr, PTX: tl.constexpr):
+    """``(p, w)``: ``p = (y + 1) >> 1`` as int8 for an int32 tile ``y`` in ``[0, 254]`` in an MMA
+    result's layout (rows and columns multiples of 16): four ``y`` of one row packed as unsigned
+    bytes, then one add, shift and mask for all four (``y + 1 <= 255`` carries into no neighbour).
+    Of the eight values a thread holds in two 8-column groups (register order: column + 1, row + 8,
+    column + 8) each word takes the four of one row, the order of the int8 MMA operand after
+    :func:`qflash.kernel._mma_operand`, so nothing moves before the MMA (:func:`_rows_swap`).
+    ``SUMS``: ``w`` plus ``p`` as far as row sums go, one ``dp4a`` per word, as in
+    :func:`split_half`; without it ``w`` is returned as given."""
+    if PTX and SUMS:
+        p, w = tl.inline_asm_elementwise(PACK_SUMS_ASM, "=r,=r" + ",=r" * 8 + ",r" * 16, [y, w],
+                                         dtype=(tl.int8, tl.int32), is_pure=True, pack=8)
+    elif PTX:
+        p = tl.inline_asm_elementwise(PACK_ASM, "=r,=r" + ",r" * 8, [y], dtype=tl.int8, is_pure=True, pack=8)
     else:
         p = ((y + 1) >> 1).to(tl.int8)
-    return p
+        if SUMS:
+            w = w + ((y + 1) >> 1)
+    if PTX:
+        p = _rows_swap(p)
+    return p, w
 
 
 def _split_asm(sums: bool) -> str:

@@ -20,11 +20,12 @@ MIN_DOT_K = 32
 #: program holds 200-250 registers per thread either way (two programs per SM), and the sums save an
 #: IMAD per output per tile; at D = 64 they cost four programs per SM (docs/performance.md).
 HI_SUM_HEAD_DIM = 128
-#: Two-pass 9-14-bit ``P``'s row sums ``l`` on the ALU (``dp4a`` on the MMA operands' words where
-#: :func:`qflash.ptx.split_half` packs them) instead of by two MMAs against ones, each of which
-#: Triton follows with a wait of the warpgroup. H200, kernel only (docs/performance.md): L1
-#: ``long_context`` -4 %, L1c -4 %, A2 / A4 / A7 ``default`` -6 / -7 / -8 %. False: the MMAs
-#: (measurements).
+#: Two-pass rules' row sums ``l`` on the ALU for 7-bit and 9-14-bit ``P`` (``dp4a`` on the MMA
+#: operands' words where they are packed, :func:`qflash.ptx.split_half` and
+#: :func:`~qflash.ptx.pack_half_round`) instead of by MMAs against ones, each of which Triton follows
+#: with a wait of the warpgroup. H200, kernel only (docs/performance.md), 9-14 bits: L1
+#: ``long_context`` -4 %, A2 / A4 / A7 ``default`` -6 / -7 / -8 %. 8-bit ``P`` keeps its offset
+#: form's MMA. False: the MMAs everywhere (measurements).
 ALU_ROW_SUMS = True
 #: Keys per full tile of the row-max pass (pass 1 of two-pass rules) in kernels with the ``hi_sum``
 #: sums reading K as int8, by head dim: one MMA wait and row reduction per tile. Measured on the
@@ -118,9 +119,9 @@ class KernelSpec:
 
     @property
     def alu_row_sums(self) -> bool:
-        """Two-pass 9-14-bit ``P``'s ``l = sum P`` from the ALU (:data:`ALU_ROW_SUMS`), not
+        """Two-pass ``l = sum P`` from the ALU (:data:`ALU_ROW_SUMS`; 7 and 9-14-bit ``P``), not
         from MMAs against ones."""
-        return ALU_ROW_SUMS and self.two_pass and self.p_bits > 8
+        return ALU_ROW_SUMS and self.two_pass and self.p_bits != 8
 
     def row_max_keys(self, key_bytes: int) -> int:
         """Keys per full tile of the row-max pass for K stored in ``key_bytes`` per element:

@@ -162,18 +162,20 @@ def test_row_max_pass_in_wide_tiles(monkeypatch, keys, causal):
 @pytest.mark.parametrize("alu", [True, False], ids=["dp4a", "ones_mma"])
 @pytest.mark.parametrize("head_dim,block_n", [(32, 64), (128, 64), (32, 16)])
 def test_row_sums_on_the_alu_or_by_mma(monkeypatch, alu, head_dim, block_n):
-    """Two-pass 9-14-bit P's row sums l (spec.ALU_ROW_SUMS): by dp4a on the MMA operands' words,
-    carried per value over the full tiles and added as row vectors in the tail tiles, or by MMAs
-    against ones; the same integers as the golden model either way, for 11-bit P (its hi_sum form
-    at D = 128), the wide accumulator and a polynomial exp that does not fuse the requantization
-    (P unpacked), over full, 32-key tail and one-tile slices, with a boolean mask (a fully masked
-    row: l = 0) and without; also in 16-key tiles, padded to the MMA's 32 keys."""
+    """Two-pass rules' row sums l for 7 and 9-14-bit P (spec.ALU_ROW_SUMS): by dp4a on the MMA
+    operands' words, carried per value over the full tiles and added as row vectors in the tail
+    tiles, or by MMAs against ones; the same integers as the golden model either way, for 7-bit P,
+    11-bit P (its hi_sum form at D = 128), the wide accumulator and a polynomial exp that does not
+    fuse the requantization (P unpacked; 7 and 10 bits), over full, 32-key tail and one-tile
+    slices, with a boolean mask (a fully masked row: l = 0) and without; also in 16-key tiles,
+    padded to the MMA's 32 keys."""
     monkeypatch.setattr(qflash.spec, "ALU_ROW_SUMS", alu)
     config = qflash.api._launch_config
     monkeypatch.setattr(qflash.api, "_launch_config", lambda spec: {**config(spec), "block_n": block_n})
     rng = np.random.default_rng(head_dim)
-    recipes = (ism.Recipe.default(), ism.Recipe.long_context(),
-               ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.TwoPass(), p_bits=10))
+    poly = ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.TwoPass())
+    recipes = (ism.Recipe.fast(), ism.Recipe.default(), ism.Recipe.long_context(), poly.replace(p_bits=7),
+               poly.replace(p_bits=10))
     for recipe in recipes:
         assert qflash.spec.KernelSpec.build(recipe, head_dim, qflash.spec.MaskKind.NONE,
                                             qflash.spec.OutKind.INT32).alu_row_sums == alu
