@@ -69,7 +69,7 @@ from intsoftmax.plan import BIAS_MAX, MASKED_LOGIT
 from .exp import fused_y
 from .launcher import interpreted, launch as launch_kernel
 from .plan import empty
-from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, rcp_f64, shr_funnel, split_half
+from .ptx import floor_s8, mul_wide, pack_half_round, pack_s8, prefetch_l1, rcp_f64, shr_funnel, split_half
 from .rows import frexp_exponent
 from .quantize import bh_strides, f64_bits, scale_inv, table_row
 from .spec import MaskKind, OutKind
@@ -159,6 +159,16 @@ def _nan_max(a, b):
     """``max`` that returns NaN where either is NaN (``max.NaN``): a row's range is NaN wherever
     the row holds one, with no second reduction to find it."""
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _prefetch_tile(base, sn, sd, NK, ROWS: tl.constexpr, D: tl.constexpr, PTX: tl.constexpr):
+    """L1 prefetches of the first ``ROWS`` rows (up to ``NK``) of a float tile, one per 128-byte
+    line (a row of ``D`` elements spans ``D * bytes / 128`` of them, at least one)."""
+    LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth  # elements per 128 bytes
+    CHUNKS: tl.constexpr = max(D // LINE, 1)
+    rows = tl.minimum(tl.arange(0, ROWS), NK - 1)
+    prefetch_l1(base + rows[:, None] * sn + (tl.arange(0, CHUNKS) * LINE)[None, :] * sd, PTX)
 
 
 @triton.jit
@@ -651,7 +661,7 @@ def _qflash_fwd(
     VOFF: tl.constexpr, ONE_TILE: tl.constexpr, SV_COLS: tl.constexpr, ACC64: tl.constexpr, CHUNK: tl.constexpr,
     DERIVE: tl.constexpr, SPLIT: tl.constexpr, FLOAT_SOFTMAX: tl.constexpr, Q_ROWS: tl.constexpr,
     HI_SUM: tl.constexpr, PAIR_OUT: tl.constexpr, ROW_LAUNCH: tl.constexpr, SCALES: tl.constexpr,
-    MMA_ORDER: tl.constexpr, ROW_MAX_N: tl.constexpr, ALU_SUMS: tl.constexpr,
+    MMA_ORDER: tl.constexpr, ROW_MAX_N: tl.constexpr, ALU_SUMS: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     if PTX and ROW_LAUNCH == ROWS_MAIN:  # the last rows' launch may start as this launch's last wave runs
         gdc_launch_dependents()
@@ -674,19 +684,28 @@ def _qflash_fwd(
 
     q = _load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, row_ok, offs_d < D, True,
               D < D_PAD)
+    if ONE_TILE and QUANT and PREFETCH:  # the program's only K and V tiles on their way during the prologue
+        _prefetch_tile(K + b * skb + h * skh, skn, skd, NK, BLOCK_N, D_PAD, PTX)
+        _prefetch_tile(V + b * svb + h * svh, svn, svd, NK, BLOCK_N, D_PAD, PTX)
     # QUANT: float q, k, v quantized on load with their ranges (per tensor or per head; Q_ROWS: Q's
     # per token, measured here on the rows the program loaded, NaN where a row holds one)
     inv = (1.0, 1.0)
     inv_q = 1.0
     derived = 0
     if QUANT:
+        # every range loaded before the first division: a division's slow path is a branch, which
+        # no later load passes (loaded one after another, their latencies added up)
+        amax_k = tl.load(AmaxK + b * sabk + h * sahk)
+        amax_v = tl.load(AmaxV + b * sabv + h * sahv)
+        if not Q_ROWS:
+            amax_q = tl.load(AmaxQ + b * sabq + h * sahq)
+        s_k, inv_k = scale_inv(amax_k)
+        s_v, inv_v = scale_inv(amax_v)
         if Q_ROWS:
-            s_q, inv_q = scale_inv(tl.reduce(tl.abs(q.to(tl.float32)), 1, _nan_max))
+            amax_q = tl.reduce(tl.abs(q.to(tl.float32)), 1, _nan_max)
+        s_q, inv_q = scale_inv(amax_q)
+        if Q_ROWS:
             inv_q = inv_q[:, None]
-        else:
-            s_q, inv_q = scale_inv(tl.load(AmaxQ + b * sabq + h * sahq))
-        s_k, inv_k = scale_inv(tl.load(AmaxK + b * sabk + h * sahk))
-        s_v, inv_v = scale_inv(tl.load(AmaxV + b * sabv + h * sahv))
         inv = (inv_k, inv_v)
         if DERIVE:  # the constant row from the ranges, as the table kernel derives it (no table launch)
             derived = table_row(s_q, s_k, s_v, logit_scale, 1.0,
@@ -1034,6 +1053,7 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
             DERIVE=derive, Q_ROWS=q_rows, SCALES=scales is not None,
             PTX=ptx, FLAGS=flags is not None, QUANT=amax is not None, VOFF=voff is not None,
             SV_COLS=s_v is not None, CHUNK=spec.chunk_keys(block_n), SPLIT=phase.value, MMA_ORDER=MMA_ORDER,
+            PREFETCH=PREFETCH_ONE_TILE,
             ROW_MAX_N=spec.row_max_keys(k8.element_size()), ROW_LAUNCH=row_launch.value, **spec.constexprs(),
             **{"num_stages": num_stages, **options, **config},
         )
@@ -1043,6 +1063,10 @@ def launch(spec, q8, k8, v8, table, out, mask=None, lut=None, batch2: int = 1, b
 #: Two-pass key tiles read K's rows in the order that leaves ``P`` where the int8 MMA wants its
 #: operand (:func:`_key_order`); off (for timing), the layout conversion moves ``P`` between threads.
 MMA_ORDER = True
+#: One-tile programs on float inputs (Swin's windows, quantized on load) prefetch their K and V
+#: tiles into L1 before the ranges' divisions, whose slow paths are branches no load passes
+#: (measurements: docs/performance.md).
+PREFETCH_ONE_TILE = True
 #: Keys up to which the last rows' launch takes every key in one tile (``ONE_TILE``): no first
 #: pass and one step with all its MMAs independent, instead of two chains of key tiles whose
 #: latency the one-warp programs of that launch cannot hide. (Triton lays the warps of chained

@@ -190,6 +190,15 @@ def rcp_f64(x, PTX: tl.constexpr):
 
 
 @triton.jit
+def prefetch_l1(ptrs, PTX: tl.constexpr):
+    """Starts bringing the lines at ``ptrs`` into L1 (``prefetch.global.L1``; a prefetch never
+    faults), so that a later load of them waits for L1, not for memory. Nothing off the GPU."""
+    if PTX:
+        tl.inline_asm_elementwise("prefetch.global.L1 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
 def floor_u32(x, PTX: tl.constexpr):
     """``floor(x)`` clamped to ``[0, 2**32 - 1]`` (int64) for float64 ``x``; 0 for NaN. On the GPU
     one conversion (PTX clamps float-to-integer conversions to the destination's range), where a

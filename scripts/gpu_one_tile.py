@@ -8,6 +8,9 @@ call, kernel only). ``--sources``: where the constants come from, on the Swin an
 `default` deriving them in each program from the scales (``derive_scale``), and the calibrated
 `Recipe.accurate()` (Q per token) deriving one row per query, or reading a per-row table (built
 outside the timed call). ``--configs``: `fast` over pipeline depths and register caps.
+``--static``: the benchmark's static calls (float16 inputs quantized on load with calibrated
+ranges; `accurate` folded, Q's ranges per call) of `default` and `accurate`, with the one-tile
+programs' K and V prefetch (``kernel.PREFETCH_ONE_TILE``) on and off, and `accurate` ÷ `default`.
 """
 from __future__ import annotations
 
@@ -17,13 +20,13 @@ import torch
 
 import intsoftmax as ism
 from intsoftmax.workloads import workload_shape
-from qflash import api, quantize as qz
-from qflash.benchmark import best_sdpa, graph_us, uniform
+from qflash import api, kernel as qkernel, quantize as qz
+from qflash.benchmark import best_sdpa, graph_us, recipe_calls, uniform
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 
 FOLDED = ism.Recipe.accurate().replace(transforms=())  # a calibrated model's: transforms folded
-RECIPES = {"fast": ism.Recipe.fast(), "default": ism.Recipe.default(), "accurate": FOLDED}
+RECIPES = {"fast": ism.Recipe.fast(), "default": ism.Recipe.default(), "accurate": ism.Recipe.accurate()}
 CONFIGS = {"A3": ((2, None), (4, None), (3, 0), (3, 112), (3, 120)),  # (stages, maxnreg; None: the API's, 0: none)
            "A7": ((2, None), (4, None), (3, 56), (3, 48))}
 
@@ -52,11 +55,21 @@ def kernel_us(workload, recipe, source="table", **config):
                                    scales=(s_q, s_k, s_v), tail_block_m=api.TAIL_ROWS, **cfg))
 
 
+def static_us(workload, recipe, prefetch: bool):
+    """The benchmark's static call (:func:`qflash.benchmark.recipe_calls`), graph replay."""
+    qkernel.PREFETCH_ONE_TILE = prefetch
+    try:
+        return graph_us(recipe_calls(recipe, *inputs(workload), False, False)["static"])
+    finally:
+        qkernel.PREFETCH_ONE_TILE = True
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workloads", default="A7,A4,A3,A2")
     p.add_argument("--sources", action="store_true")
     p.add_argument("--configs", action="store_true")
+    p.add_argument("--static", action="store_true")
     a = p.parse_args(argv)
     rows = []
 
@@ -65,6 +78,14 @@ def main(argv=None):
         print(f"{w} {name:9s} {label:16s} {us:8.1f} us", flush=True)
     for w in a.workloads.split(","):
         add(w, "sdpa", "-", best_sdpa(*inputs(w), False)[0])
+        if a.static:
+            for prefetch in (True, False):
+                t = [static_us(w, RECIPES[n], prefetch) for n in ("default", "accurate")]
+                label = "static" + (", prefetch" if prefetch else "")
+                add(w, "default", label, t[0])
+                add(w, "accurate", label, t[1])
+                add(w, "acc/def", label, t[1] / t[0])
+            continue
         for name in ("fast", "default"):
             add(w, name, "table", kernel_us(w, RECIPES[name]))
         if a.sources:
