@@ -436,7 +436,7 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     w = 0
     if PACKED:
         w = l if ALU_SUMS and not PADDED else tl.zeros(p.shape, tl.int32)
-    if P_BITS <= 8:  # one int8 operand (8 bits: 127 - P)
+    if P_BITS <= 7 or NEGATE:  # one int8 operand (NEGATE: 127 - P)
         if PACKED:
             p8, p = pack_half_round(p, w, ALU_SUMS, PTX)
         else:
