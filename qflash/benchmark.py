@@ -27,7 +27,9 @@ SDPA's graph time of the same row. The table is printed last.
 A whole run outlasts the lent H200's 10 minutes per command: run it in parts of one commit
 (``--rows <the A rows> --no-extras``; ``--rows L1:2,L1c:2,D1:1,D1:8,D2:8 --no-extras``; ``--rows
 A7:1`` for the comparisons, each ``--json $OUT/<part>.json``), then ``--merge <parts> --json
-docs/performance.json`` (:func:`merge`; no GPU).
+docs/performance.json`` (:func:`merge`; no GPU). Parts that a session's device time did not
+reach may be carried from an earlier commit's results (``--carry``): each such row keeps its
+commit, and the tables name it.
 """
 from __future__ import annotations
 
@@ -397,7 +399,7 @@ def markdown(result: dict) -> str:
         rs = [row["recipes"][n] for n in names]
         base = row["sdpa_graph_us"]
         sqnr = " / ".join(f"{r['sqnr_db']:.2f}" for r in rs if "sqnr_db" in r)
-        out.append(f"| {row['workload']} | {row['batch']} | {base:.1f} ({row['sdpa_backend']}) | "
+        out.append(f"| {_label(row)} | {row['batch']} | {base:.1f} ({row['sdpa_backend']}) | "
                    + " | ".join(f"{r['int8_graph_us']:.1f} | {r['int8_graph_us'] / base:.2f}" for r in rs) + " | "
                    + " | ".join(f"{r['static_graph_us'] / r['int8_graph_us']:.2f} / "
                                 f"{r['dynamic_graph_us'] / r['int8_graph_us']:.2f}" for r in rs) + f" | {sqnr} |")
@@ -408,7 +410,7 @@ def markdown(result: dict) -> str:
                 "|---|---:|---:|---:|" + "---:|" * (2 * len(every))]
         for row in long_rows:
             base = row["sdpa_graph_us"]
-            out.append(f"| {row['workload']} | {row['batch']} | {row.get('keys', row['shape'][2])} | {base:.1f} "
+            out.append(f"| {_label(row)} | {row['batch']} | {row.get('keys', row['shape'][2])} | {base:.1f} "
                        f"({row['sdpa_backend']}) | " + " | ".join(_long_cell(row["recipes"].get(n), base) for n in every)
                        + " |")
     accurate = [row for row in result["rows"] if set(ACCURATE_RECIPES) <= set(row["recipes"])]
@@ -418,7 +420,7 @@ def markdown(result: dict) -> str:
                 "| accurate ÷ default |", "|---|---:|---:|---:|---:|"]
         for row in accurate:
             d, a = row["recipes"]["default"], row["recipes"]["accurate"]
-            out.append(f"| {row['workload']} | {row['batch']} | " + " / ".join(f"{d[p + '_graph_us']:.1f}" for p in paths)
+            out.append(f"| {_label(row)} | {row['batch']} | " + " / ".join(f"{d[p + '_graph_us']:.1f}" for p in paths)
                        + " | " + " / ".join(f"{a[p + '_graph_us']:.1f}" for p in paths) + " | "
                        + " / ".join(f"{a[p + '_graph_us'] / d[p + '_graph_us']:.2f}" for p in paths) + " |")
     out += ["", "| workload | batch | SDPA (plain call) | int8 | static | dynamic | int8 / static / dynamic ÷ SDPA |",
@@ -426,21 +428,26 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         if row["batch"] <= 8 and names[0] in row["recipes"]:
             r, host = row["recipes"][names[0]], row["sdpa_host_us"]
-            out.append(f"| {row['workload']} | {row['batch']} | {host:.1f} | " + " | ".join(
+            out.append(f"| {_label(row)} | {row['batch']} | {host:.1f} | " + " | ".join(
                 f"{r[p + '_host_us']:.1f}" for p in ("int8", "static", "dynamic")) + " | " + " / ".join(
                 f"{r[p + '_host_us'] / host:.2f}" for p in ("int8", "static", "dynamic")) + " |")
     if "unfused" in result:
         out += ["", "| workload | batch | fused kernel | unfused pipeline | unfused / fused | outputs equal |",
                 "|---|---:|---:|---:|---:|---|"]
-        out += [f"| {r['workload']} | {r['batch']} | {r['fused_graph_us']:.1f} µs | {r['unfused_graph_us']:.1f} µs | "
+        out += [f"| {_label(r)} | {r['batch']} | {r['fused_graph_us']:.1f} µs | {r['unfused_graph_us']:.1f} µs | "
                 f"{r['unfused_graph_us'] / r['fused_graph_us']:.1f}× | {r['equal']} |" for r in result["unfused"]]
     if "energy" in result:
         out += ["", "| workload | batch | SDPA fp16 | " + " | ".join(names) + f" | {names[-1]} / SDPA |",
                 "|---|---:|---:|" + "---:|" * (len(names) + 1)]
-        out += [f"| {r['workload']} | {r['batch']} | {r['sdpa_mj']:.2f} mJ ({r['sdpa_backend']}) | "
+        out += [f"| {_label(r)} | {r['batch']} | {r['sdpa_mj']:.2f} mJ ({r['sdpa_backend']}) | "
                 + " | ".join(f"{r[n + '_mj']:.2f} mJ" for n in names) + f" | {r[names[-1] + '_mj'] / r['sdpa_mj']:.2f} |"
                 for r in result["energy"]]
     return "\n".join(out)
+
+
+def _label(row: dict) -> str:
+    """A row's workload, with the commit it was measured at when carried from an earlier run."""
+    return row["workload"] + (f" (at {row['commit'][:7]})" if "commit" in row else "")
 
 
 def _long_cell(r, base: float) -> str:
@@ -451,24 +458,35 @@ def _long_cell(r, base: float) -> str:
     return f"{r['int8_graph_us']:.1f}{split} | {r['int8_graph_us'] / base:.2f}"
 
 
-def merge(parts: list, names: list) -> dict:
+def merge(parts: list, names: list, carried: list = (), carried_names: list = ()) -> dict:
     """One results file from the files of several runs of one commit on one GPU (``names``: their
     paths, for the record): the rows in the benchmark's order, a row measured twice taken from the
     later file, the unfused and energy comparisons from the last file that has them. Each row's
-    ratios stay against the SDPA time of its own run."""
+    ratios stay against the SDPA time of its own run. ``carried``: results of earlier commits
+    (same GPU) whose rows and comparisons fill in what ``parts`` did not measure, each keeping its
+    own ``commit``, so that a partial run does not drop the rest of the record."""
     for key in ("gpu", "commit"):
         seen = {part[key] for part in parts}
         if len(seen) > 1:
             raise ValueError(f"results from different {key}s cannot be merged: {sorted(seen)}; merge one "
-                             f"{key}'s runs")
-    rows = {(r["workload"], r["batch"]): r for part in parts for r in part["rows"]}
+                             f"{key}'s runs, and pass earlier commits' results as carried")
+    gpus = {part["gpu"] for part in [*parts, *carried]}
+    if len(gpus) > 1:
+        raise ValueError(f"results from different GPUs cannot be merged: {sorted(gpus)}")
+    commit = parts[0]["commit"]
+    old = [dict(part, rows=[{**r, "commit": r.get("commit", part["commit"])} for r in part["rows"]],
+                **{k: [{**x, "commit": x.get("commit", part["commit"])} for x in part[k]]
+                   for k in ("unfused", "energy") if k in part})
+           for part in carried if part["commit"] != commit]
+    rows = {(r["workload"], r["batch"]): r for part in [*old, *parts] for r in part["rows"]}
     order = {key: i for i, key in enumerate(ROWS)}
-    out = dict(date=max(part["date"] for part in parts), gpu=parts[0]["gpu"], commit=parts[0]["commit"],
-               command="python -m qflash.benchmark --merge " + " ".join(names),
+    out = dict(date=max(part["date"] for part in parts), gpu=parts[0]["gpu"], commit=commit,
+               command="python -m qflash.benchmark --merge " + " ".join(names)
+               + (" --carry " + " ".join(carried_names) if carried_names else ""),
                runs=[part["command"] for part in parts], torch=parts[0].get("torch"),
                rows=sorted(rows.values(), key=lambda r: order.get((r["workload"], r["batch"]), len(order))))
     for key in ("unfused", "energy"):
-        found = [part[key] for part in parts if key in part]
+        found = [part[key] for part in [*old, *parts] if key in part]
         if found:
             out[key] = found[-1]
     return out
@@ -491,16 +509,18 @@ def main(argv=None) -> int:
                         "and exit (no GPU)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge the results files of several runs (one "
                         "commit, one GPU: a run longer than the device allows, split by --rows) into --json; no GPU")
+    parser.add_argument("--carry", nargs="+", default=[], metavar="JSON", help="with --merge: earlier commits' "
+                        "results, whose rows fill in those not measured (each keeps its commit)")
     args = parser.parse_args(argv)
     if args.merge:
         if not args.json:
             raise SystemExit("--merge writes the merged results to --json FILE")
         parts = []
-        for name in args.merge:
+        for name in [*args.merge, *args.carry]:
             with open(name) as f:
                 parts.append(json.load(f))
         with open(args.json, "w") as f:
-            json.dump(merge(parts, args.merge), f, indent=1)
+            json.dump(merge(parts[:len(args.merge)], args.merge, parts[len(args.merge):], args.carry), f, indent=1)
         return 0
     if args.markdown:
         with open(args.markdown) as f:

@@ -67,3 +67,21 @@ def test_merge_keeps_the_benchmark_order_the_latest_row_and_the_extras():
     assert merged["command"] == "python -m qflash.benchmark --merge a.json b.json" and merged["runs"] == ["run", "run"]
     with pytest.raises(ValueError, match="different commits"):
         benchmark.merge([a, dict(b, commit="def")], ["a.json", "b.json"])
+
+
+def test_merge_carries_earlier_commits_rows_with_their_commit():
+    """Rows and comparisons a run did not measure come from an earlier commit's results, each
+    tagged with that commit (and named so in the tables); measured rows win; GPUs must match."""
+    row = lambda w, b, us: dict(workload=w, batch=b, sdpa_graph_us=us, recipes={})  # noqa: E731
+    part = lambda rows, commit, **extra: dict(date="2026-12-03", gpu="NVIDIA H200", commit=commit,  # noqa: E731
+                                              command="run", torch="2.11", rows=rows, **extra)
+    new = part([row("A2", 256, 3.0)], "new")
+    old = part([row("A2", 256, 9.0), row("L1", 2, 1.0)], "old", energy=[{"workload": "A7", "batch": 1}])
+    merged = benchmark.merge([new], ["a.json"], [old], ["old.json"])
+    assert [(r["workload"], r["sdpa_graph_us"], r.get("commit")) for r in merged["rows"]] == \
+        [("A2", 3.0, None), ("L1", 1.0, "old")]
+    assert merged["commit"] == "new" and merged["energy"] == [{"workload": "A7", "batch": 1, "commit": "old"}]
+    assert merged["command"].endswith("--merge a.json --carry old.json")
+    assert benchmark._label(merged["rows"][1]) == "L1 (at old)"
+    with pytest.raises(ValueError, match="different GPUs"):
+        benchmark.merge([new], ["a.json"], [dict(old, gpu="NVIDIA H100")], ["old.json"])
