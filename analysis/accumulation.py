@@ -3,7 +3,7 @@ accumulation overflows.
 
 Data: ``heads`` independent heads of U[-4, 4] inputs, head dim 64, ``queries`` query rows
 and N keys; the keys of a shorter N are a prefix of the longest N's keys, so the sweep
-follows one sequence as it grows. Every rule uses the default recipe otherwise. Naive
+follows one sequence as it grows. Every rule uses ``Recipe.per_tensor()`` otherwise. Naive
 accumulation runs with ``check_limits=False``, so the golden model computes until it
 raises :class:`~intsoftmax.IntegerOverflowError`; the first N that overflows on this data
 is found by bisection over those prefixes.
@@ -33,8 +33,8 @@ N_QUICK = (49, 64, 197, 256, 1024, 4096)
 
 
 def rules() -> dict[str, Recipe]:
-    """label -> the default recipe with that accumulation rule."""
-    base = Recipe.default()
+    """label -> ``Recipe.per_tensor()`` with that accumulation rule."""
+    base = Recipe.per_tensor()
     return {
         "scale release": base.replace(accumulation=ScaleRelease()),
         "two-pass": base.replace(accumulation=TwoPass()),

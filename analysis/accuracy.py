@@ -31,13 +31,14 @@ TARGET_POINTS = 0.5
 
 
 def recipes(quick: bool) -> dict[str, Recipe]:
+    # default: the transforms (static: folded into the projections), Q's ranges per call
     out = {"qflash": Recipe.qflash(), "default": Recipe.default()}
     if not quick:  # does per-head INT8 recover what per-tensor loses? do the exact input transforms help?
-        out["default, per-head Q/K/V"] = Recipe.default().replace(
+        out["per_tensor"] = Recipe.per_tensor()
+        out["per_tensor, per-head Q/K/V"] = Recipe.per_tensor().replace(
             q_granularity=PerHead(), k_granularity=PerHead(), v_granularity=PerHead())
-        out["default + transforms (static: folded)"] = Recipe.default().replace(
+        out["per_tensor + transforms (static: folded)"] = Recipe.per_tensor().replace(
             transforms=(KeyOffset(), ChannelBalance(), ValueOffset()))
-        out["Recipe.accurate() (static: folded, Q per call)"] = Recipe.accurate()
     return out
 
 

@@ -4,7 +4,7 @@ Inputs: A2's shape (1 x 6 heads x 197 tokens x 64), U[-1, 1] times a per-head ga
 ``2**-2 .. 2**2`` (evenly spaced in octaves) times a per-token gain ``2**U[-2, 2]``, drawn
 independently for Q, K and V: one scale for the whole tensor wastes most of the INT8 range
 on the quiet heads and tokens. Every (Q, K, V) combination of per-tensor, per-head,
-per-token and per-block scales is tried with the default recipe; combinations the Recipe
+per-token and per-block scales is tried with ``Recipe.per_tensor()``'s softmax; combinations the Recipe
 rejects are listed with its exception text.
 
 Two numbers per combination: the SQNR over all heads (dominated by the loud heads, whose
@@ -46,7 +46,7 @@ class GranularityRow:
     q: str
     k: str
     v: str
-    sqnr: float | None  # default recipe with these granularities, all heads (None: rejected)
+    sqnr: float | None  # Recipe.per_tensor() with these granularities, all heads (None: rejected)
     head_sqnr: float | None  # mean over heads of each head's SQNR
     ceiling: float | None  # INT8 ceiling with these granularities, all heads
     rejected: str | None  # the Recipe's exception text
@@ -76,7 +76,7 @@ def compute(quick: bool = False, progress=quiet) -> GranularityStudy:
     with progress("granularity", len(combos)) as p:
         for qn, kn, vn in combos:
             try:
-                recipe = Recipe.default().replace(q_granularity=POLICIES[qn], k_granularity=POLICIES[kn],
+                recipe = Recipe.per_tensor().replace(q_granularity=POLICIES[qn], k_granularity=POLICIES[kn],
                                                   v_granularity=POLICIES[vn])
             except ValueError as err:
                 rows.append(GranularityRow(qn, kn, vn, None, None, None, str(err)))
@@ -113,7 +113,7 @@ def markdown(study: GranularityStudy) -> str:
                f"{best_heads.head_sqnr - base.head_sqnr:+.1f} dB. Every accepted combination stays within "
                f"{max(r.ceiling - r.sqnr for r in study.accepted):.2f} dB of its own INT8 ceiling: the integer "
                "pipeline adds almost nothing to the quantization error.\n\n")
-    return (summary + f"Accepted combinations ({len(study.accepted)}), default recipe, best first; pooled over seeds "
+    return (summary + f"Accepted combinations ({len(study.accepted)}), `Recipe.per_tensor()` otherwise, best first; pooled over seeds "
             f"{', '.join(map(str, study.seeds))}:\n\n" + "\n".join(ok)
             + f"\n\nRejected combinations ({len(study.rejected)}): `Recipe` raises `ValueError` when it is built.\n\n"
             + "\n".join(bad))

@@ -2,7 +2,7 @@
 INT-FlashAttention's design (issue 12).
 
 128 queries against the first N keys of one long sequence (2 heads, D = 128), on U[-4, 4] and
-N(0, 1), seed 0. Recipes: the default (up to its 8196 keys), the fast one, the long-context
+N(0, 1), seed 0. Recipes: ``per_tensor`` (up to its 8196 keys), the fast one, the long-context
 one, and ``Recipe.int_flashattention()`` (per-token int8 Q and K, a float32 softmax, 7-bit P),
 beside two ceilings: float attention on per-tensor INT8 inputs (the integer recipes'
 quantization) and on per-token INT8 Q and K (INT-FlashAttention's).
@@ -22,9 +22,9 @@ SEED = 0
 QUERIES, HEADS, HEAD_DIM = 128, 2, 128
 DISTRIBUTIONS = {"U[-4, 4]": lambda rng, shape: rng.uniform(-4, 4, shape),
                  "N(0, 1)": lambda rng, shape: rng.normal(0, 1, shape)}
-RECIPES = {"default": Recipe.default(), "fast": Recipe.fast(), "long_context": Recipe.long_context(),
+RECIPES = {"per_tensor": Recipe.per_tensor(), "fast": Recipe.fast(), "long_context": Recipe.long_context(),
            "int_flashattention": Recipe.int_flashattention()}
-CEILINGS = {"INT8 ceiling (per tensor)": Recipe.default(), "INT8 ceiling (per-token Q, K)": Recipe.int_flashattention()}
+CEILINGS = {"INT8 ceiling (per tensor)": Recipe.per_tensor(), "INT8 ceiling (per-token Q, K)": Recipe.int_flashattention()}
 
 
 def key_counts(quick: bool) -> tuple[int, ...]:

@@ -161,7 +161,7 @@ def granularity(study, path, note: str) -> pathlib.Path:
     lo = min(min(r.sqnr, r.head_sqnr) for r in rows)
     ax.set_xlim(max(lo - 5.0, 0.0), None)
     ax.set_xlabel("SQNR (dB)")
-    ax.set_title(f"INT8 granularity, default recipe: {len(study.accepted)} accepted combinations\n"
+    ax.set_title(f"INT8 granularity, per_tensor recipe: {len(study.accepted)} accepted combinations\n"
                  f"(heads span 2^-2..2^2, tokens 2^U[-2,2]; {len(study.rejected)} combinations rejected)",
                  fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
@@ -253,7 +253,7 @@ def transforms(study, path, note: str) -> pathlib.Path:
     lo = min(study.sqnr.values())
     ax.set_ylim(max(lo - 5.0, 0.0), None)
     ax.set_ylabel("SQNR (dB)")
-    ax.set_title("Exact input transforms, default recipe, A2 shape", fontsize=10)
+    ax.set_title("Exact input transforms, per_tensor recipe, A2 shape", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     return _finish(fig, pathlib.Path(path), note)

@@ -63,7 +63,7 @@ STUDIES = [
           "quantization errors.",
           workload_table.compute, workload_table.markdown, _one("workloads", "workloads.png")),
     Study("accumulation", "Accumulation rules against sequence length",
-          "The default recipe with each accumulation rule, on growing prefixes of one long sequence. Naive "
+          "`Recipe.per_tensor()` with each accumulation rule, on growing prefixes of one long sequence. Naive "
           "accumulation multiplies by the integer rescale factor without releasing its scale, so its sums grow "
           "by a factor `one = 2^15` per rescale; it runs with `check_limits=False`, so the golden model computes "
           "until it raises `IntegerOverflowError`. The worst-case input is the staircase of "
@@ -73,7 +73,7 @@ STUDIES = [
           "so at long N it can be the more accurate of the two (the gap shrinks as `p_bits` grows).",
           accumulation.compute, accumulation.markdown, _one("accumulation", "accumulation.png")),
     Study("granularity", "Quantization granularity",
-          "Per-tensor, per-head, per-token and per-block INT8 scales for Q, K and V, default recipe, on inputs "
+          "Per-tensor, per-head, per-token and per-block INT8 scales for Q, K and V, `Recipe.per_tensor()` otherwise, on inputs "
           "whose heads span 2^-2 .. 2^2 and whose tokens vary by 2^U[-2, 2] (A2's shape). K and V must share one "
           "scale across keys (integer comparability, docs/algorithms.md §7); the Recipe rejects the other "
           "combinations when it is built.",
@@ -96,14 +96,14 @@ STUDIES = [
     Study("transforms", "Exact input transforms",
           "Key offset, value offset and Q/K channel balance (`intsoftmax.transforms`, docs/algorithms.md §11): "
           "rewrites of the float inputs that leave attention unchanged in real arithmetic and shrink what INT8 "
-          "must cover, alone and combined, with the default recipe on A2's shape. The ceilings are float "
+          "must cover, alone and combined, with `Recipe.per_tensor()` on A2's shape. The ceilings are float "
           "attention on the dequantized INT8 inputs, without and with all three transforms.",
           transforms.compute, transforms.markdown, _one("transforms", "transforms.png")),
     Study("long_rows", "Long rows: SQNR against N, and INT-FlashAttention's design",
           "128 queries against the first N keys of one sequence (2 heads, D = 128), seed 0: the integer recipes "
           "against `Recipe.int_flashattention()`, INT-FlashAttention's design as a baseline (per-token int8 Q and K, "
           "a float32 online softmax, 7-bit P; docs/algorithms.md §12), beside float attention on per-tensor and on "
-          "per-token INT8 inputs. The default stops at its 8196 keys; `long_context` is its 11-bit P with an int64 "
+          "per-token INT8 inputs. `per_tensor` stops at its 8196 keys; `long_context` is its 11-bit P with an int64 "
           "accumulator (§4) and a degree-2 exp. A 7-bit P loses resolution as each key's share of the row shrinks, whatever the "
           "softmax's arithmetic.",
           long_rows.compute, long_rows.markdown, _one("long_rows", "long_rows.png")),

@@ -4,7 +4,7 @@ INT8 ceilings, alone and combined (issue 11, ``docs/algorithms.md`` section 11).
 Inputs: A2's shape (1 x 6 heads x 197 tokens x 64) from four distributions: U[-4, 4], N(0, 2^2),
 the channel-outlier draw of :mod:`intsoftmax.workloads`, and N(0, 1) plus per-channel key and
 value offsets U[-5, 5] (one vector per head, as a linear projection with a bias gives).
-Each row is the default recipe with the named transforms, ``Recipe.accurate()`` (all three, Q per
+Each row is ``Recipe.per_tensor()`` with the named transforms, ``Recipe.default()`` (all three, Q per
 token, K and V per head), and all three with per-token Q and per-channel V; two ceilings per distribution:
 float attention on the dequantized per-tensor INT8 inputs, without and with all three transforms.
 """
@@ -25,12 +25,12 @@ SEED = 0
 OFFSET = 5.0
 TRANSFORMS = {"none": (), "key offset": (KeyOffset(),), "value offset": (ValueOffset(),),
               "channel balance": (ChannelBalance(),), "all three": (KeyOffset(), ChannelBalance(), ValueOffset())}
-#: The rows: the default recipe with each transform set, and with all three plus finer Q and V scales.
+#: The rows: the per-tensor recipe with each transform set, and with all three plus finer Q and V scales.
 SCALED = "all three, Q per token, V per channel"
-ACCURATE = "Recipe.accurate()"
-RECIPES = {**{label: Recipe.default().replace(transforms=t) for label, t in TRANSFORMS.items()},
-           ACCURATE: Recipe.accurate(),
-           SCALED: Recipe.default().replace(transforms=TRANSFORMS["all three"], q_granularity=PerToken(),
+ACCURATE = "Recipe.default()"
+RECIPES = {**{label: Recipe.per_tensor().replace(transforms=t) for label, t in TRANSFORMS.items()},
+           ACCURATE: Recipe.default(),
+           SCALED: Recipe.per_tensor().replace(transforms=TRANSFORMS["all three"], q_granularity=PerToken(),
                                             v_granularity=PerChannel())}
 DISTRIBUTIONS = ("U[-4, 4]", "N(0, 2^2)", "channel outliers", "key/value offsets")
 
@@ -56,7 +56,7 @@ def compute(quick: bool = False, progress=quiet) -> TransformStudy:
     """Every (distribution, transforms) cell, pooled over 1 (quick) or 4 (full) seeds."""
     seeds = (SEED,) if quick else tuple(range(SEED, SEED + 4))
     sqnr, ceiling, ceiling_t = {}, {}, {}
-    base = Recipe.default()
+    base = Recipe.per_tensor()
     with progress("transforms", len(DISTRIBUTIONS)) as p:
         for dist in DISTRIBUTIONS:
             data = [make_inputs(dist, s) for s in seeds]
@@ -89,7 +89,7 @@ def markdown(study: TransformStudy) -> str:
                + "".join(f"{label}, against the per-tensor INT8 ceiling: "
                          + ", ".join(f"{d} {study.sqnr[d, label] - study.ceiling[d]:+.2f} dB" for d in DISTRIBUTIONS)
                          + ". " for label in (ACCURATE, SCALED))
-               + f"(`{ACCURATE}` is the three transforms with Q per token and K, V per head: issue 11's candidate "
-               "for the default, whose thresholds tests/test_transforms.py checks.)\n\n")
-    return (summary + f"SQNR in dB, default recipe with the named changes, pooled over seeds "
+               + f"(`{ACCURATE}` is the three transforms with Q per token and K, V per head, whose thresholds "
+               "tests/test_transforms.py checks.)\n\n")
+    return (summary + f"SQNR in dB, `Recipe.per_tensor()` with the named changes, pooled over seeds "
             f"{', '.join(map(str, study.seeds))}:\n\n" + "\n".join(rows))

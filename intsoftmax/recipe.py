@@ -178,18 +178,36 @@ class Recipe:
 
     @classmethod
     def default(cls) -> "Recipe":
-        """This project's accurate integer-only recipe, within 0.1 dB of what INT8 inputs allow on
-        A1-A7 (0.04 dB on average, docs/results.md): the exact row max first (two-pass), then ``P`` straight from the logits by a
-        degree-3 exp2 fused with the requantization, 11-bit P (two int8 MMAs), 8 output
+        """This project's most accurate integer-only recipe (issue 11): :meth:`per_tensor`'s
+        integer softmax after the three exact input transforms (key offset, Q/K channel balance,
+        value offset; docs/algorithms.md §11), with Q per token and K and V per head. Pooled over
+        seeds 0-3 on A2's shape, against the per-tensor INT8 ceiling: U[-4, 4] +0.18 dB, N(0, 2^2)
+        33.2 dB (+2.95), channel outliers +4.2 dB, per-channel key/value offsets +7.3 dB
+        (docs/results.md). The golden model and ``qflash.attention`` measure the transforms'
+        statistics per call; ``qflash.calibrate`` folds them into a model's projections (K and V
+        ranges static per head, Q's measured per call), where the kernel costs 1.02-1.03 x
+        :meth:`per_tensor`'s on the H200 (docs/performance.md). Integer outputs carry no value
+        offset: the integer interfaces take ``default().replace(transforms=())`` or another recipe
+        without transforms. 8196 keys at most."""
+        return cls(transforms=(KeyOffset(), ChannelBalance(), ValueOffset()), q_granularity=PerToken(),
+                   k_granularity=PerHead(), v_granularity=PerHead())
+
+    @classmethod
+    def per_tensor(cls) -> "Recipe":
+        """The default until issue 11, kept under this name: per-tensor INT8 Q, K and V, no input
+        transforms, within 0.1 dB of what per-tensor INT8 inputs allow on A1-A7 (0.04 dB on
+        average, docs/results.md): the exact row max first (two-pass), then ``P`` straight from the
+        logits by a degree-3 exp2 fused with the requantization, 11-bit P (two int8 MMAs), 8 output
         fractional bits. 8196 keys at most. (Scale release instead of two-pass gains 0.01-0.02 dB
         at a higher kernel cost: its rescales.) Kernel budget: 17.8 integer instructions per score
-        element in the main loop on the H200 (docs/performance.md)."""
+        element in the main loop on the H200 (docs/performance.md). The integer interfaces'
+        default (``qflash.attention_int``, ``attention_int8``, ``static_scales``)."""
         return cls()
 
     @classmethod
     def fast(cls) -> "Recipe":
-        """The fastest recipe above 34 dB on A2 U[-4, 4] (34.2-34.6 dB over seeds 0-3): the
-        default with a degree-2 exp2 and 7-bit ``P`` (one int8 MMA). 132104 keys at most. Kernel
+        """The fastest recipe above 34 dB on A2 U[-4, 4] (34.2-34.6 dB over seeds 0-3):
+        :meth:`per_tensor` with a degree-2 exp2 and 7-bit ``P`` (one int8 MMA). 132104 keys at most. Kernel
         budget: 12.3 integer instructions per score element in the main loop."""
         return cls(exp=FusedExp2(degree=2), p_bits=7)
 
@@ -199,22 +217,15 @@ class Recipe:
         ``acc`` is int64, so only ``l = sum P <= N P_max`` bounds the keys, 1049088 of them; rows
         whose ``l`` reaches 2**24 are narrowed to 24 bits before the normalization
         (:func:`intsoftmax.golden.narrow`). 36.0-36.2 dB on U[-4, 4] at N = 2048, D = 128 (seeds
-        2048, 0, 1; the default's degree-3 exp adds at most 0.04 dB there, and costs the kernel
+        2048, 0, 1; :meth:`per_tensor`'s degree-3 exp adds at most 0.04 dB there, and costs the kernel
         two instructions per score element; docs/performance.md). Kernel: the wide sum as
         ``128 hi + lo`` in two int32 registers per element (docs/algorithms.md §4)."""
         return cls(exp=FusedExp2(degree=2), accumulation=TwoPass(acc_bits=64))
 
     @classmethod
     def accurate(cls) -> "Recipe":
-        """The default beyond the per-tensor INT8 ceiling (issue 11): the three exact input
-        transforms (key offset, Q/K channel balance, value offset; docs/algorithms.md §11), Q per
-        token, K and V per head. Pooled over seeds 0-3 on A2's shape, against the per-tensor INT8
-        ceiling: U[-4, 4] +0.18 dB, N(0, 2^2) 33.2 dB (+2.95), channel outliers +4.2 dB, per-channel
-        key/value offsets +7.3 dB (docs/results.md). The golden model and ``qflash.attention``
-        measure the transforms' statistics per call; ``qflash.calibrate`` folds them into a
-        model's projections, K and V ranges static per head, Q's measured per call."""
-        return cls(transforms=(KeyOffset(), ChannelBalance(), ValueOffset()), q_granularity=PerToken(),
-                   k_granularity=PerHead(), v_granularity=PerHead())
+        """:meth:`default` (this recipe's name while it was issue 11's candidate for the default)."""
+        return cls.default()
 
     @classmethod
     def int_flashattention(cls) -> "Recipe":

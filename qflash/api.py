@@ -108,8 +108,6 @@ class Call:
 
 
 def _recipe(recipe) -> Recipe:
-    if recipe is None:
-        return Recipe.default()
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an intsoftmax.Recipe, got {type(recipe).__name__}; "
                         "e.g. intsoftmax.Recipe.default() or Recipe.qflash()")
@@ -334,6 +332,8 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     """Fix the INT8 scales of a layer: the constants are derived once, on the host, by the golden
     model's own derivation, so later calls do no reductions and no host work.
 
+    recipe: None for :meth:`Recipe.per_tensor`; one without input transforms (``qflash.calibrate``
+    folds a recipe's transforms into the model and passes the rest here).
     amax_q/k/v: per-tensor (scalar) or per-head (``heads`` values) ranges, e.g. from calibration;
     the float path quantizes with ``s = amax / 127``. V per channel takes ``head_dim`` or
     ``heads * head_dim`` ranges (per channel, or per head and channel; float output). A recipe whose Q is per token (or per block)
@@ -342,7 +342,7 @@ def static_scales(recipe: Recipe | None, amax_q=None, amax_k=None, amax_v=None, 
     ``(s_q, s_k, s_v)`` of pre-quantized inputs (:func:`attention_int8`). out_scale: bakes an
     int8 output scale into the table. device: where the table lives (default: the GPU if any).
     """
-    recipe = _recipe(recipe)
+    recipe = _recipe(INT_DEFAULT_RECIPE if recipe is None else recipe)
     _no_transforms(recipe, "static_scales")
     if recipe.accumulation.float_softmax:
         raise ValueError("static_scales: the float softmax baseline (Recipe.int_flashattention) measures its "
@@ -655,8 +655,20 @@ def attention_int8_op_impl(q8, k8, v8, s_q, s_k, s_v, attn_mask, scale, is_causa
 
 
 # -- public functions ------------------------------------------------------------------------------
-#: Recipe.default(), built once: under torch.compile the public functions only read values.
+#: The recipes of a call without ``recipe=``, built once (under torch.compile the public functions
+#: only read values): :meth:`Recipe.default` for :func:`attention` (its input transforms measured
+#: per call, or folded into a model by ``qflash.calibrate``); :meth:`Recipe.per_tensor` for the
+#: integer interfaces (:func:`attention_int`, :func:`attention_int8`, :func:`static_scales`), whose
+#: integers and int8 data carry no transforms. A call with static scales runs their recipe.
 DEFAULT_RECIPE = Recipe.default()
+INT_DEFAULT_RECIPE = Recipe.per_tensor()
+
+
+def _resolved(recipe, static, default: Recipe):
+    """The recipe a call runs: the given one, else the static scales', else ``default``."""
+    if recipe is None:
+        return static.recipe if isinstance(static, StaticScales) else default
+    return recipe
 
 
 def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, *,
@@ -673,10 +685,11 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     alignment), without a mask tensor; key tiles past a row block's diagonal are skipped.
     scale: default 1/sqrt(D). enable_gqa: key and value may have ``H_kv`` heads dividing
     query's ``H`` (query head h reads K/V head ``h // (H / H_kv)``, by strides, no copies). recipe:
-    default :meth:`Recipe.default`. static: calibrated scales (:func:`static_scales`); without
+    default :meth:`Recipe.default` (or the static scales' recipe). static: calibrated scales (:func:`static_scales`); without
     it the INT8 ranges are measured on the device per call. Inputs may not require grad with
     grad enabled. Returns a tensor of query's dtype and shape.
     """
+    recipe = _resolved(recipe, static, DEFAULT_RECIPE)
     inputs = (query, key, value, attn_mask)
     sig = _signature("attention", inputs, (), dropout_p, is_causal, scale, enable_gqa, recipe, static)
     found = _PLANS.get(sig)
@@ -688,7 +701,6 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
 
 def _attention_call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe, static):
     """:func:`attention`'s ordinary path: validate, derive, launch."""
-    recipe = DEFAULT_RECIPE if recipe is None else recipe
     if static is not None and not isinstance(static, StaticScales):
         raise TypeError(f"static must be a StaticScales (see qflash.static_scales), got {type(static).__name__}")
     statics = (None,) * 4 if static is None else (static.amax_q, static.amax_k, static.amax_v, static.table)
@@ -716,8 +728,9 @@ def attention_int(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     scale)`` with int32 ``values`` (``out_frac_bits`` fractional bits of V's scale) and float32
     ``scale`` per ``(b, h)`` (shape (B*H,) or (1,); (B*H, D) for V per channel), so ``output =
     values * scale`` (broadcast over the rows of each slice). ``values``
-    equals :meth:`intsoftmax.Recipe.attention_int` bit for bit."""
-    recipe = _recipe(recipe)
+    equals :meth:`intsoftmax.Recipe.attention_int` bit for bit. recipe: default
+    :meth:`Recipe.per_tensor` (or the static scales'); integer outputs take no input transforms."""
+    recipe = _recipe(_resolved(recipe, static, INT_DEFAULT_RECIPE))
     _no_transforms(recipe, "attention_int")
     if recipe.accumulation.float_softmax:
         raise ValueError("attention_int: the float softmax baseline (Recipe.int_flashattention) has no integer "
@@ -753,9 +766,10 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
     block (Q only); or ``static=qflash.static_scales(recipe, scales=..., ...)``, whose table is
     derived once (one kernel launch per call). attn_mask: bool, float (nats) or int32 (QK
     units, ``MASKED_LOGIT`` = masked). dropout_p, is_causal, scale, enable_gqa: as in
-    :func:`attention`. out_scale: None for a float output of ``out_dtype``, or the scale of an
+    :func:`attention`. recipe: default :meth:`Recipe.per_tensor` (or the static scales'). out_scale: None for a float output of ``out_dtype``, or the scale of an
     int8 output.
     """
+    recipe = _resolved(recipe, static, INT_DEFAULT_RECIPE)
     inputs = (q8, k8, v8, attn_mask, s_q, s_k, s_v)
     extent = (v8.storage_offset(), v8.untyped_storage().nbytes()) if isinstance(v8, torch.Tensor) else ()
     sig = _signature("attention_int8", inputs, extent, dropout_p, is_causal, scale, enable_gqa, recipe, static,
@@ -771,7 +785,6 @@ def attention_int8(q8, k8, v8, s_q=None, s_k=None, s_v=None, attn_mask=None, dro
 def _attention_int8_call(q8, k8, v8, s_q, s_k, s_v, attn_mask, dropout_p, is_causal, scale, enable_gqa, recipe,
                          out_scale, out_dtype, static):
     """:func:`attention_int8`'s ordinary path: validate, derive, launch."""
-    recipe = DEFAULT_RECIPE if recipe is None else recipe
     _no_transforms(recipe, "attention_int8")
     _no_per_channel(recipe, "attention_int8")
     table = None if static is None else static.table
@@ -839,9 +852,8 @@ def _planned(sig, inputs, recipe, static, run):
         return run()
     constants = () if not isinstance(static, StaticScales) else (static.table, static.amax_q, static.amax_k,
                                                                   static.amax_v)
-    used = DEFAULT_RECIPE if recipe is None else recipe
-    if isinstance(used, Recipe):
-        constants += (_lut(used.exp, str(inputs[0].device)),)
+    if isinstance(recipe, Recipe):
+        constants += (_lut(recipe.exp, str(inputs[0].device)),)
     with plan.recording(inputs, constants) as rec:
         out = run()
     try:

@@ -9,8 +9,8 @@ prints a table:
   ``sdpa_backend``); eager time (``sdpa_eager_us``, ``triton.testing.do_bench``) and host time per
   call (``sdpa_host_us``, calls queued back to back) of the plain call a user makes (default
   dispatch, no backend context manager);
-* per recipe (``default``, ``fast``; on the LLM rows also ``long_context`` and
-  ``int_flashattention``; on A1-A7 at batch 256 also ``accurate``, issue 11's candidate default; a
+* per recipe (``per_tensor``, ``fast``; on the LLM rows also ``long_context`` and
+  ``int_flashattention``; on A1-A7 at batch 256 also ``default``, the input transforms' recipe; a
   recipe whose key limit the row exceeds is left out) and path (:func:`recipe_calls`): ``int8`` is
   :func:`qflash.attention_int8` on int8 Q/K/V with calibrated scales; ``static`` and ``dynamic``
   are :func:`qflash.attention` on the fp16 inputs with calibrated and measured ranges. Split-key
@@ -48,10 +48,11 @@ import torch
 import intsoftmax as ism
 from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 
-RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast()}
-#: Issue 11's candidate for the default, on the A1-A7 rows at batch 256: what its static path (the
-#: transforms folded, Q per token measured per call) costs against the default's.
-ACCURATE_RECIPES = {"accurate": ism.Recipe.accurate()}
+#: The per-tensor recipes every row times (``per_tensor`` was named ``default`` until issue 11).
+RECIPES = {"per_tensor": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast()}
+#: ``Recipe.default()`` (input transforms, Q per token) on the A1-A7 rows at batch 256: what its
+#: static path (the transforms folded, Q's ranges per call) costs against ``per_tensor``'s (issue 11).
+ACCURATE_RECIPES = {"default": ism.Recipe.default()}
 #: LLM shapes (B, H, N, D) of the queries at their usual batch, named like the workloads; "L1c" is
 #: L1 with ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
 LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128), "D2": (8, 32, 1, 128)}
@@ -277,7 +278,7 @@ def recipe_calls(recipe: ism.Recipe, q, k, v, causal: bool, gqa: bool) -> dict:
     folded = recipe.replace(transforms=())
     q_rows = recipe.q_granularity.block()[1] is not None
     plain = not (q_rows or recipe.transforms or recipe.accumulation.float_softmax)
-    q8, k8, v8, static8 = int8_inputs(q, k, v, recipe if plain else ism.Recipe.default())
+    q8, k8, v8, static8 = int8_inputs(q, k, v, recipe if plain else ism.Recipe.per_tensor())
     kw = dict(is_causal=causal, enable_gqa=gqa)
     calls = {"dynamic": lambda: qflash.attention(q, k, v, recipe=recipe, **kw)}
     if plain:
@@ -386,7 +387,7 @@ def format_row(row: dict) -> str:
 
 def markdown(result: dict) -> str:
     """The tables of ``docs/performance.md`` from a results file: latency (GPU time, ratios to SDPA;
-    the float paths as multiples of the int8 call), host time at batch 1 and 8 (default recipe),
+    the float paths as multiples of the int8 call), host time at batch 1 and 8 (the first recipe),
     the unfused pipeline and energy."""
     names = list(next(iter(result["rows"]))["recipes"])
     long_rows = [row for row in result["rows"] if row["workload"] in LLM_SHAPES]
@@ -414,12 +415,12 @@ def markdown(result: dict) -> str:
                        f"({row['sdpa_backend']}) | " + " | ".join(_long_cell(row["recipes"].get(n), base) for n in every)
                        + " |")
     accurate = [row for row in result["rows"] if set(ACCURATE_RECIPES) <= set(row["recipes"])]
-    if accurate:  # issue 11: the candidate default's paths against the default's
+    if accurate:  # issue 11: the default's paths against the per-tensor recipe's
         paths = ("int8", "static", "dynamic")
-        out += ["", "| workload | batch | default int8 / static / dynamic (µs) | accurate int8 / static / dynamic (µs) "
-                "| accurate ÷ default |", "|---|---:|---:|---:|---:|"]
+        out += ["", "| workload | batch | per_tensor int8 / static / dynamic (µs) | default int8 / static / dynamic (µs) "
+                "| default ÷ per_tensor |", "|---|---:|---:|---:|---:|"]
         for row in accurate:
-            d, a = row["recipes"]["default"], row["recipes"]["accurate"]
+            d, a = row["recipes"]["per_tensor"], row["recipes"]["default"]
             out.append(f"| {_label(row)} | {row['batch']} | " + " / ".join(f"{d[p + '_graph_us']:.1f}" for p in paths)
                        + " | " + " / ".join(f"{a[p + '_graph_us']:.1f}" for p in paths) + " | "
                        + " / ".join(f"{a[p + '_graph_us'] / d[p + '_graph_us']:.2f}" for p in paths) + " |")

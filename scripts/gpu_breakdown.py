@@ -1,7 +1,7 @@
 """Where a qflash call's time goes, launch by launch on the GPU and function by function on the
 host. Development tool, on the GPU machine:
 
-    PYTHONPATH=. python3 scripts/gpu_breakdown.py [--gpu A2:256:accurate:int8,...] [--host A2:1:default:dynamic,...]
+    PYTHONPATH=. python3 scripts/gpu_breakdown.py [--gpu A2:256:default:int8,...] [--host A2:1:per_tensor:dynamic,...]
 
 ``--gpu``: CUDA time per kernel name (torch.profiler over eager calls, µs per call) beside the
 call's graph time. ``--host``: host µs per call in five repeats of 100 queued calls (the spread
@@ -21,11 +21,11 @@ import torch
 import intsoftmax as ism
 from qflash import benchmark
 
-RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(), "accurate": ism.Recipe.accurate(),
+RECIPES = {"per_tensor": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast(), "default": ism.Recipe.default(),
            "long_context": ism.Recipe.long_context()}
-GPU = "A2:256:accurate:int8,A2:256:default:int8,A7:256:accurate:int8,A7:256:default:int8,A2:256:accurate:static," \
-      "A2:256:accurate:dynamic"
-HOST = "A2:1:default:int8,A2:1:default:static,A2:1:default:dynamic,A2:1:sdpa:-"
+GPU = "A2:256:default:int8,A2:256:per_tensor:int8,A7:256:default:int8,A7:256:per_tensor:int8,A2:256:default:static," \
+      "A2:256:default:dynamic"
+HOST = "A2:1:per_tensor:int8,A2:1:per_tensor:static,A2:1:per_tensor:dynamic,A2:1:sdpa:-"
 
 
 def call(workload: str, batch: int, recipe: str, path: str):

@@ -1,10 +1,10 @@
 """Where a dynamic ``qflash.attention`` call spends its GPU time, launch by launch (graph replay,
 µs): the range launch (with its bandwidth beside a plain copy of q, k, v in the same run), the
 table from the ranges, the separate quantization launch, and the attention kernel on int8
-inputs and quantizing on load; then the whole dynamic and int8 calls. With ``--recipe accurate``
+inputs and quantizing on load; then the whole dynamic and int8 calls. With ``--recipe default``
 (input transforms): the statistics launch and the quantization rewriting on load instead of the
 range launch and the plain quantization. Development tool:
-``python3 scripts/gpu_dynamic.py [--rows A2:256,A4:256] [--recipe accurate]`` on the GPU machine."""
+``python3 scripts/gpu_dynamic.py [--rows A2:256,A4:256] [--recipe default]`` on the GPU machine."""
 from __future__ import annotations
 
 import argparse
@@ -54,7 +54,7 @@ def pieces(workload: str, batch: int, recipe: ism.Recipe) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", default=",".join(f"{w}:{b}" for w, b in ROWS))
-    p.add_argument("--recipe", default="default", choices=["default", "accurate"])
+    p.add_argument("--recipe", default="per_tensor", choices=["per_tensor", "default"])
     a = p.parse_args(argv)
     recipe = getattr(ism.Recipe, a.recipe)()
     lines = []

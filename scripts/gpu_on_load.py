@@ -24,8 +24,8 @@ def main(argv=None) -> int:
     for per_sm in map(int, a.per_sm.split(",")):
         api.ON_LOAD_PROGRAMS_PER_SM = per_sm
         for w, b in rows:
-            row = benchmark.measure_row(w, b, recipes={"default": ism.Recipe.default()}, log=lambda s: None)
-            r = row["recipes"]["default"]
+            row = benchmark.measure_row(w, b, recipes={"per_tensor": ism.Recipe.per_tensor()}, log=lambda s: None)
+            r = row["recipes"]["per_tensor"]
             lines.append(f"{per_sm:6d} {w} {b:4d} sdpa {row['sdpa_graph_us']:6.1f}/{row['sdpa_eager_us']:6.1f}/"
                          f"{row['sdpa_host_us']:6.1f}  int8 {r['int8_graph_us']:6.1f}/{r['int8_eager_us']:6.1f}/"
                          f"{r['int8_host_us']:6.1f}  static {r['static_graph_us']:6.1f}/{r['static_eager_us']:6.1f}/"

@@ -3,14 +3,14 @@ beside SDPA fp16 in the same run. Development tool, on the GPU machine:
 
     PYTHONPATH=. python3 scripts/gpu_one_tile.py [--workloads A7,A4,A3,A2] [--sources] [--configs]
 
-Default: `fast` and `default` on int8 inputs with their constant table (as the benchmark's int8
+Default: `fast` and `per_tensor` on int8 inputs with their constant table (as the benchmark's int8
 call, kernel only). ``--sources``: where the constants come from, on the Swin and ViT shapes:
-`default` deriving them in each program from the scales (``derive_scale``), and the calibrated
-`Recipe.accurate()` (Q per token) deriving one row per query, or reading a per-row table (built
+`per_tensor` deriving them in each program from the scales (``derive_scale``), and the calibrated
+`Recipe.default()` (Q per token) deriving one row per query, or reading a per-row table (built
 outside the timed call). ``--configs``: `fast` over pipeline depths and register caps.
 ``--static``: the benchmark's static calls (float16 inputs quantized on load with calibrated
-ranges; `accurate` folded, Q's ranges per call) of `default` and `accurate`, with the one-tile
-programs' K and V prefetch (``kernel.PREFETCH_ONE_TILE``) on and off, and `accurate` ÷ `default`.
+ranges; `default` folded, Q's ranges per call) of `per_tensor` and `default`, with the one-tile
+programs' K and V prefetch (``kernel.PREFETCH_ONE_TILE``) on and off, and `default` ÷ `per_tensor`.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from qflash.benchmark import best_sdpa, graph_us, recipe_calls, uniform
 from qflash.kernel import launch
 from qflash.spec import KernelSpec, MaskKind, OutKind
 
-FOLDED = ism.Recipe.accurate().replace(transforms=())  # a calibrated model's: transforms folded
-RECIPES = {"fast": ism.Recipe.fast(), "default": ism.Recipe.default(), "accurate": ism.Recipe.accurate()}
+FOLDED = ism.Recipe.default().replace(transforms=())  # a calibrated model's: transforms folded
+RECIPES = {"fast": ism.Recipe.fast(), "per_tensor": ism.Recipe.per_tensor(), "default": ism.Recipe.default()}
 CONFIGS = {"A3": ((2, None), (4, None), (3, 0), (3, 112), (3, 120)),  # (stages, maxnreg; None: the API's, 0: none)
            "A7": ((2, None), (4, None), (3, 56), (3, 48))}
 
@@ -80,18 +80,18 @@ def main(argv=None):
         add(w, "sdpa", "-", best_sdpa(*inputs(w), False)[0])
         if a.static:
             for prefetch in (True, False):
-                t = [static_us(w, RECIPES[n], prefetch) for n in ("default", "accurate")]
+                t = [static_us(w, RECIPES[n], prefetch) for n in ("per_tensor", "default")]
                 label = "static" + (", prefetch" if prefetch else "")
-                add(w, "default", label, t[0])
-                add(w, "accurate", label, t[1])
-                add(w, "acc/def", label, t[1] / t[0])
+                add(w, "per_tensor", label, t[0])
+                add(w, "default", label, t[1])
+                add(w, "def/per", label, t[1] / t[0])
             continue
-        for name in ("fast", "default"):
+        for name in ("fast", "per_tensor"):
             add(w, name, "table", kernel_us(w, RECIPES[name]))
         if a.sources:
-            add(w, "default", "derive", kernel_us(w, RECIPES["default"], "derive"))
-            add(w, "accurate", "derive (rows)", kernel_us(w, FOLDED, "derive"))
-            add(w, "accurate", "row table", kernel_us(w, FOLDED))
+            add(w, "per_tensor", "derive", kernel_us(w, RECIPES["per_tensor"], "derive"))
+            add(w, "default", "derive (rows)", kernel_us(w, FOLDED, "derive"))
+            add(w, "default", "row table", kernel_us(w, FOLDED))
         for stages, cap in CONFIGS.get(w, ()) if a.configs else ():
             extra = {"num_stages": stages} if cap is None else {"num_stages": stages, "maxnreg": cap}
             try:

@@ -2,7 +2,7 @@
 (same run). Development tool: ``python3 scripts/gpu_tune.py [--check] [--on-load]`` on the GPU machine.
 ``--check`` first compares each variant's integers with the golden model on a small A2 batch.
 Workloads: A1-A7 at batch 256, or the benchmark's LLM rows (L1, L1c causal, D1: their own batch),
-e.g. ``--workloads L1,D1 --recipes default,long_context --configs 64/64/4/3,64/64/8/3``. SDPA: its
+e.g. ``--workloads L1,D1 --recipes per_tensor,long_context --configs 64/64/4/3,64/64/8/3``. SDPA: its
 fastest backend, as in the benchmark. ``--hi-sum on|off`` forces the two-pass sums' form
 (:attr:`qflash.spec.KernelSpec.hi_sum`; the wide accumulator always has it). ``--tail-rows 0,16``
 times both forms of a call whose last row block is small (:data:`qflash.api.TAIL_ROWS`); ``--tail
@@ -65,7 +65,7 @@ def sdpa_time(workload, batch):
 
 
 RECIPES = {
-    "default": ism.Recipe.default(),
+    "per_tensor": ism.Recipe.per_tensor(),
     "fast": ism.Recipe.fast(),
     "d1p8": ism.Recipe(exp=ism.FusedExp2(degree=1), p_bits=8),
     "d2p8": ism.Recipe(exp=ism.FusedExp2(degree=2), p_bits=8),
@@ -92,11 +92,11 @@ def check(names):
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--check", action="store_true")
-    p.add_argument("--recipes", default="default,fast,d1p8,d2p8,d2p11,old-default,paper")
+    p.add_argument("--recipes", default="per_tensor,fast,d1p8,d2p8,d2p11,old-default,paper")
     p.add_argument("--workloads", default="A2,A7,A4")
     p.add_argument("--configs", default="64/64/4/2,64/32/4/2,64/128/4/2,128/64/8/2,64/64/4/3",
                    help="block_m/block_n/warps/stages[/maxnreg]")
-    p.add_argument("--sweep", default="default,fast", help="recipes timed in every config (others: the first)")
+    p.add_argument("--sweep", default="per_tensor,fast", help="recipes timed in every config (others: the first)")
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")
     p.add_argument("--hi-sum", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--tail-rows", default=str(api.TAIL_ROWS),

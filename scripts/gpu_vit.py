@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 64, 256])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
-    ap.add_argument("--recipe", choices=["default", "qflash"], default="default")
+    ap.add_argument("--recipe", choices=["per_tensor", "default", "qflash"], default="per_tensor")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--check-batch", type=int, default=32)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         return 2
     from intsoftmax import Recipe
 
-    recipe = Recipe.default() if args.recipe == "default" else Recipe.qflash()
+    recipe = {"per_tensor": Recipe.per_tensor(), "default": Recipe.default(), "qflash": Recipe.qflash()}[args.recipe]
     device = torch.cuda.get_device_name()
     print(f"torch {torch.__version__}, timm {timm.__version__}, {device}, {args.dtype}, recipe {args.recipe}",
           flush=True)

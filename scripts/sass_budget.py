@@ -1,6 +1,6 @@
 """Instruction budget of the fused kernel per score element and pipe, from its SASS (no GPU).
 
-    python scripts/sass_budget.py                      # default and fast, A2 and A7 shapes
+    python scripts/sass_budget.py                      # per_tensor and fast, A2 and A7 shapes
     python scripts/sass_budget.py --recipes fast --workloads A2 --dump /tmp/fast.sass
     python scripts/sass_budget.py --on-load            # float16 inputs quantized on load
 
@@ -55,10 +55,10 @@ def loop_labels(recipe, head_dim) -> list:
         ("pass 1, full tile", 32), ("pass 1, tail tile", 16), ("pass 2, full tile", 32), ("pass 2, tail tile", 16)]
 
 
-RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
+RECIPES = {"per_tensor": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast(),
            "old-default": ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease()), "qflash": ism.Recipe.qflash(),
-           # a calibrated model's Recipe.accurate(): transforms folded, Q per token, K and V per head
-           "accurate-folded": ism.Recipe.accurate().replace(transforms=()), "long_context": ism.Recipe.long_context()}
+           # a calibrated model's Recipe.default(): transforms folded, Q per token, K and V per head
+           "default-folded": ism.Recipe.default().replace(transforms=()), "long_context": ism.Recipe.long_context()}
 
 
 def compile_only(kernel, grid, *args, **options):
@@ -108,7 +108,7 @@ def instructions(text):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--recipes", default="default,fast")
+    p.add_argument("--recipes", default="per_tensor,fast")
     p.add_argument("--workloads", default="A2,A7")
     p.add_argument("--dump", help="also write the SASS here")
     p.add_argument("--on-load", action="store_true", help="float16 inputs quantized on load (static ranges)")

@@ -141,5 +141,5 @@ def test_lazy_headroom_is_capped_at_the_strategy_rate():
     recipe = ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.LazyRescale(headroom_octaves=1))
     s = np.float32(0.2 / 127)  # c ~ 2**-21: below 2**-16
     assert recipe.plan(s, s, 0.25).headroom.max() == 2**16
-    assert ism.Recipe.default().replace(accumulation=ism.LazyRescale(headroom_octaves=1)).plan(s, s, 0.25).headroom \
+    assert ism.Recipe.per_tensor().replace(accumulation=ism.LazyRescale(headroom_octaves=1)).plan(s, s, 0.25).headroom \
         > 2**16  # FusedExp2 has no slowest rate

@@ -52,7 +52,7 @@ def test_exp_study_numbers(exp_study):
 
 # -- 2. workload table ---------------------------------------------------------------------------
 def test_workload_table_equals_recipe_attention():
-    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.default()}
+    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.per_tensor()}
     table = workload_table.compute(recipes=recipes)
     assert set(table.workloads) == set(WORKLOADS) and set(table.distributions) == set(DISTRIBUTIONS)
     for dist in DISTRIBUTIONS:
@@ -61,7 +61,7 @@ def test_workload_table_equals_recipe_attention():
             ref = ism.float_attention(q, k, v)
             for label, r in recipes.items():
                 assert table.sqnr[(dist, w, label)] == ism.sqnr_db(ref, r.attention(q, k, v)), (dist, w, label)
-            ceiling = ism.sqnr_db(ref, ism.Recipe.default().quantized_reference(q, k, v))
+            ceiling = ism.sqnr_db(ref, ism.Recipe.per_tensor().quantized_reference(q, k, v))
             assert table.sqnr[(dist, w, workload_table.CEILING)] == ceiling
     # the README's number for the default recipe on A2
     assert table.sqnr[("uniform", "A2", "default")] == pytest.approx(37.4, abs=0.05)
@@ -155,13 +155,13 @@ def test_granularity_study_lists_rejections_with_the_recipes_reason():
 
 # -- 5. robustness -------------------------------------------------------------------------------
 def test_robustness_sweep():
-    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.default()}
+    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.per_tensor()}
     study = robustness.compute(quick=True, recipes=recipes)
     assert study.amplitudes[0] == 2.0**-4 and study.amplitudes[-1] == 2.0**7 and len(study.amplitudes) == 12
     assert len(robustness.amplitudes(False)) == 23
     a = study.amplitudes[3]
     q, k, v = qkv("A2", "uniform", seed=0, amplitude=a)
-    direct = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.default().attention(q, k, v))
+    direct = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.per_tensor().attention(q, k, v))
     assert study.sqnr[("default", a)] == direct
     # docs/algorithms.md §9: the default recipe tracks the INT8 ceiling at every amplitude; QFlash's does not
     gaps = {lab: [study.sqnr[(robustness.CEILING, x)] - study.sqnr[(lab, x)] for x in study.amplitudes]
@@ -273,7 +273,7 @@ def test_transforms_study_measures_each_transform_against_both_ceilings():
     assert set(study.sqnr) == {(d, t) for d in transforms.DISTRIBUTIONS for t in transforms.RECIPES}
     q, k, v = transforms.make_inputs("key/value offsets")
     ref = ism.float_attention(q, k, v)
-    recipe = ism.Recipe.default().replace(transforms=transforms.TRANSFORMS["all three"])
+    recipe = ism.Recipe.per_tensor().replace(transforms=transforms.TRANSFORMS["all three"])
     assert study.sqnr["key/value offsets", "all three"] == pytest.approx(ism.sqnr_db(ref, recipe.attention(q, k, v)))
     assert study.sqnr["key/value offsets", "all three"] > study.sqnr["key/value offsets", "none"] + 3
     text = transforms.markdown(study)

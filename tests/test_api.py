@@ -45,7 +45,7 @@ def test_swin_windows_with_relative_bias_and_shift_mask():
     rel = rng.normal(0, 1, (heads, n_tok, n_tok)).astype(np.float32)
     shift = np.where(rng.random((windows, 1, n_tok, n_tok)) < 0.2, -100.0, 0.0).astype(np.float32)
     bias = rel[None] + shift
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     values, _ = qflash.attention_int(q, k, v, attn_mask=t(bias), recipe=recipe)
     golden = recipe.attention_int(n(q), n(k), n(v), attn_bias=bias)
     np.testing.assert_array_equal(n(values), golden.values)
@@ -68,7 +68,7 @@ def test_torch_compile_fullgraph():
 
 def test_registered_ops_pass_opcheck():
     q, k, v = qkv((1, 2, 17, 16))
-    json = ism.Recipe.default().to_json()
+    json = ism.Recipe.per_tensor().to_json()
     torch.library.opcheck(torch.ops.qflash.attention.default, (q, k, v, None, 0.25, False, json))
     q8 = (q * 10).to(torch.int8)
     s = torch.ones(1, device=DEVICE)
@@ -105,7 +105,7 @@ def test_user_errors_name_the_problem(call, exc, match):
 
 
 def test_sequence_longer_than_the_recipe_allows_is_rejected():
-    recipe = ism.Recipe.default().replace(p_bits=14)  # 1024 keys
+    recipe = ism.Recipe.per_tensor().replace(p_bits=14)  # 1024 keys
     q = torch.zeros(1, 1, 1, 16, device=DEVICE)
     k = torch.zeros(1, 1, 1025, 16, device=DEVICE)
     with pytest.raises(ValueError, match="sequence length 1025 exceeds this recipe's limit of 1024"):
@@ -123,10 +123,10 @@ def test_int8_scale_shapes_are_checked():
 
 def test_static_scales_validate():
     with pytest.raises(ValueError, match="Q's ranges are measured per call; give amax_k and amax_v, and amax_q=None"):
-        qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerToken()), 1.0, 1.0, 1.0,
+        qflash.static_scales(ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken()), 1.0, 1.0, 1.0,
                              heads=2, head_dim=32)
     with pytest.raises(ValueError, match="amax_q has 3 values; per_head"):
-        qflash.static_scales(ism.Recipe.default().replace(q_granularity=ism.PerHead()), [1, 2, 3], 1.0, 1.0,
+        qflash.static_scales(ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead()), [1, 2, 3], 1.0, 1.0,
                              heads=2, head_dim=32)
     static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=3, head_dim=32, device=DEVICE)
     q, k, v = qkv()
@@ -189,7 +189,7 @@ def test_two_and_three_dim_and_float64_inputs_as_sdpa_takes_them():
     shape; float64 is quantized from float32, as the golden model does (the integers equal)."""
     rng = np.random.default_rng(21)
     q, k, v = (rng.normal(0, 1, (3, 40, 32)) for _ in range(3))  # float64
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     golden = recipe.attention_int(q, k, v).values
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     assert values.shape == (3, 40, 32)

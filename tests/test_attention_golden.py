@@ -9,7 +9,7 @@ from intsoftmax.testing import attention_inputs, recipes
 from intsoftmax.workloads import WORKLOADS, qkv
 
 SWIN = ("A4", "A5", "A6", "A7")
-# Recipe.default() thresholds (dB) from the core issue, per distribution and workload group
+# Recipe.per_tensor() thresholds (dB) from the core issue, per distribution and workload group
 DEFAULT_TARGETS = {"uniform": (36.0, 36.5), "gaussian": (29.5, 30.0)}
 
 
@@ -24,7 +24,7 @@ def test_default_recipe_sqnr_targets(workload, distribution):
     target = DEFAULT_TARGETS[distribution][workload in SWIN]
     for seed in range(2):
         q, k, v = qkv(workload, distribution, seed=seed)
-        got = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.default().attention(q, k, v))
+        got = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.per_tensor().attention(q, k, v))
         assert got >= target, f"{workload} {distribution} seed {seed}: {got:.2f} dB < {target}"
 
 
@@ -37,7 +37,7 @@ def test_qflash_recipe_reproduces_the_paper():
 
 @pytest.mark.parametrize("workload", ["A2", "A6"])
 def test_default_recipe_is_robust_to_input_amplitude(workload):
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     for e in range(-4, 8):
         q, k, v = qkv(workload, "uniform", seed=0, amplitude=2.0**e)
         got = ism.sqnr_db(ism.float_attention(q, k, v), recipe.attention(q, k, v))
@@ -82,7 +82,7 @@ def test_output_is_a_convex_combination_of_v(inputs, recipe):
 def test_odd_lengths_track_float_attention(n):
     rng = np.random.default_rng(n)
     q, k, v = (rng.uniform(-4, 4, (2, 3, n, 32)) for _ in range(3))
-    got = ism.Recipe.default().attention(q, k, v)
+    got = ism.Recipe.per_tensor().attention(q, k, v)
     ref = ism.float_attention(q, k, v)
     assert got.shape == ref.shape == (2, 3, n, 32)
     assert ism.sqnr_db(ref, got) > 34
@@ -94,7 +94,7 @@ def test_masks_and_bias_follow_sdpa_semantics():
     mask = rng.random((2, 1, 49, 49)) < 0.6
     mask[0, 0, 5] = False  # a fully masked row
     bias = rng.normal(0, 1, (3, 49, 49))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     got = recipe.attention(q, k, v, attn_bias=bias, attn_mask=mask)
     ref = ism.float_attention(q, k, v, attn_bias=bias, attn_mask=mask)
     assert (got[0, :, 5] == 0).all() and (ref[0, :, 5] == 0).all()
@@ -106,7 +106,7 @@ def test_masks_and_bias_follow_sdpa_semantics():
 
 def test_static_scales_equal_dynamic_when_calibrated_on_the_same_data():
     q, k, v = qkv("A6", "gaussian", seed=3)
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
     amax = tuple(g.amax(x.astype(np.float32)) for g, x in
                  zip((recipe.q_granularity, recipe.k_granularity, recipe.v_granularity), (q, k, v)))
     a = recipe.attention_int(q, k, v)
@@ -116,7 +116,7 @@ def test_static_scales_equal_dynamic_when_calibrated_on_the_same_data():
 
 def test_int8_output_mode_requantizes_the_fixed_point_output():
     q, k, v = qkv("A7", "uniform", seed=1)
-    recipe = ism.Recipe.default().replace(out_frac_bits=16)
+    recipe = ism.Recipe.per_tensor().replace(out_frac_bits=16)
     fine = recipe.attention(q, k, v)
     out_scale = float(np.abs(fine).max()) / 127
     res = recipe.attention_int(q, k, v, out_scale=out_scale)
@@ -147,8 +147,8 @@ def test_finer_q_granularity_helps_on_uneven_heads():
     q, k, v = (rng.normal(0, 1, (1, 4, 197, 64)) for _ in range(3))
     q *= np.array([0.1, 1, 3, 10])[None, :, None, None]
     ref = ism.float_attention(q, k, v)
-    per_tensor = ism.sqnr_db(ref, ism.Recipe.default().attention(q, k, v))
-    per_head = ism.sqnr_db(ref, ism.Recipe.default().replace(q_granularity=ism.PerHead()).attention(q, k, v))
+    per_tensor = ism.sqnr_db(ref, ism.Recipe.per_tensor().attention(q, k, v))
+    per_head = ism.sqnr_db(ref, ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead()).attention(q, k, v))
     assert per_head > per_tensor + 1.0
 
 
@@ -173,11 +173,11 @@ def test_finer_q_granularity_helps_on_uneven_heads():
 def test_attention_input_errors_name_the_problem(call, exc, match):
     q = np.ones((1, 2, 8, 32))
     with pytest.raises(exc, match=match):
-        call(ism.Recipe.default(), q)
+        call(ism.Recipe.per_tensor(), q)
 
 
 def test_sequence_length_beyond_the_limit_is_rejected():
-    recipe = ism.Recipe.default().replace(p_bits=14)  # limit 1032 keys
+    recipe = ism.Recipe.per_tensor().replace(p_bits=14)  # limit 1032 keys
     n = recipe.max_seq_len() + 1
     q = np.ones((1, 1, 1, 16))
     k = np.ones((1, 1, n, 16))
@@ -202,7 +202,7 @@ def test_is_causal_is_the_lower_triangle_aligned_top_left():
     rng = np.random.default_rng(11)
     q = rng.normal(0, 1, (1, 2, 6, 16))
     k, v = (rng.normal(0, 1, (1, 2, 9, 16)) for _ in range(2))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     tril = np.tril(np.ones((6, 9), bool))
     assert np.array_equal(recipe.attention(q, k, v, is_causal=True), recipe.attention(q, k, v, attn_mask=tril))
     assert np.array_equal(recipe.quantized_reference(q, k, v, is_causal=True),

@@ -12,19 +12,19 @@ def test_llm_rows_take_their_batch():
     assert benchmark.kv_shape_of("D1", 8) == (8, 32, 32768, 128)
     assert benchmark.kv_shape_of("D2", 8) == (8, 8, 32768, 128)  # GQA: 8 K/V heads for 32 query heads
     assert benchmark.shape_of("L1", 2) == (2, 32, 4096, 128)
-    assert set(benchmark.row_recipes("D1", 1)) == {"fast", "long_context", "int_flashattention"}  # default: <= 8196 keys
+    assert set(benchmark.row_recipes("D1", 1)) == {"fast", "long_context", "int_flashattention"}  # per_tensor: <= 8196 keys
 
 
 def test_long_rows_table_shows_splits_and_the_unsplit_time():
     paths = {f"{p}_{m}_us": 10.0 for p in ("int8", "static", "dynamic") for m in ("graph", "eager", "host")}
     vit = dict(workload="A2", batch=1, shape=[1, 6, 197, 64], sdpa_backend="flash", sdpa_graph_us=5.0,
-               sdpa_host_us=8.0, recipes={"default": dict(paths), "fast": dict(paths)})
+               sdpa_host_us=8.0, recipes={"per_tensor": dict(paths), "fast": dict(paths)})
     decode = dict(workload="D1", batch=1, shape=[1, 32, 1, 128], keys=32768, sdpa_backend="cudnn", sdpa_graph_us=40.0,
                   sdpa_host_us=8.0, recipes={"fast": dict(paths, int8_graph_us=30.0, splits=16,
                                                           int8_unsplit_graph_us=120.0),
                                              "long_context": dict(paths, int8_graph_us=50.0)})
-    swin = dict(vit, workload="A4", batch=256, recipes={"default": dict(paths), "fast": dict(paths),
-                                                          "accurate": dict(paths, static_graph_us=10.4)})
+    swin = dict(vit, workload="A4", batch=256, recipes={"per_tensor": dict(paths), "fast": dict(paths),
+                                                          "default": dict(paths, static_graph_us=10.4)})
     text = benchmark.markdown({"rows": [vit, decode, swin]})
     assert "| A4 | 256 | 10.0 / 10.0 / 10.0 | 10.0 / 10.4 / 10.0 | 1.00 / 1.04 / 1.00 |" in text
     long_table = text.split("| workload | batch | keys |")[1].split("\n\n")[0]
@@ -35,7 +35,7 @@ def test_long_rows_table_shows_splits_and_the_unsplit_time():
 
 
 @needs_kernel
-@pytest.mark.parametrize("name", ["default", "accurate", "int_flashattention", "long_context"])
+@pytest.mark.parametrize("name", ["per_tensor", "default", "int_flashattention", "long_context"])
 def test_recipe_calls_run_each_path_of_a_row(name):
     """The benchmark's calls per recipe, on a small shape on the test device: every path runs and
     they agree (int8 copies at amax 4 against the float paths' own ranges: near, not equal);

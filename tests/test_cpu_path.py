@@ -8,7 +8,7 @@ SCRIPT = r"""
 import numpy as np, torch, intsoftmax as ism, qflash
 rng = np.random.default_rng(0)
 q, k, v = (rng.normal(0, 1, (2, 4, 30, 24)).astype(np.float32) for _ in range(3))
-r = ism.Recipe.default()
+r, p = ism.Recipe.default(), ism.Recipe.per_tensor()  # the defaults of attention and of the integer interfaces
 t = torch.from_numpy
 out = qflash.attention(t(q), t(k), t(v), is_causal=True)
 assert out.dtype == torch.float32
@@ -16,9 +16,12 @@ assert torch.equal(out, t(r.attention(q, k, v, is_causal=True)).float())
 bias = rng.normal(0, 1, (30, 30)).astype(np.float32)
 assert torch.equal(qflash.attention(t(q), t(k), t(v), t(bias)), t(r.attention(q, k, v, attn_bias=bias)).float())
 vals, scale = qflash.attention_int(t(q), t(k[:, :2]), t(v[:, :2]), enable_gqa=True)
-gold = r.attention_int(q, k[:, :2], v[:, :2], enable_gqa=True)
+gold = p.attention_int(q, k[:, :2], v[:, :2], enable_gqa=True)
 assert np.array_equal(vals.numpy(), gold.values) and vals.dtype == torch.int32 and scale.shape == (1,)
 assert qflash.attention(*(t(x).to(torch.bfloat16) for x in (q, k, v))).dtype == torch.bfloat16
+static = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=4, head_dim=24, device="cpu")  # its recipe: per_tensor
+assert static.recipe == p and ism.Recipe.accurate() == r
+assert torch.equal(qflash.attention(t(q), t(k), t(v), static=static), t(p.attention(q, k, v, amax=(4.0,) * 3)).float())
 try:
     qflash.attention_int8(t(q).to(torch.int8), t(k).to(torch.int8), t(v).to(torch.int8))
 except ValueError as e:

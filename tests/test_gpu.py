@@ -9,7 +9,7 @@ import qflash
 from intsoftmax.workloads import WORKLOADS, qkv
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-RECIPES = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(), "qflash": ism.Recipe.qflash()}
+RECIPES = {"default": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast(), "qflash": ism.Recipe.qflash()}
 
 
 def cuda(*arrays, dtype=torch.float32):
@@ -43,7 +43,7 @@ def test_batched_swin_bias_bit_exact():
     bias = bias.astype(np.float32)  # (windows, H, N, N), broadcast over the 8 images
     q5, k5, v5 = (x.reshape(8, 64, 3, 49, 32) for x in (q, k, v))
     values, _ = qflash.attention_int(*cuda(q5, k5, v5), attn_mask=cuda(bias)[0])
-    golden = ism.Recipe.default().attention_int(q5, k5, v5, attn_bias=bias)
+    golden = ism.Recipe.per_tensor().attention_int(q5, k5, v5, attn_bias=bias)
     np.testing.assert_array_equal(values.cpu().numpy(), golden.values)
 
 
@@ -96,12 +96,12 @@ def test_causal_llm_shape_bit_exact():
     """is_causal at an LLM-like shape (D = 128, many key tiles skipped per row block)."""
     rng = np.random.default_rng(3)
     q, k, v = (rng.normal(0, 1, (1, 2, 1000, 128)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     values, _ = qflash.attention_int(*cuda(q, k, v), is_causal=True, recipe=recipe)
     np.testing.assert_array_equal(values.cpu().numpy(), recipe.attention_int(q, k, v, is_causal=True).values)
 
 
-@pytest.mark.parametrize("recipe, nk", [(ism.Recipe.default(), 8000), (ism.Recipe.long_context(), 40000)],
+@pytest.mark.parametrize("recipe, nk", [(ism.Recipe.per_tensor(), 8000), (ism.Recipe.long_context(), 40000)],
                          ids=["default", "long_context"])
 def test_decode_splits_bit_exact(recipe, nk):
     """Decoding (one and three queries per head against many keys): the API splits the keys
@@ -135,7 +135,7 @@ def _calls():
     static = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=6, head_dim=64, device="cuda")
     static8 = qflash.static_scales(None, scales=(0.03, 0.03, 0.03), heads=6, head_dim=64, device="cuda")
     static_swin = qflash.static_scales(None, 4.0, 4.0, 4.0, heads=3, head_dim=32, device="cuda")
-    per_token = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead())
+    per_token = ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead())
     s = torch.tensor([0.03], device="cuda")
     bias = rand(3, 49, 49, dtype=torch.float32)
     return [
@@ -159,7 +159,7 @@ def _calls():
         ("split decode", qflash.attention, lambda: (rand(1, 8, 1, 128), rand(1, 8, 6000, 128), rand(1, 8, 6000, 128)),
          {}),
         ("transforms", qflash.attention, lambda: (rand(2, 6, 197, 64), rand(2, 6, 197, 64), rand(2, 6, 197, 64)),
-         dict(recipe=ism.Recipe.accurate())),
+         dict(recipe=ism.Recipe.default())),
     ]
 
 

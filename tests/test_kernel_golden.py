@@ -43,12 +43,12 @@ def test_kernel_equals_golden(x, recipe):
 @settings(max_examples=10)
 @given(x=attention_inputs(**SMALL))
 def test_builtin_recipes_equal_golden_with_half_inputs(x):
-    for recipe in (ism.Recipe.default(), ism.Recipe.qflash()):
+    for recipe in (ism.Recipe.per_tensor(), ism.Recipe.qflash()):
         check_equal(recipe, x, np.float16)
 
 
 @pytest.mark.parametrize("n_tokens", [1, 49, 197])
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash(),
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.qflash(),
                                     ism.Recipe(exp=ism.LutExp2(), accumulation=ism.TwoPass(), p_bits=8)],
                          ids=["default", "qflash", "lut_two_pass"])
 def test_odd_lengths(n_tokens, recipe):
@@ -64,7 +64,7 @@ def test_large_inputs_saturate_the_fused_multiplier(amplitude):
     2**32 - 1, and the device derivation must saturate exactly as the host does."""
     rng = np.random.default_rng(5)
     q, k, v = (rng.normal(0, amplitude, (1, 2, 100, 16)).astype(np.float32) for _ in range(3))
-    for recipe in (ism.Recipe.default(), ism.Recipe.fast()):
+    for recipe in (ism.Recipe.per_tensor(), ism.Recipe.fast()):
         values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
         np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
@@ -73,7 +73,7 @@ def test_long_odd_sequence():
     """N = 577 (ViT-B at 384 px): ten key tiles, the last one padded, and many rescales."""
     rng = np.random.default_rng(577)
     q, k, v = (rng.normal(0, 2, (1, 1, 577, 16)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
 
@@ -97,7 +97,7 @@ def test_long_context_recipe_past_the_int32_limit(monkeypatch, p_bits, chunk):
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
     with pytest.raises(ValueError, match="long_context"):
-        qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.default())
+        qflash.attention_int(t(q), t(k), t(v), recipe=ism.Recipe.per_tensor())
 
 
 @pytest.mark.parametrize("p_bits, rows, causal, block_n", [(11, "tensor", False, 64), (11, "token", True, 64),
@@ -128,7 +128,7 @@ def test_high_part_sums_at_head_dim_128(p_bits, causal):
     """At D = 128, 9-14-bit P's high part accumulates in its own sums (KernelSpec.hi_sum), added
     in the epilogue: two full key tiles, a 32-key tail tile and a padded one (N = 150), a second
     row block, causal rows; the integers equal the golden model's."""
-    recipe = ism.Recipe.default().replace(p_bits=p_bits)
+    recipe = ism.Recipe.per_tensor().replace(p_bits=p_bits)
     assert qflash.spec.KernelSpec.build(recipe, 128, qflash.spec.MaskKind.NONE, qflash.spec.OutKind.INT32).hi_sum
     rng = np.random.default_rng(p_bits)
     q, k, v = (rng.normal(0, 2, (1, 1, 150, 128)).astype(np.float32) for _ in range(3))
@@ -147,7 +147,7 @@ def test_row_max_pass_in_wide_tiles(monkeypatch, keys, causal):
     monkeypatch.setitem(qflash.spec.ROW_MAX_KEYS, 128, keys)
     rng = np.random.default_rng(keys)
     q, k, v = (rng.normal(0, 2, (1, 1, 350, 128)).astype(np.float32) for _ in range(3))
-    for recipe in (ism.Recipe.default(), ism.Recipe.long_context()):
+    for recipe in (ism.Recipe.per_tensor(), ism.Recipe.long_context()):
         spec = qflash.spec.KernelSpec.build(recipe, 128, qflash.spec.MaskKind.NONE, qflash.spec.OutKind.FLOAT)
         assert (spec.row_max_keys(1), spec.row_max_keys(4)) == (keys, 128)
         (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
@@ -174,7 +174,7 @@ def test_row_sums_on_the_alu_or_by_mma(monkeypatch, alu, head_dim, block_n):
     monkeypatch.setattr(qflash.api, "_launch_config", lambda spec: {**config(spec), "block_n": block_n})
     rng = np.random.default_rng(head_dim)
     poly = ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.TwoPass())
-    recipes = (ism.Recipe.fast(), ism.Recipe.default(), ism.Recipe.long_context(), poly.replace(p_bits=7),
+    recipes = (ism.Recipe.fast(), ism.Recipe.per_tensor(), ism.Recipe.long_context(), poly.replace(p_bits=7),
                poly.replace(p_bits=10))
     for recipe in recipes:
         assert qflash.spec.KernelSpec.build(recipe, head_dim, qflash.spec.MaskKind.NONE,
@@ -189,7 +189,7 @@ def test_row_sums_on_the_alu_or_by_mma(monkeypatch, alu, head_dim, block_n):
 
 
 @pytest.mark.parametrize("mma_order", [True, False], ids=["mma_order", "key_order"])
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8),
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8),
                                     ism.Recipe.long_context()], ids=["11bit", "7bit", "8bit", "long_context"])
 def test_keys_read_in_the_mma_operand_order(monkeypatch, recipe, mma_order):
     """Pass 2 reads K's rows in the order that leaves P where the int8 MMA wants its operand
@@ -229,7 +229,7 @@ def test_mma_key_order_is_a_permutation_undone_by_the_operand_relabelling():
 def test_float_output_dequantizes_the_pair_or_the_integers(float_out):
     rng = np.random.default_rng(1)
     q, k, v = (rng.normal(0, 2, (2, 3, 49, 32)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default().replace(float_out=float_out)
+    recipe = ism.Recipe.per_tensor().replace(float_out=float_out)
     golden = recipe.attention_int(q, k, v)
     out = qflash.attention(t(q), t(k), t(v), recipe=recipe)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 49, 32)
@@ -244,7 +244,7 @@ def test_float_output_dequantizes_the_pair_or_the_integers(float_out):
         np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
     half = qflash.attention(t(q, torch.float16), t(k, torch.float16), t(v, torch.float16))
     assert half.dtype == torch.float16
-    ref = ism.Recipe.default().attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))
+    ref = ism.Recipe.per_tensor().attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))
     np.testing.assert_allclose(n(half).astype(np.float64), ref, rtol=2**-10, atol=2**-24)
 
 
@@ -279,7 +279,7 @@ def test_int8_inputs_and_int8_output(x, data):
 def test_static_scales_equal_dynamic_scales_with_the_same_ranges():
     rng = np.random.default_rng(2)
     q, k, v = (rng.uniform(-3, 3, (2, 4, 49, 32)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead())
     amax = [np.abs(x).max(axis=(0, 2, 3)) for x in (q, k)] + [np.abs(v).max()]
     static = qflash.static_scales(recipe, *amax, heads=4, head_dim=32, device=DEVICE)
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe, static=static)
@@ -294,7 +294,7 @@ def test_static_k_v_beside_a_q_measured_per_call(q_gran):
     rng = np.random.default_rng(12)
     q, k, v = (rng.uniform(-3, 3, (2, 4, 70, 32)).astype(np.float16) for _ in range(3))
     bias = rng.normal(0, 1, (70, 70)).astype(np.float32)
-    recipe = ism.Recipe.default().replace(q_granularity=q_gran, k_granularity=ism.PerHead())
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=q_gran, k_granularity=ism.PerHead())
     amax_k, amax_v = np.full(4, 3.5, np.float32), np.float32(3.0)
     static = qflash.static_scales(recipe, None, amax_k, amax_v, heads=4, head_dim=32, device=DEVICE)
     assert static.table is None and static.amax_q is None
@@ -319,7 +319,7 @@ def _per_token_q_case(seed):
     q = (rng.normal(0, 1, (2, 3, 100, 32)) * rng.uniform(0.1, 4, (2, 3, 100, 1))).astype(np.float32)
     k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
     bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
                                           v_granularity=ism.PerHead())
     return q, k, v, bias, recipe
 
@@ -355,7 +355,7 @@ def test_q_per_token_measured_on_load(monkeypatch, static):
 def test_int8_static_table_equals_per_call_table():
     rng = np.random.default_rng(4)
     q, k, v = (rng.uniform(-2, 2, (2, 3, 40, 32)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
     args = [t(a) for a in (q8, k8, v8)]
     per_call = qflash.attention_int8(*args, *(t(x.reshape(1)) for x in (s_q, s_k, s_v)), recipe=recipe,
@@ -373,7 +373,7 @@ def test_int8_static_table_equals_per_call_table():
 
 
 @pytest.mark.parametrize("out_scale", [None, 0.02])
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.qflash(),
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.qflash(),
                                     ism.Recipe.qflash().replace(accumulation=ism.LazyRescale(headroom_octaves=2))],
                          ids=["default", "qflash", "qflash_lazy"])
 def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
@@ -398,7 +398,7 @@ def test_device_table_equals_the_golden_table_per_row(recipe, out_scale):
 
 
 @pytest.mark.parametrize("n_tokens", [5, 49, 197])
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8)],
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.fast(), ism.Recipe.fast().replace(p_bits=8)],
                          ids=["default", "fast", "fast_p8"])
 def test_v_padding_carries_no_weight(n_tokens, recipe):
     """V stored (B, H, D, N padded to 16) with junk in the padding, as a (B, H, N, D) view: the
@@ -429,7 +429,7 @@ def test_readable_keys_only_from_padded_storage():
     assert readable_keys(short.as_strided((2, 3, 49, 32), (3 * 32 * 64, 32 * 64, 1, 64))) == 49
 
 
-CAUSAL_RECIPES = [ism.Recipe.default(), ism.Recipe.fast().replace(p_bits=8), ism.Recipe.qflash(),
+CAUSAL_RECIPES = [ism.Recipe.per_tensor(), ism.Recipe.fast().replace(p_bits=8), ism.Recipe.qflash(),
                   ism.Recipe(exp=ism.PolyExp2(), accumulation=ism.ScaleRelease(), block_n=32)]
 
 
@@ -448,7 +448,7 @@ def test_causal_equals_golden(nq, nk, recipe):
     np.testing.assert_array_equal(golden.values, masked.values)
 
 
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.default().replace(k_granularity=ism.PerHead(),
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.per_tensor().replace(k_granularity=ism.PerHead(),
                                                                                     v_granularity=ism.PerHead()),
                                     ism.Recipe.qflash()], ids=["default", "per_head_kv", "qflash"])
 def test_grouped_query_attention_equals_golden(recipe):
@@ -474,7 +474,7 @@ def test_grouped_query_attention_equals_golden(recipe):
         np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, enable_gqa=True, out_scale=0.01).values)
 
 
-@pytest.mark.parametrize("recipe", [ism.Recipe.default(), ism.Recipe.default().replace(q_granularity=ism.PerToken()),
+@pytest.mark.parametrize("recipe", [ism.Recipe.per_tensor(), ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken()),
                                     ism.Recipe.qflash(), ism.Recipe.int_flashattention()],
                          ids=["default", "per_token_q", "qflash", "int_flashattention"])
 def test_grouped_queries_packed_into_rows(monkeypatch, recipe):
@@ -508,7 +508,7 @@ def test_grouped_queries_packed_into_rows(monkeypatch, recipe):
                                         t(s_v.reshape(1)), enable_gqa=True, recipe=recipe, out_scale=0.02)
             np.testing.assert_array_equal(n(out), recipe.attention_int(q, k, v, enable_gqa=True, out_scale=0.02).values)
             assert shapes[-1] == (2, 2, 4 * nq, 32)
-    per_head_q = ism.Recipe.default().replace(q_granularity=ism.PerHead())
+    per_head_q = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead())
     shapes.clear()
     values, _ = qflash.attention_int(t(q), t(k), t(v), enable_gqa=True, recipe=per_head_q)
     np.testing.assert_array_equal(n(values), per_head_q.attention_int(q, k, v, enable_gqa=True).values)
@@ -525,7 +525,7 @@ def test_grouped_query_attention_errors():
     with pytest.raises(ValueError, match=r"enable_gqa needs \(B, H, N, D\) inputs"):
         qflash.attention(q[None], k4[None, :, :2], k4[None, :, :2], enable_gqa=True)
     with pytest.raises(ValueError, match="K and V need the same number of heads"):
-        ism.Recipe.default().attention(np.ones((1, 6, 8, 16)), np.ones((1, 4, 8, 16)), np.ones((1, 4, 8, 16)),
+        ism.Recipe.per_tensor().attention(np.ones((1, 6, 8, 16)), np.ones((1, 4, 8, 16)), np.ones((1, 4, 8, 16)),
                                        enable_gqa=True)
 
 
@@ -536,14 +536,14 @@ def test_non_finite_inputs_give_nan_outputs(bad):
     rng = np.random.default_rng(9)
     q, k, v = (rng.normal(0, 1, (2, 3, 20, 16)).astype(np.float32) for _ in range(3))
     k[1, 2, 5, 3] = bad
-    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+    per_head = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
                                             v_granularity=ism.PerHead())
     out = n(qflash.attention(t(q), t(k), t(v), recipe=per_head))
     assert np.isnan(out[1, 2]).all()
     assert np.isfinite(np.delete(out.reshape(6, 20, 16), 5, axis=0)).all()
     assert np.isnan(n(qflash.attention(t(q), t(k), t(v)))).all()
     with pytest.raises(ValueError, match="NaN or inf"):
-        ism.Recipe.default().attention(q, k, v)
+        ism.Recipe.per_tensor().attention(q, k, v)
 
 
 @pytest.mark.parametrize("granularity, rows", [(ism.PerToken(), [5]), (ism.PerBlock(size=8), list(range(8)))],
@@ -555,7 +555,7 @@ def test_non_finite_values_in_per_row_ranges_give_nan_rows(granularity, rows):
     rng = np.random.default_rng(19)
     q, k, v = (rng.normal(0, 1, (1, 2, 20, 16)).astype(np.float32) for _ in range(3))
     q[0, 1, 5, 3] = np.nan
-    out = n(qflash.attention(t(q), t(k), t(v), recipe=ism.Recipe.default().replace(q_granularity=granularity)))
+    out = n(qflash.attention(t(q), t(k), t(v), recipe=ism.Recipe.per_tensor().replace(q_granularity=granularity)))
     nan_rows = np.isnan(out).all(-1)
     assert np.flatnonzero(nan_rows[0, 1]).tolist() == rows and not nan_rows[0, 0].any()
     assert np.isfinite(out[~nan_rows]).all()
@@ -568,7 +568,7 @@ def test_per_channel_v_equals_golden():
     rng = np.random.default_rng(21)
     q, k, v = (rng.normal(0, 1, (2, 3, 70, 32)).astype(np.float32) for _ in range(3))
     v[..., 5] *= 10  # an outlier channel
-    recipe = ism.Recipe.default().replace(v_granularity=ism.PerChannel())
+    recipe = ism.Recipe.per_tensor().replace(v_granularity=ism.PerChannel())
     gold = recipe.attention_int(q, k, v)
     values, scale = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), gold.values)
@@ -592,7 +592,7 @@ def test_static_per_channel_v_equals_golden(per_head):
     rng = np.random.default_rng(23)
     q, k, v = (rng.normal(0, 1, (2, 3, 70, 16)).astype(np.float32) for _ in range(3))
     v *= rng.uniform(0.2, 3, (1, 1, 1, 16)).astype(np.float32)
-    recipe = ism.Recipe.default().replace(v_granularity=ism.PerChannel())
+    recipe = ism.Recipe.per_tensor().replace(v_granularity=ism.PerChannel())
     amax_v = (np.abs(v).max(axis=(0, 2)) * 1.1).astype(np.float32)
     amax_v = amax_v if per_head else amax_v.max(0)
     static = qflash.static_scales(recipe, 4.0, 4.0, amax_v, heads=3, head_dim=16, device=DEVICE)
@@ -613,7 +613,7 @@ def test_range_reduction_walks_every_slice(monkeypatch, gran):
     rng = np.random.default_rng(12)
     q, k, v = (rng.normal(0, 1, (3, 2, 20, 16)).astype(np.float32) for _ in range(3))
     k[2, 1] *= 5  # the widest range sits in the last slice
-    recipe = ism.Recipe.default().replace(q_granularity=gran, k_granularity=gran, v_granularity=gran)
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=gran, k_granularity=gran, v_granularity=gran)
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
     k[2, 1, 3, 0] = np.nan
@@ -628,7 +628,7 @@ def test_non_finite_inputs_with_static_ranges_give_nan_slices(bad):
     or Inf and the kernel makes exactly those slices NaN (int32 values: -2**31)."""
     rng = np.random.default_rng(11)
     q, k, v = (rng.uniform(-1, 1, (2, 3, 20, 16)).astype(np.float32) for _ in range(3))
-    static = qflash.static_scales(ism.Recipe.default(), 1.0, 1.0, 1.0, heads=3, head_dim=16, device=DEVICE)
+    static = qflash.static_scales(ism.Recipe.per_tensor(), 1.0, 1.0, 1.0, heads=3, head_dim=16, device=DEVICE)
     for x in (q, k, v):
         x2 = x.copy()
         x2[1, 0, 7, 2] = bad
@@ -651,7 +651,7 @@ def test_nan_or_positive_infinite_bias_gives_nan_rows(bad):
     bias = rng.normal(0, 1, (70, 70)).astype(np.float32)
     bias[5, 9] = bad
     bias[66, 69] = bad  # a row in the second block, a key in the last tile
-    for recipe in (ism.Recipe.default(), ism.Recipe.qflash()):
+    for recipe in (ism.Recipe.per_tensor(), ism.Recipe.qflash()):
         out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe))
         assert np.isnan(out[:, :, [5, 66]]).all()
         assert np.isfinite(np.delete(out, [5, 66], axis=2)).all()
@@ -681,7 +681,7 @@ def test_swin_mask_at_small_amplitude_stays_masked():
     v = rng.normal(0, 1, (2, 3, 49, 32)).astype(np.float32)
     bias = np.where(rng.random((2, 1, 49, 49)) < 0.5, -100.0, 0.0).astype(np.float32)
     bias[..., np.arange(49), np.arange(49)] = 0.0  # every row keeps a key
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     golden = recipe.attention(q, k, v, attn_bias=bias)
     assert ism.sqnr_db(ism.float_attention(q, k, v, attn_bias=bias), golden) >= 40
     values, _ = qflash.attention_int(t(q), t(k), t(v), t(bias), recipe=recipe)
@@ -693,7 +693,7 @@ def test_int32_bias_saturates_and_never_wraps():
     extremes near +-2**31 that would wrap if added unchecked."""
     rng = np.random.default_rng(13)
     q, k, v = (rng.normal(0, 1, (1, 2, 40, 32)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
     plan = recipe.plan(s_q, s_k, 32 ** -0.5, s_v, 0.01)
     bias = rng.normal(0, 2, (40, 40)).astype(np.float32)
@@ -712,12 +712,12 @@ def test_float32_range_limits():
     path gives NaN. Float64 values beyond float32's range: rejected."""
     q = np.full((1, 1, 8, 16), 1e-38, np.float32)
     with pytest.raises(ValueError, match="127 / amax overflows float32"):
-        ism.Recipe.default().attention(q, q, q)
+        ism.Recipe.per_tensor().attention(q, q, q)
     assert np.isnan(n(qflash.attention(t(q), t(q), t(q)))).all()
     with pytest.raises(ValueError, match="beyond float32's range"):
-        ism.Recipe.default().attention(np.full((1, 1, 8, 16), 1e39), q, q)
+        ism.Recipe.per_tensor().attention(np.full((1, 1, 8, 16), 1e39), q, q)
     with pytest.raises(ValueError, match="finite and non-negative"):
-        ism.Recipe.default().attention(q, q, q, amax=(-1.0, 1.0, 1.0))
+        ism.Recipe.per_tensor().attention(q, q, q, amax=(-1.0, 1.0, 1.0))
 
 
 def test_small_dynamic_calls_derive_their_constants_in_the_kernel(monkeypatch):
@@ -737,10 +737,10 @@ def test_small_dynamic_calls_derive_their_constants_in_the_kernel(monkeypatch):
     q = rng.normal(0, 2, (2, 3, 100, 32)).astype(np.float32)
     k, v = (rng.normal(0, 2, (2, 3, 90, 32)).astype(np.float32) for _ in range(2))
     bias = rng.normal(0, 1, (100, 90)).astype(np.float32)
-    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+    per_head = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
                                             v_granularity=ism.PerHead())
-    lazy = ism.Recipe.default().replace(accumulation=ism.LazyRescale(headroom_octaves=2))
-    for recipe in (ism.Recipe.default(), per_head, ism.Recipe.qflash(), lazy):
+    lazy = ism.Recipe.per_tensor().replace(accumulation=ism.LazyRescale(headroom_octaves=2))
+    for recipe in (ism.Recipe.per_tensor(), per_head, ism.Recipe.qflash(), lazy):
         out = n(qflash.attention(t(q), t(k), t(v), t(bias), recipe=recipe))
         assert_float_output(out, recipe.attention_int(q, k, v, attn_bias=bias), err_msg=recipe.name)
     assert derived == [pytest.approx(32 ** -0.5)] * 4 and not tables
@@ -767,9 +767,9 @@ def test_static_ranges_quantized_on_load_equal_golden(monkeypatch, n_q, n_k, dty
     k, v = (rng.uniform(-3, 3, (2, 4, n_k, d)) for _ in range(2))
     q, k, v = (n(t(x.astype(np.float32)).to(dtype).to(torch.float64)) for x in (q, k, v))  # values dtype holds
     bias = rng.normal(0, 1, (n_q, n_k)).astype(np.float32)
-    per_head = ism.Recipe.default().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
+    per_head = ism.Recipe.per_tensor().replace(q_granularity=ism.PerHead(), k_granularity=ism.PerHead(),
                                             v_granularity=ism.PerHead())
-    for recipe in (ism.Recipe.default(), per_head, ism.Recipe.qflash()):
+    for recipe in (ism.Recipe.per_tensor(), per_head, ism.Recipe.qflash()):
         per = recipe.q_granularity.block()[0] is not None
         amax = [np.abs(x).max(axis=(0, 2, 3)) if per else np.abs(x).max() * 1.1 for x in (q, k, v)]
         static = qflash.static_scales(recipe, *amax, heads=4, head_dim=d, device=DEVICE)
@@ -781,7 +781,7 @@ def test_static_ranges_quantized_on_load_equal_golden(monkeypatch, n_q, n_k, dty
     static = qflash.static_scales(None, 3.0, 3.0, 3.0, heads=4, head_dim=d, device=DEVICE)
     grouped = qflash.attention_int(t(q).to(dtype), t(k[:, :2]).to(dtype), t(v[:, :2]).to(dtype), enable_gqa=True,
                                    static=static)[0]
-    gold = ism.Recipe.default().attention_int(q, k[:, :2], v[:, :2], enable_gqa=True, amax=(3.0, 3.0, 3.0))
+    gold = ism.Recipe.per_tensor().attention_int(q, k[:, :2], v[:, :2], enable_gqa=True, amax=(3.0, 3.0, 3.0))
     np.testing.assert_array_equal(n(grouped), gold.values)
 
 
@@ -798,7 +798,7 @@ def test_last_rows_in_their_own_launch(monkeypatch, causal, keys):
     q = rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32)
     k, v = (rng.normal(0, 1, (1, 2, 197, 32)).astype(np.float32) for _ in range(2))
     bias = None if causal else rng.normal(0, 2, (197, 197)).astype(np.float32)
-    recipe = (ism.Recipe.default() if causal else ism.Recipe.fast()).replace(q_granularity=ism.PerToken())
+    recipe = (ism.Recipe.per_tensor() if causal else ism.Recipe.fast()).replace(q_granularity=ism.PerToken())
     monkeypatch.setattr(kernel, "TAIL_ONE_TILE_KEYS", 256 if keys == "one_tile" else 0)
     launches = []
     launch = kernel.launch
@@ -830,7 +830,7 @@ def test_slices_beyond_one_grid_dimension(monkeypatch, batch, heads):
     monkeypatch.setattr(kernel, "GRID_YZ", 4)
     rng = np.random.default_rng(37)
     q, k, v = (rng.normal(0, 1, (batch, heads, 70, 16)).astype(np.float32) for _ in range(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)
     np.testing.assert_array_equal(n(values), recipe.attention_int(q, k, v).values)
     assert_float_output(n(qflash.attention(t(q), t(k), t(v), recipe=recipe)), recipe.attention_int(q, k, v))

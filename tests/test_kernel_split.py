@@ -12,7 +12,7 @@ from kernel_utils import n, needs_kernel, t
 
 pytestmark = needs_kernel
 
-RECIPES = {"default": ism.Recipe.default(), "p8_offset_form": ism.Recipe.fast().replace(p_bits=8),
+RECIPES = {"default": ism.Recipe.per_tensor(), "p8_offset_form": ism.Recipe.fast().replace(p_bits=8),
            "p7": ism.Recipe.fast(), "long_context": ism.Recipe.long_context(),
            "lut": ism.Recipe(exp=ism.LutExp2(), accumulation=ism.TwoPass(), p_bits=8)}
 
@@ -71,7 +71,7 @@ def test_split_keys_int8_in_and_out(splits):
     """Pre-quantized inputs, per-head scales, an int8 output (requantized after the merge)."""
     force, _ = splits
     force(3)
-    recipe = ism.Recipe.default().replace(k_granularity=ism.PerHead(), v_granularity=ism.PerHead())
+    recipe = ism.Recipe.per_tensor().replace(k_granularity=ism.PerHead(), v_granularity=ism.PerHead())
     q, k, v = inputs(13, 2, 500)
     (q8, s_q), (k8, s_k), (v8, s_v) = recipe.quantize_inputs(q, k, v)
     out = qflash.attention_int8(t(q8), t(k8), t(v8), t(s_q.reshape(1).astype(np.float32)),
@@ -91,7 +91,7 @@ def test_a_non_finite_value_in_one_split_poisons_the_whole_row(monkeypatch, spli
     q, k, v = inputs(14, 3, 600, heads=1)
     bias = np.zeros((3, 600), np.float32)
     {"k": k, "v": v, "bias": bias[None, None]}[where][0, 0, 2 if where == "bias" else 450, 5] = np.nan
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     scales = None
     if static:
         monkeypatch.setattr(api, "_sm_count", lambda device: 10**6)
@@ -105,7 +105,7 @@ def test_a_non_finite_value_in_one_split_poisons_the_whole_row(monkeypatch, spli
 def test_split_policy_fills_the_gpu_on_decode_shapes(monkeypatch):
     """The first power of two giving 1.5 programs per SM where the row blocks are few, at least
     1024 keys each; none for online rules, calls that fill the GPU already, or off a GPU."""
-    spec = api._spec(ism.Recipe.default(), 128, api.MaskKind.NONE, api.OutKind.FLOAT)
+    spec = api._spec(ism.Recipe.per_tensor(), 128, api.MaskKind.NONE, api.OutKind.FLOAT)
     online = api._spec(ism.Recipe.qflash(), 128, api.MaskKind.NONE, api.OutKind.FLOAT)
 
     def call(B, H, NQ, NK, device="cuda"):
@@ -125,7 +125,7 @@ def test_split_keys_with_per_row_constants_and_packed_groups(splits):
     the rows of each K/V head) split the same way, bit-exact."""
     force, _ = splits
     force(6)
-    recipe = ism.Recipe.default().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
+    recipe = ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken(), k_granularity=ism.PerHead(),
                                           v_granularity=ism.PerHead())
     q, k, v = inputs(15, 5, 900)
     values, _ = qflash.attention_int(t(q), t(k), t(v), recipe=recipe)

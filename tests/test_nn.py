@@ -71,7 +71,7 @@ def test_vit_attention_equals_golden_on_independently_computed_qkv():
         attn.q_norm.weight.uniform_(0.5, 2)
         attn.k_norm.bias.uniform_(-1, 1)
     x = torch.randn(3, 17, 64, generator=torch.Generator().manual_seed(2))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     with torch.no_grad():
         float_out = attn(x)
         q, k, v = heads_of(attn.qkv(x).numpy(), 4)
@@ -92,7 +92,7 @@ def test_swin_attention_equals_golden_with_relative_bias_and_shift_mask():
     with torch.no_grad():
         attn.relative_position_bias_table.normal_(0, 1)  # make the bias matter
     x = torch.randn(2 * 4, 16, 32, generator=torch.Generator().manual_seed(3))
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     with torch.no_grad():
         float_out = attn(x, mask=mask)
         q, k, v = (torch.from_numpy(a).float() for a in heads_of(attn.qkv(x).double().numpy(), 2))
@@ -115,14 +115,14 @@ def test_patched_models_track_float(build):
     model, x = build(), images(8)
     with torch.no_grad():
         ref = model(x)
-        for recipe in (ism.Recipe.default(), ism.Recipe.qflash()):
+        for recipe in (ism.Recipe.per_tensor(), ism.Recipe.qflash()):
             out = patched(model, recipe=recipe)(x)
-            assert ism.sqnr_db(ref.numpy(), out.numpy()) > (30 if recipe == ism.Recipe.default() else 10)
+            assert ism.sqnr_db(ref.numpy(), out.numpy()) > (30 if recipe == ism.Recipe.per_tensor() else 10)
 
 
 @needs_kernel
 @pytest.mark.parametrize("build", [vit, swin])
-@pytest.mark.parametrize("recipe", [None, ism.Recipe.default().replace(q_granularity=PerToken(),
+@pytest.mark.parametrize("recipe", [None, ism.Recipe.per_tensor().replace(q_granularity=PerToken(),
                                                                        v_granularity=PerChannel())],
                          ids=["default", "per_token_q_per_channel_v"])
 def test_kernel_backend_equals_golden_backend(build, recipe):
@@ -159,7 +159,7 @@ def test_calibration_records_per_head_max_and_restores_modes():
             assert torch.equal(getattr(attn, name), want[j])
             assert torch.equal(result.ranges[f"blocks.{i}.attn"][j], want[j])
     assert model.training and not model.blocks[0].training and model.blocks[1].training
-    per_channel = patched(vit(), recipe=ism.Recipe.default().replace(v_granularity=PerChannel()))
+    per_channel = patched(vit(), recipe=ism.Recipe.per_tensor().replace(v_granularity=PerChannel()))
     qflash.calibrate(per_channel, batches)  # V's ranges per head and channel: (H, D)
     out = torch.cat(seen[0]).reshape(-1, 3, 4, 16).abs()
     assert torch.equal(per_channel.blocks[0].attn.amax_v, out[:, 2].amax(0))
@@ -177,11 +177,11 @@ def test_calibrated_model_uses_static_ranges(monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(ism.Recipe, "attention", spy)
-    per_head = ism.Recipe.default().replace(q_granularity=PerHead(), k_granularity=PerHead(),
+    per_head = ism.Recipe.per_tensor().replace(q_granularity=PerHead(), k_granularity=PerHead(),
                                             v_granularity=PerHead())
     per_token_q = per_head.replace(q_granularity=PerToken())
     per_channel_v = per_head.replace(v_granularity=PerChannel())
-    for recipe, reduce in ((ism.Recipe.default(), lambda a: a.max().reshape(1, 1, 1)),
+    for recipe, reduce in ((ism.Recipe.per_tensor(), lambda a: a.max().reshape(1, 1, 1)),
                            (per_head, lambda a: a.reshape(-1, 1, 1)), (per_token_q, lambda a: a.reshape(-1, 1, 1)),
                            (per_channel_v, lambda a: a.reshape(a.shape[0], 1, -1))):
         m = patched(model, recipe=recipe)
@@ -339,16 +339,16 @@ def test_golden_backend_runs_any_recipe():
 
 
 # -- static input transforms: folded into the projections -----------------------------------------
-TRANSFORMED = ism.Recipe.default().replace(transforms=(ism.KeyOffset(), ism.ChannelBalance(), ism.ValueOffset()))
+TRANSFORMED = ism.Recipe.per_tensor().replace(transforms=(ism.KeyOffset(), ism.ChannelBalance(), ism.ValueOffset()))
 
 
-@pytest.mark.parametrize("build, recipe", [(vit, TRANSFORMED), (swin, TRANSFORMED), (vit, ism.Recipe.accurate())],
+@pytest.mark.parametrize("build, recipe", [(vit, TRANSFORMED), (swin, TRANSFORMED), (vit, ism.Recipe.default())],
                          ids=["vit", "swin", "vit_accurate"])
 def test_calibration_folds_transforms_exactly_to_float_rounding(build, recipe):
     """calibrate() with a transform recipe folds the transforms' static statistics into qkv and
     proj: the float model with the folded weights computes what the original computes (to float32
     rounding), the module then runs the recipe without transforms on static ranges, and the
-    integer model tracks float at least as well as without transforms. (Recipe.accurate() on the
+    integer model tracks float at least as well as without transforms. (Recipe.default() on the
     Swin model does not: its static per-head K and V ranges clip other windows, 47.6 dB against
     52.5 for per-tensor ranges, where its dynamic form reaches 59.0: docs/algorithms.md §11.)"""
     model, x = build(), images(8)
@@ -387,7 +387,7 @@ def test_select_on_a_calibrated_models_own_activations():
     qflash.calibrate(model, [images(4), images(4, seed=1)], samples=2)
     mods = [m for m in model.modules() if isinstance(m, qflash.nn.modules.QAttentionBase)]
     assert len(mods) == 2 and all(len(m.samples) == 3 and m.samples[0].shape[0] == 2 for m in mods)
-    cands = {"default": ism.Recipe.default(), "qflash": ism.Recipe.qflash()}
+    cands = {"default": ism.Recipe.per_tensor(), "qflash": ism.Recipe.qflash()}
     chosen = ism.select(20.0, candidates=cands, model=model)
     same = ism.select(20.0, candidates=cands, samples=[m.samples for m in mods])
     assert (chosen.recipe, chosen.sqnr_db) == (same.recipe, same.sqnr_db)
@@ -406,7 +406,7 @@ def test_select_on_a_calibrated_models_own_activations():
 # -- the accuracy gate on real data -----------------------------------------------------------------
 def test_digits_accuracy_gate():
     """The committed digits checkpoints (scripts/train_digits.py), patched with the golden model:
-    Recipe.default() loses at most 0.5 points of held-out top-1 against float (analysis/accuracy.py)."""
+    Recipe.per_tensor() loses at most 0.5 points of held-out top-1 against float (analysis/accuracy.py)."""
     pytest.importorskip("sklearn")  # the digits data (installed by scripts/setup.sh; maybe not on a GPU machine)
     from analysis import accuracy
 
@@ -419,4 +419,4 @@ def test_digits_accuracy_gate():
         else:
             assert np.isfinite(r["sqnr_db"]) and r["sqnr_db"] > 25  # integer attention really ran
     assert all(r["delta"] >= -accuracy.TARGET_POINTS for r in rows if r["recipe"] == "default")
-    assert "Target: `Recipe.default()` loses at most 0.5 points against float: met" in accuracy.markdown(rows)
+    assert "Target: `Recipe.per_tensor()` loses at most 0.5 points against float: met" in accuracy.markdown(rows)

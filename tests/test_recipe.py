@@ -18,7 +18,7 @@ def test_recipes_round_trip_through_json(recipe):
 
 
 def test_name_is_built_from_every_field():
-    r = ism.Recipe.default()
+    r = ism.Recipe.per_tensor()
     for field, value in [("p_bits", 9), ("block_n", 32), ("out_frac_bits", 3), ("exp", ism.LutExp2()),
                          ("accumulation", ism.ScaleRelease()), ("q_granularity", ism.PerToken()),
                          ("k_granularity", ism.PerHead()), ("v_granularity", ism.PerHead()), ("float_out", "rounded")]:
@@ -27,7 +27,7 @@ def test_name_is_built_from_every_field():
 
 
 def test_builtin_recipes():
-    qf, df = ism.Recipe.qflash(), ism.Recipe.default()
+    qf, df = ism.Recipe.qflash(), ism.Recipe.per_tensor()
     assert qf.p_bits == 7 and qf.block_n == 32 and isinstance(qf.exp, ism.QFlashExp2)
     assert qf.max_seq_len() == (2**31 - 1) // (128 * 127)
     assert df.max_seq_len() == (2**31 - 1) // (128 * 2047) >= 8192
@@ -69,13 +69,13 @@ def test_available_strategies_lists_every_kind():
 ])
 def test_invalid_recipes_raise_value_or_type_errors(changes, exc, match):
     with pytest.raises(exc, match=match) as info:
-        ism.Recipe.default().replace(**changes)
+        ism.Recipe.per_tensor().replace(**changes)
     assert not isinstance(info.value, AssertionError)
 
 
 def test_per_token_and_per_block_q_are_allowed():
-    ism.Recipe.default().replace(q_granularity=ism.PerToken())
-    ism.Recipe.default().replace(q_granularity=ism.PerBlock(size=32))
+    ism.Recipe.per_tensor().replace(q_granularity=ism.PerToken())
+    ism.Recipe.per_tensor().replace(q_granularity=ism.PerBlock(size=32))
 
 
 @pytest.mark.parametrize("data, exc, match", [
@@ -93,10 +93,10 @@ def test_from_dict_errors(data, exc, match):
 
 
 def test_recipes_are_frozen_and_hashable():
-    r = ism.Recipe.default()
+    r = ism.Recipe.per_tensor()
     with pytest.raises(AttributeError):
         r.p_bits = 8
-    assert len({r, ism.Recipe.default(), ism.Recipe.qflash()}) == 2
+    assert len({r, ism.Recipe.per_tensor(), ism.Recipe.qflash()}) == 2
 
 
 @pytest.mark.parametrize("g", [ism.PerTensor(), ism.PerHead(), ism.PerToken(), ism.PerBlock(size=4)],
@@ -124,11 +124,11 @@ def test_per_channel_is_for_v_only():
     g = ism.PerChannel()
     assert g.per_channel and g.row_uniform and g.amax(x).shape == (2, 3, 1, 8)
     assert g.amax(x)[0, 0, 0, 2] == np.abs(x[0, 0, :, 2]).max()
-    r = ism.Recipe.default().replace(v_granularity=g)
+    r = ism.Recipe.per_tensor().replace(v_granularity=g)
     assert ism.Recipe.from_json(r.to_json()) == r and "v=per_channel()" in r.name
     for name in ("q_granularity", "k_granularity"):
         with pytest.raises(ValueError, match="Only V may be per channel"):
-            ism.Recipe.default().replace(**{name: g})
+            ism.Recipe.per_tensor().replace(**{name: g})
     with pytest.raises(ValueError, match="take float output"):
         r.attention_int(x, x, x, out_scale=0.1)
     res = r.attention_int(x, x, x)

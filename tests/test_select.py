@@ -24,7 +24,7 @@ def test_catalog_is_small_integer_only_and_distinct():
     assert len(cat) == 100
     assert len(set(cat.values())) == len(cat)  # no recipe twice under two labels
     assert all(r.in_kernel for r in cat.values())  # integer-only: the kernel compiles every one
-    assert {ism.Recipe.default(), ism.Recipe.fast(), ism.Recipe.qflash()} <= set(cat.values())
+    assert {ism.Recipe.per_tensor(), ism.Recipe.fast(), ism.Recipe.qflash()} <= set(cat.values())
 
 
 def test_select_returns_the_cheapest_recipe_that_meets_the_target(a2_uniform):
@@ -57,8 +57,8 @@ def test_unreachable_target_raises_naming_the_best_and_the_ceiling(a2_uniform):
 
 
 def test_custom_candidates_and_tie_breaks():
-    two = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.default()}
-    assert direct_sqnr(ism.Recipe.qflash()) < 35.0 < direct_sqnr(ism.Recipe.default())
+    two = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.per_tensor()}
+    assert direct_sqnr(ism.Recipe.qflash()) < 35.0 < direct_sqnr(ism.Recipe.per_tensor())
     assert ism.select(35.0, candidates=two).label == "default"
     assert ism.select(30.0, candidates=two).label == "qflash"  # 16 ops against 19
     # same ops (both split P over two MMAs): fewer P bits wins; an iterable is labelled by recipe name
@@ -78,12 +78,12 @@ def test_select_is_deterministic():
 
 
 def test_amplitude_changes_the_answer_where_qflash_exp_breaks_down():
-    two = {"qflash_exp2": ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.ScaleRelease()), "default": ism.Recipe.default()}
+    two = {"qflash_exp2": ism.Recipe(exp=ism.QFlashExp2(), accumulation=ism.ScaleRelease()), "default": ism.Recipe.per_tensor()}
     assert ism.select(30.0, candidates=two).label == "qflash_exp2"  # U[-4, 4]: the cheap exp suffices
     small = ism.select(30.0, amplitude=0.25, candidates=two)  # docs/algorithms.md §9: it fails at small inputs
     assert small.label == "default" and "at amplitude 0.25" in small.explanation
     q, k, v = qkv("A2", "uniform", seed=0, amplitude=0.25)
-    assert small.sqnr_db == ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.default().attention(q, k, v))
+    assert small.sqnr_db == ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.per_tensor().attention(q, k, v))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -138,8 +138,8 @@ def test_select_on_your_own_samples():
     rng = np.random.default_rng(7)
     q, k, v = (rng.normal(0, 1.5, (1, 2, 60, 32)) for _ in range(3))
     k += rng.uniform(-4, 4, (1, 2, 1, 32))  # a per-channel key offset the synthetic workloads lack
-    candidates = {"default": ism.Recipe.default(), "fast": ism.Recipe.fast(),
-                  "transforms": ism.Recipe.default().replace(transforms=(ism.KeyOffset(),))}
+    candidates = {"default": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast(),
+                  "transforms": ism.Recipe.per_tensor().replace(transforms=(ism.KeyOffset(),))}
     ref = ism.float_attention(q, k, v)
     measured = {label: ism.sqnr_db(ref, r.attention(q, k, v)) for label, r in candidates.items()}
     target = (measured["default"] + measured["transforms"]) / 2  # only the key offset reaches it

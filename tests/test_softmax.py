@@ -7,7 +7,7 @@ import intsoftmax as ism
 from intsoftmax.testing import check_softmax_bound, logit_rows, recipes
 
 RECIPES = {
-    "default": ism.Recipe.default(),
+    "default": ism.Recipe.per_tensor(),
     "qflash": ism.Recipe.qflash(),
     "two_pass_lut": ism.Recipe(exp=ism.LutExp2(), accumulation=ism.TwoPass(), p_bits=8),
     "lazy_shiftlinear": ism.Recipe(exp=ism.ShiftLinearExp2(), accumulation=ism.LazyRescale(), p_bits=9),
@@ -62,7 +62,7 @@ def test_one_huge_logit_takes_everything():
 
 
 def test_row_length_limit_is_enforced():
-    recipe = ism.Recipe.default()
+    recipe = ism.Recipe.per_tensor()
     n = recipe.max_seq_len()
     with pytest.raises(ValueError, match=f"limit of {n} keys"):
         recipe.softmax(np.zeros((1, n + 1), dtype=np.int64), 0.1)
@@ -80,7 +80,7 @@ def test_softmax_input_errors(bad, exc, match):
     args = dict(logits=np.array([[1, 2, 3]]), unit=0.1)
     args.update(bad)
     with pytest.raises(exc, match=match):
-        ism.Recipe.default().softmax(**args)
+        ism.Recipe.per_tensor().softmax(**args)
 
 
 def test_bound_catches_a_wrong_strategy():
