@@ -52,7 +52,7 @@ def test_exp_study_numbers(exp_study):
 
 # -- 2. workload table ---------------------------------------------------------------------------
 def test_workload_table_equals_recipe_attention():
-    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.per_tensor()}
+    recipes = {"qflash": ism.Recipe.qflash(), "per_tensor": ism.Recipe.per_tensor()}
     table = workload_table.compute(recipes=recipes)
     assert set(table.workloads) == set(WORKLOADS) and set(table.distributions) == set(DISTRIBUTIONS)
     for dist in DISTRIBUTIONS:
@@ -63,8 +63,8 @@ def test_workload_table_equals_recipe_attention():
                 assert table.sqnr[(dist, w, label)] == ism.sqnr_db(ref, r.attention(q, k, v)), (dist, w, label)
             ceiling = ism.sqnr_db(ref, ism.Recipe.per_tensor().quantized_reference(q, k, v))
             assert table.sqnr[(dist, w, workload_table.CEILING)] == ceiling
-    # the README's number for the default recipe on A2
-    assert table.sqnr[("uniform", "A2", "default")] == pytest.approx(37.4, abs=0.05)
+    # the per-tensor recipe on A2 (the README quoted it while it was the default)
+    assert table.sqnr[("uniform", "A2", "per_tensor")] == pytest.approx(37.4, abs=0.05)
     md = workload_table.markdown(table)
     assert f"{table.sqnr[('gaussian', 'A5', 'qflash')]:.2f}" in md
 
@@ -72,7 +72,7 @@ def test_workload_table_equals_recipe_attention():
 def test_report_recipes_have_one_per_exp_strategy():
     from analysis.recipes import report_recipes
     recipes = report_recipes()
-    assert list(recipes)[:2] == ["qflash", "default"]
+    assert list(recipes)[:2] == ["qflash", "per_tensor"]
     kinds = {r.exp.kind for r in recipes.values()}
     assert kinds == set(ism.available_strategies("exp"))
     assert len(set(recipes.values())) == len(recipes)
@@ -155,18 +155,18 @@ def test_granularity_study_lists_rejections_with_the_recipes_reason():
 
 # -- 5. robustness -------------------------------------------------------------------------------
 def test_robustness_sweep():
-    recipes = {"qflash": ism.Recipe.qflash(), "default": ism.Recipe.per_tensor()}
+    recipes = {"qflash": ism.Recipe.qflash(), "per_tensor": ism.Recipe.per_tensor()}
     study = robustness.compute(quick=True, recipes=recipes)
     assert study.amplitudes[0] == 2.0**-4 and study.amplitudes[-1] == 2.0**7 and len(study.amplitudes) == 12
     assert len(robustness.amplitudes(False)) == 23
     a = study.amplitudes[3]
     q, k, v = qkv("A2", "uniform", seed=0, amplitude=a)
     direct = ism.sqnr_db(ism.float_attention(q, k, v), ism.Recipe.per_tensor().attention(q, k, v))
-    assert study.sqnr[("default", a)] == direct
-    # docs/algorithms.md §9: the default recipe tracks the INT8 ceiling at every amplitude; QFlash's does not
+    assert study.sqnr[("per_tensor", a)] == direct
+    # docs/algorithms.md §9: the per-tensor recipe tracks the INT8 ceiling at every amplitude; QFlash's does not
     gaps = {lab: [study.sqnr[(robustness.CEILING, x)] - study.sqnr[(lab, x)] for x in study.amplitudes]
             for lab in recipes}
-    assert max(gaps["default"]) < 0.5
+    assert max(gaps["per_tensor"]) < 0.5
     assert max(gaps["qflash"]) > 20.0
 
 
@@ -281,7 +281,7 @@ def test_transforms_study_measures_each_transform_against_both_ceilings():
 
 
 def test_long_rows_study_against_int_flashattention():
-    """Each cell is the golden SQNR on the first N keys; the default is left out past its 8196 keys;
+    """Each cell is the golden SQNR on the first N keys; per_tensor is left out past its 8196 keys;
     INT-FlashAttention's 7-bit P loses with N, and the long-context recipe stays above it."""
     from analysis import long_rows
     study = long_rows.compute(quick=True)

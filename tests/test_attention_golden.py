@@ -20,7 +20,7 @@ def ceiling_db(recipe, q, k, v):
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 @pytest.mark.parametrize("distribution", list(DEFAULT_TARGETS))
-def test_default_recipe_sqnr_targets(workload, distribution):
+def test_per_tensor_recipe_sqnr_targets(workload, distribution):
     target = DEFAULT_TARGETS[distribution][workload in SWIN]
     for seed in range(2):
         q, k, v = qkv(workload, distribution, seed=seed)
@@ -36,7 +36,7 @@ def test_qflash_recipe_reproduces_the_paper():
 
 
 @pytest.mark.parametrize("workload", ["A2", "A6"])
-def test_default_recipe_is_robust_to_input_amplitude(workload):
+def test_per_tensor_recipe_is_robust_to_input_amplitude(workload):
     recipe = ism.Recipe.per_tensor()
     for e in range(-4, 8):
         q, k, v = qkv(workload, "uniform", seed=0, amplitude=2.0**e)

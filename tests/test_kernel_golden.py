@@ -242,7 +242,7 @@ def test_float_output_dequantizes_the_pair_or_the_integers(float_out):
         assert 0.25 < step.max() <= 0.51
     else:
         np.testing.assert_allclose(n(out), golden.dequantize(), rtol=2**-23, atol=0)
-    half = qflash.attention(t(q, torch.float16), t(k, torch.float16), t(v, torch.float16))
+    half = qflash.attention(t(q, torch.float16), t(k, torch.float16), t(v, torch.float16), recipe=ism.Recipe.per_tensor())
     assert half.dtype == torch.float16
     ref = ism.Recipe.per_tensor().attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))
     np.testing.assert_allclose(n(half).astype(np.float64), ref, rtol=2**-10, atol=2**-24)
@@ -532,7 +532,8 @@ def test_grouped_query_attention_errors():
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_inputs_give_nan_outputs(bad):
     """No host sync on the device path, so no exception: the (b, h) slices whose inputs hold NaN
-    or Inf come out NaN (all of them with per-tensor scales); the golden model raises."""
+    or Inf come out NaN (all of them with per-tensor scales; with the default's per-head
+    statistics and ranges, that slice only); the golden model raises."""
     rng = np.random.default_rng(9)
     q, k, v = (rng.normal(0, 1, (2, 3, 20, 16)).astype(np.float32) for _ in range(3))
     k[1, 2, 5, 3] = bad
@@ -541,9 +542,12 @@ def test_non_finite_inputs_give_nan_outputs(bad):
     out = n(qflash.attention(t(q), t(k), t(v), recipe=per_head))
     assert np.isnan(out[1, 2]).all()
     assert np.isfinite(np.delete(out.reshape(6, 20, 16), 5, axis=0)).all()
-    assert np.isnan(n(qflash.attention(t(q), t(k), t(v)))).all()
-    with pytest.raises(ValueError, match="NaN or inf"):
-        ism.Recipe.per_tensor().attention(q, k, v)
+    assert np.isnan(n(qflash.attention(t(q), t(k), t(v), recipe=ism.Recipe.per_tensor()))).all()
+    out = n(qflash.attention(t(q), t(k), t(v)))  # the default: statistics and ranges per head
+    assert np.isnan(out[1, 2]).all() and np.isfinite(np.delete(out.reshape(6, 20, 16), 5, axis=0)).all()
+    for recipe in (ism.Recipe.per_tensor(), ism.Recipe.default()):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            recipe.attention(q, k, v)
 
 
 @pytest.mark.parametrize("granularity, rows", [(ism.PerToken(), [5]), (ism.PerBlock(size=8), list(range(8)))],

@@ -59,7 +59,8 @@ def test_report_lists_replacements_and_weights_are_shared():
     new = model.stages[1].attn
     assert isinstance(new, qflash.nn.QWindowAttention)
     assert new.qkv is qkv and new.relative_position_bias_table is table  # shared, not copied
-    assert set(model.state_dict()) == keys | {f"stages.{i}.attn.amax_{x}" for i in (0, 1, 3, 4) for x in "qkv"}
+    assert set(model.state_dict()) == keys | {f"stages.{i}.attn.{x}" for i in (0, 1, 3, 4)
+                                              for x in ("amax_q", "amax_k", "amax_v", "_extra_state")}
 
 
 def test_vit_attention_equals_golden_on_independently_computed_qkv():
@@ -140,7 +141,7 @@ def test_kernel_backend_equals_golden_backend(build, recipe):
 
 # -- calibration -------------------------------------------------------------------------------------
 def test_calibration_records_per_head_max_and_restores_modes():
-    model = patched(vit())
+    model = patched(vit(), recipe=ism.Recipe.per_tensor())  # (the default folds its transforms first)
     model.train()
     model.blocks[0].eval()
     seen = {i: [] for i in range(2)}
@@ -203,7 +204,7 @@ def test_calibrated_model_uses_static_ranges(monkeypatch):
 def test_calibrated_kernel_path_is_batch_independent_and_builds_scales_once(monkeypatch):
     """No range reductions after calibration: each image's output no longer depends on the rest
     of its batch (with dynamic per-tensor ranges it does); the static scales are built once."""
-    model, x = patched(vit().to(DEVICE), backend="kernel"), images(2).to(DEVICE)
+    model, x = patched(vit().to(DEVICE), backend="kernel", recipe=ism.Recipe.per_tensor()), images(2).to(DEVICE)
     y = x.clone()
     y[1] *= 4  # same first image, louder neighbour (same shapes: the float layers give the same bits)
     with torch.no_grad():
@@ -235,9 +236,16 @@ def test_state_dict_round_trip_keeps_calibration():
     whole.seek(0)
     with torch.no_grad():
         assert torch.equal(torch.load(whole, weights_only=False)(x), calibrated(x))
-    # a float checkpoint loads into a patched model: only the ranges are missing
+    # a float checkpoint loads into a patched model: only the ranges (and which transforms are folded) are missing
     missing, unexpected = patched(vit()).load_state_dict(model.state_dict(), strict=False)
-    assert unexpected == [] and sorted(missing) == sorted(f"blocks.{i}.attn.amax_{c}" for i in range(2) for c in "qkv")
+    assert unexpected == [] and sorted(missing) == sorted([f"blocks.{i}.attn.amax_{c}" for i in range(2) for c in "qkv"]
+                                                          + [f"blocks.{i}.attn._extra_state" for i in range(2)])
+    # the default recipe's transforms are folded by calibration: the state dict says so, and a module
+    # patched with a recipe that has other transforms refuses it
+    state = calibrated.state_dict()
+    assert state["blocks.0.attn._extra_state"] == {"folded": [t.name for t in ism.Recipe.default().transforms]}
+    with pytest.raises(ValueError, match="patch with the recipe the model was calibrated with"):
+        patched(vit(), recipe=ism.Recipe.per_tensor().replace(transforms=(ism.KeyOffset(),))).load_state_dict(state)
 
 
 def test_dtype_moves_keep_ranges_float32():
@@ -365,7 +373,7 @@ def test_calibration_folds_transforms_exactly_to_float_rounding(build, recipe):
         np.testing.assert_allclose(plain(x).numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
         assert any((p1 != p2).any() for p1, p2 in zip(plain.parameters(), model.parameters()))  # weights did change
         out = folded(x)
-        base = patched(model)
+        base = patched(model, recipe=ism.Recipe.per_tensor())
         qflash.calibrate(base, batches)
         assert ism.sqnr_db(ref.numpy(), out.numpy()) >= ism.sqnr_db(ref.numpy(), base(x).numpy()) - 0.5
 
@@ -406,7 +414,8 @@ def test_select_on_a_calibrated_models_own_activations():
 # -- the accuracy gate on real data -----------------------------------------------------------------
 def test_digits_accuracy_gate():
     """The committed digits checkpoints (scripts/train_digits.py), patched with the golden model:
-    Recipe.per_tensor() loses at most 0.5 points of held-out top-1 against float (analysis/accuracy.py)."""
+    Recipe.default() (its transforms folded, K and V static per head) loses at most 0.5 points of
+    held-out top-1 against float (analysis/accuracy.py)."""
     pytest.importorskip("sklearn")  # the digits data (installed by scripts/setup.sh; maybe not on a GPU machine)
     from analysis import accuracy
 
@@ -419,4 +428,4 @@ def test_digits_accuracy_gate():
         else:
             assert np.isfinite(r["sqnr_db"]) and r["sqnr_db"] > 25  # integer attention really ran
     assert all(r["delta"] >= -accuracy.TARGET_POINTS for r in rows if r["recipe"] == "default")
-    assert "Target: `Recipe.per_tensor()` loses at most 0.5 points against float: met" in accuracy.markdown(rows)
+    assert "Target: `Recipe.default()` loses at most 0.5 points against float: met" in accuracy.markdown(rows)

@@ -204,6 +204,25 @@ class QAttentionBase(nn.Module):
         self.recipe = self.recipe.replace(transforms=())
         self.invalidate()
 
+    def get_extra_state(self) -> dict:
+        """The names of the transforms folded into the projections: a calibrated model's state dict
+        then loads into a freshly patched one, whose recipe still has them."""
+        return {"folded": [t.name for t in self.folded]}
+
+    def set_extra_state(self, state) -> None:
+        """Match the module to the loaded weights: folded ones run the recipe without its
+        transforms (:meth:`fold_transforms`), unfolded ones with them."""
+        names = list(state.get("folded", [])) if isinstance(state, dict) else []
+        mine = self.folded or self.recipe.transforms
+        if names and names != [t.name for t in mine]:
+            raise ValueError(f"{type(self).__name__}: the state dict's projections have the transforms {names} folded "
+                             f"in, this module's recipe {[t.name for t in mine]}; patch with the recipe the model "
+                             "was calibrated with")
+        if bool(names) != bool(self.folded):
+            self.folded, self.recipe = (mine, self.recipe.replace(transforms=())) if names else \
+                ((), self.recipe.replace(transforms=mine))
+            self.invalidate()
+
     def extra_repr(self) -> str:
         folded = f", folded={'+'.join(t.name for t in self.folded)}" if self.folded else ""
         return (f"heads={self.num_heads}, head_dim={self.head_dim}, backend={self.backend}, recipe={self.recipe.name}"
