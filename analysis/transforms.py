@@ -27,9 +27,9 @@ TRANSFORMS = {"none": (), "key offset": (KeyOffset(),), "value offset": (ValueOf
               "channel balance": (ChannelBalance(),), "all three": (KeyOffset(), ChannelBalance(), ValueOffset())}
 #: The rows: the per-tensor recipe with each transform set, and with all three plus finer Q and V scales.
 SCALED = "all three, Q per token, V per channel"
-ACCURATE = "Recipe.default()"
+DEFAULT = "Recipe.default()"
 RECIPES = {**{label: Recipe.per_tensor().replace(transforms=t) for label, t in TRANSFORMS.items()},
-           ACCURATE: Recipe.default(),
+           DEFAULT: Recipe.default(),
            SCALED: Recipe.per_tensor().replace(transforms=TRANSFORMS["all three"], q_granularity=PerToken(),
                                             v_granularity=PerChannel())}
 DISTRIBUTIONS = ("U[-4, 4]", "N(0, 2^2)", "channel outliers", "key/value offsets")
@@ -88,8 +88,8 @@ def markdown(study: TransformStudy) -> str:
                "that is loud in both q and k (the outlier draw) is out of every per-channel balance's reach. "
                + "".join(f"{label}, against the per-tensor INT8 ceiling: "
                          + ", ".join(f"{d} {study.sqnr[d, label] - study.ceiling[d]:+.2f} dB" for d in DISTRIBUTIONS)
-                         + ". " for label in (ACCURATE, SCALED))
-               + f"(`{ACCURATE}` is the three transforms with Q per token and K, V per head, whose thresholds "
+                         + ". " for label in (DEFAULT, SCALED))
+               + f"(`{DEFAULT}` is the three transforms with Q per token and K, V per head, whose thresholds "
                "tests/test_transforms.py checks.)\n\n")
     return (summary + f"SQNR in dB, `Recipe.per_tensor()` with the named changes, pooled over seeds "
             f"{', '.join(map(str, study.seeds))}:\n\n" + "\n".join(rows))

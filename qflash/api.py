@@ -454,7 +454,7 @@ def _run(recipe: Recipe, call: Call, q8, k8, v8, table, attn_mask, out_kind: Out
 #: warp's ``mma.sync`` tile; :func:`qflash.kernel.launch`'s ``tail_block_m``), in calls with at
 #: least ``TAIL_PROGRAMS_PER_SM`` row blocks per SM (a second launch costs host time that only a
 #: GPU-bound call wins back). H200, kernel only at batch 256 (docs/performance.md): A1-A3 -3 to -6 %
-#: (fast), -5 to -10 % (default).
+#: (fast), -5 to -10 % (per_tensor).
 TAIL_ROWS = 16
 TAIL_PROGRAMS_PER_SM = 4
 

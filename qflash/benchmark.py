@@ -52,7 +52,7 @@ from intsoftmax.workloads import WORKLOADS, qkv, workload_shape
 RECIPES = {"per_tensor": ism.Recipe.per_tensor(), "fast": ism.Recipe.fast()}
 #: ``Recipe.default()`` (input transforms, Q per token) on the A1-A7 rows at batch 256: what its
 #: static path (the transforms folded, Q's ranges per call) costs against ``per_tensor``'s (issue 11).
-ACCURATE_RECIPES = {"default": ism.Recipe.default()}
+DEFAULT_RECIPES = {"default": ism.Recipe.default()}
 #: LLM shapes (B, H, N, D) of the queries at their usual batch, named like the workloads; "L1c" is
 #: L1 with ``is_causal=True``; D1 decodes one query per (batch, head) against :data:`KEYS` keys.
 LLM_SHAPES = {"L1": (2, 32, 4096, 128), "L1c": (2, 32, 4096, 128), "D1": (8, 32, 1, 128), "D2": (8, 32, 1, 128)}
@@ -85,7 +85,7 @@ def kv_shape_of(workload: str, batch: int) -> tuple:
 def row_recipes(workload: str, batch: int) -> dict:
     """The recipes measured on a row: those whose key limit it keeps, plus the long-context one on LLM rows."""
     recipes = {**RECIPES, **(LONG_RECIPES if workload in LLM_SHAPES else {}),
-               **(ACCURATE_RECIPES if workload in WORKLOADS and batch == 256 else {})}
+               **(DEFAULT_RECIPES if workload in WORKLOADS and batch == 256 else {})}
     keys = kv_shape_of(workload, batch)[2]
     return {name: r for name, r in recipes.items() if keys <= r.max_seq_len()}
 
@@ -414,12 +414,12 @@ def markdown(result: dict) -> str:
             out.append(f"| {_label(row)} | {row['batch']} | {row.get('keys', row['shape'][2])} | {base:.1f} "
                        f"({row['sdpa_backend']}) | " + " | ".join(_long_cell(row["recipes"].get(n), base) for n in every)
                        + " |")
-    accurate = [row for row in result["rows"] if set(ACCURATE_RECIPES) <= set(row["recipes"])]
-    if accurate:  # issue 11: the default's paths against the per-tensor recipe's
+    transformed = [row for row in result["rows"] if set(DEFAULT_RECIPES) <= set(row["recipes"])]
+    if transformed:  # issue 11: the default's paths against the per-tensor recipe's
         paths = ("int8", "static", "dynamic")
         out += ["", "| workload | batch | per_tensor int8 / static / dynamic (µs) | default int8 / static / dynamic (µs) "
                 "| default ÷ per_tensor |", "|---|---:|---:|---:|---:|"]
-        for row in accurate:
+        for row in transformed:
             d, a = row["recipes"]["per_tensor"], row["recipes"]["default"]
             out.append(f"| {_label(row)} | {row['batch']} | " + " / ".join(f"{d[p + '_graph_us']:.1f}" for p in paths)
                        + " | " + " / ".join(f"{a[p + '_graph_us']:.1f}" for p in paths) + " | "
@@ -466,11 +466,10 @@ def merge(parts: list, names: list, carried: list = (), carried_names: list = ()
     ratios stay against the SDPA time of its own run. ``carried``: results of earlier commits
     (same GPU) whose rows and comparisons fill in what ``parts`` did not measure, each keeping its
     own ``commit``, so that a partial run does not drop the rest of the record."""
-    for key in ("gpu", "commit"):
-        seen = {part[key] for part in parts}
-        if len(seen) > 1:
-            raise ValueError(f"results from different {key}s cannot be merged: {sorted(seen)}; merge one "
-                             f"{key}'s runs, and pass earlier commits' results as carried")
+    commits = {part["commit"] for part in parts}
+    if len(commits) > 1:
+        raise ValueError(f"results from different commits cannot be merged: {sorted(commits)}; merge one "
+                         "commit's runs, and pass earlier commits' results as carried")
     gpus = {part["gpu"] for part in [*parts, *carried]}
     if len(gpus) > 1:
         raise ValueError(f"results from different GPUs cannot be merged: {sorted(gpus)}")

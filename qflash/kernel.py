@@ -23,8 +23,8 @@ Two-pass integers do not depend on the tile order (integer sums are associative)
 kernel picks its tiles freely: ``BLOCK_N`` keys, the last few in ``TAIL`` (32) key tiles.
 ``P`` reaches the MMA as an int8 (7 bits), as ``127 - P`` plus one constant MMA (8 bits, the
 offset form: no column sums), or as ``P mod 128`` and ``P >> 7`` in two MMAs whose second result
-is added 128 times (9-14 bits); the same operands against a tile of ones give ``l = sum P`` (9-14
-bits: ``dp4a`` on the operands' words, :data:`~qflash.spec.ALU_ROW_SUMS`).
+is added 128 times (9-14 bits); the same operands against a tile of ones give ``l = sum P`` (two-pass
+7 and 9-14 bits: ``dp4a`` on the operands' words, :data:`~qflash.spec.ALU_ROW_SUMS`).
 Keys past ``NK`` in a padded tile read zero rows of K and carry ``P = 0``; V is read 16 keys at a
 time where its storage allows (:func:`readable_keys`). Pass 2 reads each 32 rows of K in the order
 that leaves ``P`` in the registers where the int8 MMA wants its operand (:func:`_key_order`,
@@ -389,8 +389,8 @@ def _sums_tile(q, j, m, fx, sums, bad, k_base, v_base, mask_base, skn, skd, svn,
     max first and the wide sums of the rows it moved are released (:func:`_release_wide`).
     ``sums = (l, acc, l_hi, acc_hi)``: the P.V MMAs
     into ``acc`` (BLOCK_M, D_PAD) and ``sum P`` into ``l`` (BLOCK_M, 16) by one more MMA against
-    ones (its 16 columns are equal); with ``ALU_SUMS`` (9-14 bits) by ``dp4a`` in
-    :func:`~qflash.ptx.split_half` instead, ``l`` per value (BLOCK_M, TILE) over full tiles (row
+    ones (its 16 columns are equal); with ``ALU_SUMS`` (7 and 9-14 bits) by ``dp4a`` in
+    :func:`~qflash.ptx.pack_half_round` or :func:`~qflash.ptx.split_half` instead, ``l`` per value (BLOCK_M, TILE) over full tiles (row
     sums after their loop) and a row vector in padded tiles. 8-bit ``P`` runs as ``127 - P`` (``l`` and ``acc`` then hold
     ``sum (127 - P)`` and ``-sum P V``, corrected by the caller and by a constant MMA here); 9-14
     bits as ``P``'s low seven bits and ``P >> 7``, whose MMAs accumulate in ``l_hi`` and

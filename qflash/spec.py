@@ -24,7 +24,7 @@ HI_SUM_HEAD_DIM = 128
 #: operands' words where they are packed, :func:`qflash.ptx.split_half` and
 #: :func:`~qflash.ptx.pack_half_round`) instead of by MMAs against ones, each of which Triton follows
 #: with a wait of the warpgroup. H200, kernel only (docs/performance.md), 9-14 bits: L1
-#: ``long_context`` -4 %, A2 / A4 / A7 ``default`` -6 / -7 / -8 %; 7 bits: A2 / A4 / A7 ``fast``
+#: ``long_context`` -4 %, A2 / A4 / A7 ``per_tensor`` -6 / -7 / -8 %; 7 bits: A2 / A4 / A7 ``fast``
 #: -9 / -4 / -6 %. 8-bit ``P`` keeps its offset form's MMA. False: the MMAs everywhere (measurements).
 ALU_ROW_SUMS = True
 #: Keys per full tile of the row-max pass (pass 1 of two-pass rules) in kernels with the ``hi_sum``

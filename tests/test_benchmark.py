@@ -42,7 +42,7 @@ def test_recipe_calls_run_each_path_of_a_row(name):
     transforms and per-token Q run folded in the int8 and static paths; INT-FA has no static path."""
     import torch
     from kernel_utils import DEVICE
-    recipe = {**benchmark.RECIPES, **benchmark.LONG_RECIPES, **benchmark.ACCURATE_RECIPES}[name]
+    recipe = {**benchmark.RECIPES, **benchmark.LONG_RECIPES, **benchmark.DEFAULT_RECIPES}[name]
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.empty((1, 2, 40, 32)).uniform_(-4, 4, generator=gen).to(DEVICE, torch.float16) for _ in range(3))
     calls = benchmark.recipe_calls(recipe, q, k, v, causal=False, gqa=False)
